@@ -1,0 +1,142 @@
+-- pg_envelope 0.1.0 install script. Everything lives in schema "envelope".
+\echo Use "CREATE EXTENSION pg_envelope" to load this file. \quit
+
+-- Types are usable by everyone; keys and plaintext are not.
+GRANT USAGE ON SCHEMA envelope TO PUBLIC;
+
+------------------------------------------------------------------------------
+-- Encrypted column types. One shared set of C I/O functions; the SQL types differ so
+-- that each decrypts to its own plain type (the type is also bound into the AAD).
+------------------------------------------------------------------------------
+CREATE TYPE envelope.encrypted_text;
+CREATE TYPE envelope.encrypted_bytea;
+CREATE TYPE envelope.encrypted_jsonb;
+
+CREATE FUNCTION envelope.encrypted_text_in(cstring, oid, integer) RETURNS envelope.encrypted_text
+  AS 'MODULE_PATHNAME', 'envelope_encrypted_in' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION envelope.encrypted_text_out(envelope.encrypted_text) RETURNS cstring
+  AS 'MODULE_PATHNAME', 'envelope_encrypted_out' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION envelope.encrypted_text_recv(internal, oid, integer) RETURNS envelope.encrypted_text
+  AS 'MODULE_PATHNAME', 'envelope_encrypted_recv' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION envelope.encrypted_text_send(envelope.encrypted_text) RETURNS bytea
+  AS 'MODULE_PATHNAME', 'envelope_encrypted_send' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+CREATE FUNCTION envelope.encrypted_bytea_in(cstring, oid, integer) RETURNS envelope.encrypted_bytea
+  AS 'MODULE_PATHNAME', 'envelope_encrypted_in' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION envelope.encrypted_bytea_out(envelope.encrypted_bytea) RETURNS cstring
+  AS 'MODULE_PATHNAME', 'envelope_encrypted_out' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION envelope.encrypted_bytea_recv(internal, oid, integer) RETURNS envelope.encrypted_bytea
+  AS 'MODULE_PATHNAME', 'envelope_encrypted_recv' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION envelope.encrypted_bytea_send(envelope.encrypted_bytea) RETURNS bytea
+  AS 'MODULE_PATHNAME', 'envelope_encrypted_send' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+CREATE FUNCTION envelope.encrypted_jsonb_in(cstring, oid, integer) RETURNS envelope.encrypted_jsonb
+  AS 'MODULE_PATHNAME', 'envelope_encrypted_in' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION envelope.encrypted_jsonb_out(envelope.encrypted_jsonb) RETURNS cstring
+  AS 'MODULE_PATHNAME', 'envelope_encrypted_out' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION envelope.encrypted_jsonb_recv(internal, oid, integer) RETURNS envelope.encrypted_jsonb
+  AS 'MODULE_PATHNAME', 'envelope_encrypted_recv' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION envelope.encrypted_jsonb_send(envelope.encrypted_jsonb) RETURNS bytea
+  AS 'MODULE_PATHNAME', 'envelope_encrypted_send' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-- STORAGE = external: ciphertext does not compress, so never try; large values go
+-- out of line at once.
+CREATE TYPE envelope.encrypted_text (
+  INPUT = envelope.encrypted_text_in, OUTPUT = envelope.encrypted_text_out,
+  RECEIVE = envelope.encrypted_text_recv, SEND = envelope.encrypted_text_send,
+  INTERNALLENGTH = VARIABLE, STORAGE = external, CATEGORY = 'U');
+CREATE TYPE envelope.encrypted_bytea (
+  INPUT = envelope.encrypted_bytea_in, OUTPUT = envelope.encrypted_bytea_out,
+  RECEIVE = envelope.encrypted_bytea_recv, SEND = envelope.encrypted_bytea_send,
+  INTERNALLENGTH = VARIABLE, STORAGE = external, CATEGORY = 'U');
+CREATE TYPE envelope.encrypted_jsonb (
+  INPUT = envelope.encrypted_jsonb_in, OUTPUT = envelope.encrypted_jsonb_out,
+  RECEIVE = envelope.encrypted_jsonb_recv, SEND = envelope.encrypted_jsonb_send,
+  INTERNALLENGTH = VARIABLE, STORAGE = external, CATEGORY = 'U');
+
+------------------------------------------------------------------------------
+-- Key tables. Extension configuration tables: pg_dump dumps their rows, so a restore
+-- into a new database keeps every DEK reference (key_id, version) valid.
+-- Wrapped DEKs only; nothing here decrypts anything without the KEK.
+------------------------------------------------------------------------------
+CREATE TABLE envelope.key (
+  key_id          integer PRIMARY KEY CHECK (key_id > 0),
+  name            text NOT NULL UNIQUE
+                  CHECK (name ~ '^[A-Za-z0-9_][A-Za-z0-9_.:@/-]{0,62}$'),
+  kms             text NOT NULL DEFAULT 'local',
+  kek             text NOT NULL,
+  state           text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'destroyed')),
+  current_version integer NOT NULL CHECK (current_version >= 1),
+  created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+  destroyed_at    timestamptz
+);
+
+CREATE TABLE envelope.data_key (
+  key_id       integer NOT NULL REFERENCES envelope.key (key_id),
+  version      integer NOT NULL CHECK (version >= 1),
+  wrapped      bytea,
+  state        text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'retired', 'destroyed')),
+  created_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+  destroyed_at timestamptz,
+  PRIMARY KEY (key_id, version),
+  CHECK ((state = 'destroyed') = (wrapped IS NULL))
+);
+
+SELECT pg_catalog.pg_extension_config_dump('envelope.key', '');
+SELECT pg_catalog.pg_extension_config_dump('envelope.data_key', '');
+
+REVOKE ALL ON envelope.key, envelope.data_key FROM PUBLIC;
+
+-- Keys and their DEK versions, without key material.
+CREATE VIEW envelope.keys AS
+  SELECT k.name AS key_name, k.kms, k.kek, k.state AS key_state, d.version,
+         d.state AS version_state, d.version = k.current_version AS is_current,
+         d.created_at, d.destroyed_at
+    FROM envelope.key k JOIN envelope.data_key d USING (key_id);
+REVOKE ALL ON envelope.keys FROM PUBLIC;
+
+------------------------------------------------------------------------------
+-- Field encryption. Not STRICT: a NULL context means "no context", while a NULL
+-- value gives NULL. VOLATILE for encrypt (random nonce), STABLE for decrypt (the key
+-- tables can change between statements). PARALLEL SAFE: workers decrypt too.
+------------------------------------------------------------------------------
+CREATE FUNCTION envelope.encrypt_field(value text, key_name text, context text DEFAULT NULL)
+  RETURNS envelope.encrypted_text
+  AS 'MODULE_PATHNAME', 'envelope_encrypt_text' LANGUAGE C VOLATILE PARALLEL SAFE;
+CREATE FUNCTION envelope.encrypt_field(value bytea, key_name text, context text DEFAULT NULL)
+  RETURNS envelope.encrypted_bytea
+  AS 'MODULE_PATHNAME', 'envelope_encrypt_bytea' LANGUAGE C VOLATILE PARALLEL SAFE;
+CREATE FUNCTION envelope.encrypt_field(value jsonb, key_name text, context text DEFAULT NULL)
+  RETURNS envelope.encrypted_jsonb
+  AS 'MODULE_PATHNAME', 'envelope_encrypt_jsonb' LANGUAGE C VOLATILE PARALLEL SAFE;
+
+CREATE FUNCTION envelope.decrypt_field(value envelope.encrypted_text, context text DEFAULT NULL)
+  RETURNS text
+  AS 'MODULE_PATHNAME', 'envelope_decrypt_text' LANGUAGE C STABLE PARALLEL SAFE;
+CREATE FUNCTION envelope.decrypt_field(value envelope.encrypted_bytea, context text DEFAULT NULL)
+  RETURNS bytea
+  AS 'MODULE_PATHNAME', 'envelope_decrypt_bytea' LANGUAGE C STABLE PARALLEL SAFE;
+CREATE FUNCTION envelope.decrypt_field(value envelope.encrypted_jsonb, context text DEFAULT NULL)
+  RETURNS jsonb
+  AS 'MODULE_PATHNAME', 'envelope_decrypt_jsonb' LANGUAGE C STABLE PARALLEL SAFE;
+
+------------------------------------------------------------------------------
+-- Key management.
+------------------------------------------------------------------------------
+CREATE FUNCTION envelope.create_key(name text, kms text DEFAULT 'local', kek text DEFAULT NULL)
+  RETURNS integer
+  AS 'MODULE_PATHNAME', 'envelope_create_key' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION envelope.rotate_key(name text) RETURNS integer
+  AS 'MODULE_PATHNAME', 'envelope_rotate_key' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+CREATE FUNCTION envelope.destroy_key(name text) RETURNS void
+  AS 'MODULE_PATHNAME', 'envelope_destroy_key' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+
+-- Least privilege: nobody but the owner may encrypt, decrypt or manage keys until
+-- granted, e.g.  GRANT EXECUTE ON FUNCTION envelope.decrypt_field(envelope.encrypted_text, text) TO app;
+REVOKE ALL ON FUNCTION
+  envelope.encrypt_field(text, text, text), envelope.encrypt_field(bytea, text, text),
+  envelope.encrypt_field(jsonb, text, text),
+  envelope.decrypt_field(envelope.encrypted_text, text), envelope.decrypt_field(envelope.encrypted_bytea, text),
+  envelope.decrypt_field(envelope.encrypted_jsonb, text),
+  envelope.create_key(text, text, text), envelope.rotate_key(text), envelope.destroy_key(text)
+  FROM PUBLIC;

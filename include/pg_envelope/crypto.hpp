@@ -1,0 +1,58 @@
+// Cryptographic primitives, all through OpenSSL: AES-GCM, HKDF-SHA256, the CSPRNG
+// and constant-time comparison. Pure C++: no PostgreSQL headers.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "pg_envelope/secure_bytes.hpp"
+
+typedef struct evp_cipher_ctx_st EVP_CIPHER_CTX;
+
+namespace pg_envelope {
+
+inline constexpr std::size_t kGcmNonceSize = 12;  // 96-bit nonce, the only size we emit
+inline constexpr std::size_t kGcmTagSize = 16;    // 128-bit tag
+inline constexpr std::size_t kAes256KeySize = 32;
+
+// Fill `out` with bytes from OpenSSL's CSPRNG. Throws Error on failure (never
+// returns predictable bytes).
+void random_bytes(std::span<std::uint8_t> out);
+
+// Constant-time equality of two equal-length buffers; false if lengths differ.
+bool constant_time_equal(ByteView a, ByteView b) noexcept;
+
+// HKDF-SHA256 (RFC 5869) extract-and-expand into out.size() bytes.
+void hkdf_sha256(ByteView ikm, ByteView salt, ByteView info, std::span<std::uint8_t> out);
+
+// AES-GCM with a fixed key (16, 24 or 32 bytes). The key schedule is computed once,
+// so sealing and opening many short values with one key is cheap. Not thread-safe;
+// one instance per backend cache entry.
+class AesGcm {
+ public:
+  explicit AesGcm(ByteView key);
+  ~AesGcm();
+  AesGcm(const AesGcm&) = delete;
+  AesGcm& operator=(const AesGcm&) = delete;
+
+  // Encrypts plaintext into out (plaintext.size() bytes) and writes the tag.
+  // nonce must be kGcmNonceSize bytes. out may alias plaintext.
+  void seal(ByteView nonce, ByteView aad, ByteView plaintext, std::uint8_t* out,
+            std::uint8_t tag[kGcmTagSize]);
+
+  // Decrypts ciphertext into out (ciphertext.size() bytes) and verifies the tag in
+  // constant time. Returns false, with out wiped, if authentication fails.
+  [[nodiscard]] bool open(ByteView nonce, ByteView aad, ByteView ciphertext,
+                          const std::uint8_t tag[kGcmTagSize], std::uint8_t* out);
+
+ private:
+  EVP_CIPHER_CTX* enc_ = nullptr;
+  EVP_CIPHER_CTX* dec_ = nullptr;
+};
+
+inline ByteView as_bytes(std::string_view s) noexcept {
+  return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
+}
+
+}  // namespace pg_envelope

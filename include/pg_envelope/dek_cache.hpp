@@ -1,0 +1,46 @@
+// The cache of unwrapped DEKs a backend decrypts with. Behind an interface so the
+// shared-memory cache can replace or back the per-backend one without touching the
+// SQL functions. Pure C++: no PostgreSQL headers.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "pg_envelope/crypto.hpp"
+#include "pg_envelope/envelope_format.hpp"
+
+namespace pg_envelope {
+
+// An unwrapped DEK, ready to use: the key schedule is set up once in `aead`.
+struct CachedDek {
+  CachedDek(DekId id_, std::string key_name_, ByteView key) : id(id_), key_name(std::move(key_name_)), aead(key) {}
+  DekId id;
+  std::string key_name;
+  AesGcm aead;
+};
+
+class DekCache {
+ public:
+  virtual ~DekCache() = default;
+
+  // The DEK, or nullptr when it is not cached.
+  virtual CachedDek* find(DekId id) noexcept = 0;
+
+  // Caches an unwrapped DEK (its bytes are copied into the key schedule and not kept).
+  virtual CachedDek& insert(DekId id, std::string key_name, const SecureBytes& dek) = 0;
+
+  // Which DEK encrypts new values for a key name (its current version), or nullptr.
+  virtual CachedDek* find_current(std::string_view key_name) noexcept = 0;
+  virtual void set_current(std::string_view key_name, DekId id) = 0;
+
+  // Drops every entry (key schedules are wiped by OpenSSL on free).
+  virtual void clear() noexcept = 0;
+  virtual std::size_t size() const noexcept = 0;
+};
+
+// A per-process cache holding at most `capacity` DEKs.
+std::unique_ptr<DekCache> make_backend_dek_cache(std::size_t capacity);
+
+}  // namespace pg_envelope

@@ -1,0 +1,88 @@
+// The KMS-provider interface: how a DEK is wrapped by, and unwrapped from, a KEK
+// that lives in a key management service. The built-in provider is "local" (a
+// master key held in the server's private memory); cloud providers (AWS KMS, Vault
+// Transit, GCP KMS, Azure Key Vault) implement the same interface.
+//
+// Every operation is bound to a DekBinding: a wrapped DEK only unwraps for the key
+// name, key id and version it was created for, so wrapped DEKs cannot be swapped
+// between keys or versions.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "pg_envelope/secure_bytes.hpp"
+
+namespace pg_envelope {
+
+struct DekBinding {
+  std::string key_name;
+  std::uint32_t key_id = 0;
+  std::uint32_t version = 0;
+};
+
+struct GeneratedDek {
+  SecureBytes plaintext;  // 32 bytes
+  Bytes wrapped;
+};
+
+class KmsProvider {
+ public:
+  virtual ~KmsProvider() = default;
+
+  // The KMS name as stored in envelope.key.kms ("local" for the built-in one).
+  virtual const std::string& kms_name() const = 0;
+
+  // The KEK to use when create_key() is given none.
+  virtual std::string default_kek() const = 0;
+
+  // Checks a KEK reference before a key is created (name syntax, existence).
+  virtual void validate_kek(std::string_view kek) const = 0;
+
+  virtual Bytes wrap(std::string_view kek, const DekBinding& binding, ByteView dek) = 0;
+  virtual SecureBytes unwrap(std::string_view kek, const DekBinding& binding, ByteView wrapped) = 0;
+
+  // A fresh 256-bit DEK and its wrapped form. The default draws the DEK from the
+  // local CSPRNG and calls wrap(); providers with a GenerateDataKey call override it.
+  virtual GeneratedDek generate_data_key(std::string_view kek, const DekBinding& binding);
+
+  // Re-wraps a DEK under new_kek. The default unwraps and wraps locally; providers
+  // with a server-side re-encrypt override it so the DEK never leaves the KMS.
+  virtual Bytes rewrap(std::string_view old_kek, std::string_view new_kek, const DekBinding& binding,
+                       ByteView wrapped);
+};
+
+// Where the local master key came from and whether it loaded; the reason is kept so
+// every later call can report it (the key is read once, in the postmaster).
+struct MasterKeyStatus {
+  enum class State { kNotLoaded, kNotConfigured, kLoaded, kFailed } state = State::kNotLoaded;
+  const char* sqlstate = nullptr;
+  std::string message;  // why it failed; never contains key material
+  std::string source;   // "file" or "command"
+};
+
+// Parses 64 hex digits, optionally surrounded by whitespace, into 32 bytes.
+// Throws Error (22023) without echoing the input on any other content.
+SecureBytes parse_master_key_hex(std::string_view text);
+
+// Reads the master key from a file (refusing group/world-accessible files) or from a
+// command's standard output. Throw Error on failure.
+SecureBytes read_master_key_file(const std::string& path);
+SecureBytes read_master_key_command(const std::string& command);
+
+// The process-wide master key: installed once (in the postmaster when preloaded) and
+// inherited by every backend. Never exposed to SQL.
+void install_master_key(SecureBytes key);
+void record_master_key_failure(MasterKeyStatus status);
+const MasterKeyStatus& master_key_status();
+
+// The provider registered under kms_name; throws Error 42704 when there is none, or
+// 55000 when the local master key is unavailable.
+KmsProvider& kms_provider(std::string_view kms_name);
+
+// The local provider over an explicit master key (unit tests, tools).
+std::unique_ptr<KmsProvider> make_local_kms(ByteView master_key);
+
+}  // namespace pg_envelope

@@ -1,0 +1,110 @@
+// Reading the local KMS master key from envelope.master_key_file or
+// envelope.master_key_command. Runs in the postmaster, before any backend exists.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "pg_envelope/error.hpp"
+#include "pg_envelope/kms.hpp"
+
+namespace pg_envelope {
+
+namespace {
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+constexpr std::size_t kMaxKeyText = 4096;
+
+}  // namespace
+
+SecureBytes parse_master_key_hex(std::string_view text) {
+  while (!text.empty() && is_space(text.front())) text.remove_prefix(1);
+  while (!text.empty() && is_space(text.back())) text.remove_suffix(1);
+  const char* bad = "The master key must be exactly 64 hexadecimal characters (256 bits).";
+  if (text.size() != 64) throw Error(sqlstate::kInvalidParameterValue, "invalid master key", bad);
+  SecureBytes key(32);
+  for (std::size_t i = 0; i < 32; ++i) {
+    int hi = hex_value(text[2 * i]), lo = hex_value(text[2 * i + 1]);
+    if (hi < 0 || lo < 0) throw Error(sqlstate::kInvalidParameterValue, "invalid master key", bad);
+    key.data()[i] = static_cast<std::uint8_t>((hi << 4) | lo);
+  }
+  return key;
+}
+
+SecureBytes read_master_key_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    int e = errno;
+    throw Error(e == ENOENT ? sqlstate::kUndefinedFile : sqlstate::kIoError,
+                "could not open master key file \"" + path + "\"", std::string(std::strerror(e)) + ".");
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw Error(sqlstate::kIoError, "master key file \"" + path + "\" is not a regular file");
+  }
+  // Same rule PostgreSQL applies to ssl_key_file: owned by us, no group/other access;
+  // or owned by root with at most group read.
+  bool ok = (st.st_uid == geteuid() && (st.st_mode & (S_IRWXG | S_IRWXO)) == 0) ||
+            (st.st_uid == 0 && (st.st_mode & (S_IWGRP | S_IXGRP | S_IRWXO)) == 0);
+  if (!ok) {
+    ::close(fd);
+    throw Error(sqlstate::kConfigFileError, "master key file \"" + path + "\" has group or world access",
+                "The file must be owned by the server's user with mode 0600 or less, or by root with mode "
+                "0640 or less.");
+  }
+  SecureBytes buf(kMaxKeyText + 1);
+  std::size_t used = 0;
+  while (used < buf.size()) {
+    ssize_t n = ::read(fd, buf.data() + used, buf.size() - used);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int e = errno;
+      ::close(fd);
+      throw Error(sqlstate::kIoError, "could not read master key file \"" + path + "\"",
+                  std::string(std::strerror(e)) + ".");
+    }
+    if (n == 0) break;
+    used += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  return parse_master_key_hex({reinterpret_cast<const char*>(buf.data()), used});
+}
+
+SecureBytes read_master_key_command(const std::string& command) {
+  FILE* f = ::popen(command.c_str(), "r");
+  if (f == nullptr)
+    throw Error(sqlstate::kIoError, "could not run envelope.master_key_command", std::string(std::strerror(errno)) + ".");
+  SecureBytes buf(kMaxKeyText + 1);
+  std::size_t used = 0;
+  while (used < buf.size()) {
+    std::size_t n = std::fread(buf.data() + used, 1, buf.size() - used, f);
+    if (n == 0) break;
+    used += n;
+  }
+  // Drain anything beyond the limit so the child does not block on a full pipe.
+  char sink[256];
+  while (std::fread(sink, 1, sizeof sink, f) > 0) {
+  }
+  int status = ::pclose(f);
+  if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    throw Error(sqlstate::kConfigFileError, "envelope.master_key_command failed",
+                status != -1 && WIFEXITED(status)
+                    ? "The command exited with status " + std::to_string(WEXITSTATUS(status)) + "."
+                    : std::string("The command did not exit normally."));
+  return parse_master_key_hex({reinterpret_cast<const char*>(buf.data()), used});
+}
+
+}  // namespace pg_envelope

@@ -1,0 +1,88 @@
+// Module entry: _PG_init defines the GUCs, reads the local master key (once, in the
+// postmaster, when preloaded) and registers the shared-memory hooks.
+#include "pg/guard.hpp"
+
+extern "C" {
+#include "utils/guc.h"
+}
+
+#include "pg/shared_state.hpp"
+#include "pg_envelope/kms.hpp"
+
+extern "C" {
+PG_MODULE_MAGIC;
+void _PG_init(void);
+}
+
+namespace {
+
+char* master_key_file = nullptr;
+char* master_key_command = nullptr;
+
+void define_gucs() {
+  DefineCustomStringVariable(
+      "envelope.master_key_file", "File holding the local KMS master key (64 hex characters).",
+      "Read once at server start. The file must not be accessible to group or others.", &master_key_file, "",
+      PGC_POSTMASTER, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
+  DefineCustomStringVariable(
+      "envelope.master_key_command", "Command that prints the local KMS master key (64 hex characters).",
+      "Run once at server start, as the server's operating-system user.", &master_key_command, "",
+      PGC_POSTMASTER, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
+#if PG_VERSION_NUM >= 150000
+  MarkGUCPrefixReserved("envelope");
+#else
+  EmitWarningsOnPlaceholders("envelope");
+#endif
+}
+
+// Loads the master key into this process's private memory. Failures are recorded
+// and logged without the key; every function that needs the key then reports them.
+void load_master_key() {
+  using pg_envelope::MasterKeyStatus;
+  bool have_file = master_key_file != nullptr && master_key_file[0] != '\0';
+  bool have_command = master_key_command != nullptr && master_key_command[0] != '\0';
+  MasterKeyStatus status;
+  status.source = have_file ? "file" : "command";
+  char level_msg[1024] = "";
+  try {
+    if (have_file && have_command) {
+      status.state = MasterKeyStatus::State::kFailed;
+      status.sqlstate = pg_envelope::sqlstate::kConfigFileError;
+      status.source = "settings";
+      status.message = "Both envelope.master_key_file and envelope.master_key_command are set; set only one.";
+    } else if (!have_file && !have_command) {
+      status.state = MasterKeyStatus::State::kNotConfigured;
+    } else {
+      pg_envelope::install_master_key(have_file ? pg_envelope::read_master_key_file(master_key_file)
+                                                : pg_envelope::read_master_key_command(master_key_command));
+      return;
+    }
+  } catch (const pg_envelope::Error& e) {
+    status.state = MasterKeyStatus::State::kFailed;
+    status.sqlstate = e.sqlstate();
+    status.message = std::string(e.what()) + (e.detail().empty() ? "." : ": " + e.detail());
+  } catch (const std::exception& e) {
+    status.state = MasterKeyStatus::State::kFailed;
+    status.sqlstate = pg_envelope::sqlstate::kInternalError;
+    status.message = e.what();
+  }
+  if (status.state == MasterKeyStatus::State::kFailed)
+    std::snprintf(level_msg, sizeof level_msg, "%s", status.message.c_str());
+  pg_envelope::record_master_key_failure(std::move(status));
+  if (level_msg[0] != '\0')
+    ereport(WARNING, (errmsg("pg_envelope: the local KMS master key was not loaded"),
+                      errdetail_internal("%s", level_msg)));
+  else
+    ereport(LOG, (errmsg("pg_envelope: no local KMS master key is configured"),
+                  errhint("Set envelope.master_key_file or envelope.master_key_command to use the local KMS.")));
+}
+
+}  // namespace
+
+void _PG_init(void) {
+  define_gucs();
+  if (!process_shared_preload_libraries_in_progress) return;
+  pg_envelope::set_loaded_at_startup();
+  load_master_key();
+  pg_envelope::request_shared_state();
+}

@@ -1,0 +1,46 @@
+// Reads and writes the key tables (envelope.key, envelope.data_key) through SPI, as
+// the owner of those tables: callers are authorised by EXECUTE on the SQL functions,
+// not by privileges on the tables, which PUBLIC cannot read.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "pg_envelope/envelope_format.hpp"
+#include "pg_envelope/secure_bytes.hpp"
+
+namespace pg_envelope {
+
+struct KeyRecord {
+  std::uint32_t key_id = 0;
+  std::string name;
+  std::string kms;
+  std::string kek;
+  bool destroyed = false;
+  std::uint32_t current_version = 0;
+};
+
+struct DekRecord {
+  KeyRecord key;
+  std::uint32_t version = 0;
+  bool destroyed = false;
+  Bytes wrapped;  // empty once destroyed
+};
+
+namespace key_store {
+
+std::optional<KeyRecord> find_key(std::string_view name, bool for_update = false);
+std::optional<DekRecord> find_dek(DekId id);
+bool key_id_in_use(std::uint32_t key_id);
+
+void insert_key(const KeyRecord& key);
+void insert_dek(std::uint32_t key_id, std::uint32_t version, ByteView wrapped);
+void set_current_version(std::uint32_t key_id, std::uint32_t version);
+
+// Crypto-shredding: drops every wrapped DEK of the key and marks it destroyed.
+void destroy_key(std::uint32_t key_id);
+
+}  // namespace key_store
+}  // namespace pg_envelope

@@ -1,0 +1,97 @@
+// Shared memory of pg_envelope, in the pattern of contrib/pg_stat_statements:
+// a chained shmem_request_hook (PostgreSQL 15+; RequestAddinShmemSpace from _PG_init
+// before that) and a chained shmem_startup_hook that creates the struct under
+// AddinShmemInitLock.
+#include "guard.hpp"
+
+extern "C" {
+#include "access/xact.h"
+#include "port/atomics.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+}
+
+#include "shared_state.hpp"
+
+namespace pg_envelope {
+
+namespace {
+
+struct SharedState {
+  pg_atomic_uint64 key_generation;
+};
+
+SharedState* shared = nullptr;
+bool preloaded = false;
+bool bump_registered = false;
+
+shmem_startup_hook_type prev_shmem_startup_hook = nullptr;
+#if PG_VERSION_NUM >= 150000
+shmem_request_hook_type prev_shmem_request_hook = nullptr;
+#endif
+
+void shmem_request() {
+#if PG_VERSION_NUM >= 150000
+  if (prev_shmem_request_hook) prev_shmem_request_hook();
+#endif
+  RequestAddinShmemSpace(MAXALIGN(sizeof(SharedState)));
+}
+
+void shmem_startup() {
+  if (prev_shmem_startup_hook) prev_shmem_startup_hook();
+  bool found = false;
+  LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+  shared = static_cast<SharedState*>(ShmemInitStruct("pg_envelope shared state", sizeof(SharedState), &found));
+  if (!found) pg_atomic_init_u64(&shared->key_generation, 1);
+  LWLockRelease(AddinShmemInitLock);
+}
+
+void bump() {
+  if (shared != nullptr) pg_atomic_fetch_add_u64(&shared->key_generation, 1);
+}
+
+void xact_callback(XactEvent event, void*) {
+  if (!bump_registered) return;
+  if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT) bump();
+  if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_COMMIT ||
+      event == XACT_EVENT_PARALLEL_ABORT || event == XACT_EVENT_PREPARE)
+    bump_registered = false;
+}
+
+}  // namespace
+
+bool loaded_at_startup() noexcept { return preloaded; }
+void set_loaded_at_startup() noexcept { preloaded = true; }
+
+void require_preloaded() {
+  if (!preloaded || shared == nullptr)
+    throw Error(sqlstate::kObjectNotInPrerequisiteState,
+                "pg_envelope must be loaded via \"shared_preload_libraries\"",
+                "Encryption, decryption and key management need the master key and shared memory that "
+                "pg_envelope sets up when the server starts.",
+                "Add pg_envelope to shared_preload_libraries in postgresql.conf and restart the server.");
+}
+
+void request_shared_state() {
+#if PG_VERSION_NUM >= 150000
+  prev_shmem_request_hook = shmem_request_hook;
+  shmem_request_hook = shmem_request;
+#else
+  shmem_request();
+#endif
+  prev_shmem_startup_hook = shmem_startup_hook;
+  shmem_startup_hook = shmem_startup;
+  RegisterXactCallback(xact_callback, nullptr);
+}
+
+std::uint64_t key_generation() noexcept {
+  return shared == nullptr ? 0 : pg_atomic_read_u64(&shared->key_generation);
+}
+
+void invalidate_keys_at_commit() {
+  bump();
+  bump_registered = true;
+}
+
+}  // namespace pg_envelope

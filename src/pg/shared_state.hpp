@@ -1,0 +1,28 @@
+// Process-wide state of the extension inside PostgreSQL: whether the library was
+// preloaded, and the shared-memory key generation counter every backend checks
+// before using a cached DEK.
+#pragma once
+
+#include <cstdint>
+
+namespace pg_envelope {
+
+// True in the postmaster and its children when loaded via shared_preload_libraries.
+bool loaded_at_startup() noexcept;
+void set_loaded_at_startup() noexcept;
+
+// Throws Error 55000 with a hint when the library was not preloaded.
+void require_preloaded();
+
+// Registers the shared-memory request (called from _PG_init in the postmaster).
+void request_shared_state();
+
+// The key generation: bumped whenever a key is destroyed or rotated. A backend drops
+// its DEK cache when the generation it last saw differs. 0 when not preloaded.
+std::uint64_t key_generation() noexcept;
+
+// Bumps the generation now and again when the current transaction commits, so no
+// backend can re-cache a DEK from the pre-commit row version.
+void invalidate_keys_at_commit();
+
+}  // namespace pg_envelope

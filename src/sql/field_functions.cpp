@@ -1,0 +1,154 @@
+// envelope.encrypt_field() and envelope.decrypt_field() for text, bytea and jsonb.
+//
+// The hot path per value: detoast, one cache lookup (usually the last DEK used), one
+// AES-256-GCM pass straight into the palloc'd result. Plaintext copies that we make
+// (detoasted inputs, jsonb text) are wiped before they are freed.
+#include "pg/guard.hpp"
+
+extern "C" {
+#include "utils/jsonb.h"
+}
+
+#include <cstring>
+
+#include "pg/keyring.hpp"
+#include "pg/shared_state.hpp"
+#include "pg_envelope/envelope_format.hpp"
+
+using namespace pg_envelope;
+
+namespace {
+
+struct VarlenaArg {
+  struct varlena* ptr = nullptr;
+  bool copied = false;  // detoasting made a private copy, which we wipe and free
+  ByteView bytes() const {
+    return {reinterpret_cast<const std::uint8_t*>(VARDATA_ANY(ptr)), VARSIZE_ANY_EXHDR(ptr)};
+  }
+  std::string_view text() const { return {VARDATA_ANY(ptr), VARSIZE_ANY_EXHDR(ptr)}; }
+  void wipe_copy() {
+    if (copied) {
+      secure_zero(ptr, VARSIZE_ANY(ptr));
+      pfree(ptr);
+      ptr = nullptr;
+    }
+  }
+};
+
+VarlenaArg detoast_arg(FunctionCallInfo fcinfo, int n) {
+  Datum d = PG_GETARG_DATUM(n);
+  VarlenaArg a;
+  a.ptr = pg_call([d] { return PG_DETOAST_DATUM_PACKED(d); });
+  a.copied = a.ptr != reinterpret_cast<struct varlena*>(DatumGetPointer(d));
+  return a;
+}
+
+// The AAD buffer is reused across calls to keep the per-row path allocation-free.
+Bytes& aad_buffer() {
+  static Bytes aad;
+  return aad;
+}
+
+Datum encrypt_bytes(CachedDek& dek, PlainType type, ByteView plaintext, bool has_context, std::string_view context) {
+  std::size_t total = VARHDRSZ + kEnvelopeOverhead + plaintext.size();
+  auto* out = static_cast<struct varlena*>(pg_alloc(total));
+  SET_VARSIZE(out, total);
+  auto* p = reinterpret_cast<std::uint8_t*>(VARDATA(out));
+  EnvelopeHeader h;
+  h.dek = dek.id;
+  random_bytes(h.nonce);
+  write_header(h, p);
+  Bytes& aad = aad_buffer();
+  build_aad({p, kHeaderSize}, type, has_context, context, aad);
+  dek.aead.seal({h.nonce, kGcmNonceSize}, aad, plaintext, p + kHeaderSize, p + kHeaderSize + plaintext.size());
+  return PointerGetDatum(out);
+}
+
+Datum encrypt_field(FunctionCallInfo fcinfo, PlainType type) {
+  if (PG_ARGISNULL(0)) PG_RETURN_NULL();
+  if (PG_ARGISNULL(1))
+    throw Error(sqlstate::kNullValueNotAllowed, "key name must not be null",
+                "envelope.encrypt_field() needs the name of the key to encrypt with.");
+  require_preloaded();
+  VarlenaArg key_name = detoast_arg(fcinfo, 1);
+  bool has_context = !PG_ARGISNULL(2);
+  VarlenaArg context;
+  if (has_context) context = detoast_arg(fcinfo, 2);
+  CachedDek& dek = keyring::for_encrypt(key_name.text());
+
+  if (type == PlainType::kJsonb) {
+    // jsonb is encrypted in its canonical text form, which is stable across versions.
+    Datum value = PG_GETARG_DATUM(0);
+    char* json = DatumGetCString(pg_call([value] { return DirectFunctionCall1(jsonb_out, value); }));
+    std::size_t n = std::strlen(json);
+    Datum result;
+    try {
+      result = encrypt_bytes(dek, type, {reinterpret_cast<const std::uint8_t*>(json), n}, has_context,
+                             has_context ? context.text() : std::string_view());
+    } catch (...) {
+      secure_zero(json, n);
+      throw;
+    }
+    secure_zero(json, n);
+    pfree(json);
+    return result;
+  }
+  VarlenaArg value = detoast_arg(fcinfo, 0);
+  Datum result;
+  try {
+    result = encrypt_bytes(dek, type, value.bytes(), has_context, has_context ? context.text() : std::string_view());
+  } catch (...) {
+    value.wipe_copy();
+    throw;
+  }
+  value.wipe_copy();
+  return result;
+}
+
+Datum decrypt_field(FunctionCallInfo fcinfo, PlainType type) {
+  if (PG_ARGISNULL(0)) PG_RETURN_NULL();
+  require_preloaded();
+  VarlenaArg value = detoast_arg(fcinfo, 0);
+  EnvelopeView env;
+  if (FormatProblem p = parse_envelope(value.bytes(), env))
+    throw Error(sqlstate::kDataException, "stored value is not a valid pg_envelope ciphertext", p.detail);
+  bool has_context = !PG_ARGISNULL(1);
+  VarlenaArg context;
+  if (has_context) context = detoast_arg(fcinfo, 1);
+  CachedDek& dek = keyring::for_decrypt(env.header.dek);
+
+  Bytes& aad = aad_buffer();
+  build_aad(env.header_bytes, type, has_context, has_context ? context.text() : std::string_view(), aad);
+  std::size_t n = env.ciphertext.size();
+  // Room for a terminating NUL when the plaintext is jsonb text.
+  auto* out = static_cast<struct varlena*>(pg_alloc(VARHDRSZ + n + 1));
+  auto* plain = reinterpret_cast<std::uint8_t*>(VARDATA(out));
+  if (!dek.aead.open({env.header.nonce, kGcmNonceSize}, aad, env.ciphertext, env.tag.data(), plain)) {
+    pfree(out);
+    throw Error(sqlstate::kDataException,
+                "could not decrypt value encrypted with key \"" + dek.key_name + "\" version " +
+                    std::to_string(dek.id.version),
+                "The value failed authentication: it was modified, was copied from another row or column "
+                "(the context differs), or is being decrypted as a different type.",
+                "Pass the same context and type that were used to encrypt it.");
+  }
+  if (type != PlainType::kJsonb) {
+    SET_VARSIZE(out, VARHDRSZ + n);
+    return PointerGetDatum(out);
+  }
+  plain[n] = '\0';
+  char* json = reinterpret_cast<char*>(plain);
+  Datum result = pg_call([json] { return DirectFunctionCall1(jsonb_in, CStringGetDatum(json)); });
+  secure_zero(out, VARHDRSZ + n + 1);
+  pfree(out);
+  return result;
+}
+
+}  // namespace
+
+PGENV_FUNCTION(envelope_encrypt_text) { return encrypt_field(fcinfo, PlainType::kText); }
+PGENV_FUNCTION(envelope_encrypt_bytea) { return encrypt_field(fcinfo, PlainType::kBytea); }
+PGENV_FUNCTION(envelope_encrypt_jsonb) { return encrypt_field(fcinfo, PlainType::kJsonb); }
+PGENV_FUNCTION(envelope_decrypt_text) { return decrypt_field(fcinfo, PlainType::kText); }
+PGENV_FUNCTION(envelope_decrypt_bytea) { return decrypt_field(fcinfo, PlainType::kBytea); }
+PGENV_FUNCTION(envelope_decrypt_jsonb) { return decrypt_field(fcinfo, PlainType::kJsonb); }

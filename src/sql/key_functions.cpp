@@ -1,0 +1,107 @@
+// Key management functions: envelope.create_key(), rotate_key(), destroy_key().
+// They are not executable by PUBLIC; the install script grants nothing.
+#include "pg/guard.hpp"
+
+#include <cctype>
+
+#include "pg/key_store.hpp"
+#include "pg/keyring.hpp"
+#include "pg/shared_state.hpp"
+#include "pg_envelope/crypto.hpp"
+#include "pg_envelope/kms.hpp"
+
+using namespace pg_envelope;
+
+namespace {
+
+std::string text_arg(FunctionCallInfo fcinfo, int n, const char* what) {
+  if (PG_ARGISNULL(n))
+    throw Error(sqlstate::kNullValueNotAllowed, std::string(what) + " must not be null");
+  Datum d = PG_GETARG_DATUM(n);
+  char* s = pg_call([d] { return TextDatumGetCString(d); });
+  std::string out(s);
+  pfree(s);
+  return out;
+}
+
+void validate_key_name(const std::string& name) {
+  bool ok = !name.empty() && name.size() <= 63 &&
+            (std::isalnum(static_cast<unsigned char>(name[0])) || name[0] == '_');
+  for (char c : name) ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.' || c == ':' || c == '@' || c == '/');
+  if (!ok)
+    throw Error(sqlstate::kInvalidParameterValue, "invalid key name",
+                "A key name is 1 to 63 characters from A-Z, a-z, 0-9 and \"_-.:@/\", starting with a letter, "
+                "digit or underscore.");
+}
+
+std::uint32_t fresh_key_id() {
+  for (int attempt = 0; attempt < 16; ++attempt) {
+    std::uint8_t b[4];
+    random_bytes(b);
+    std::uint32_t id = load_be32(b) & 0x7FFFFFFFu;  // positive int4
+    if (id != 0 && !key_store::key_id_in_use(id)) return id;
+  }
+  throw Error(sqlstate::kInternalError, "could not allocate a key id");
+}
+
+KeyRecord existing_key(const std::string& name) {
+  std::optional<KeyRecord> key = key_store::find_key(name, /*for_update=*/true);
+  if (!key) throw Error(sqlstate::kUndefinedObject, "key \"" + name + "\" does not exist");
+  return std::move(*key);
+}
+
+void store_new_dek(const KeyRecord& key, std::uint32_t version) {
+  KmsProvider& kms = kms_provider(key.kms);
+  GeneratedDek dek = kms.generate_data_key(key.kek, DekBinding{key.name, key.key_id, version});
+  // Prove the wrapped form opens before anything depends on it.
+  SecureBytes check = kms.unwrap(key.kek, DekBinding{key.name, key.key_id, version}, dek.wrapped);
+  if (!constant_time_equal(check.view(), dek.plaintext.view()))
+    throw Error(sqlstate::kInternalError, "KMS \"" + key.kms + "\" returned a wrapped data key that does not unwrap to the same key");
+  key_store::insert_dek(key.key_id, version, dek.wrapped);
+}
+
+}  // namespace
+
+// create_key(name text, kms text DEFAULT 'local', kek text DEFAULT NULL) RETURNS integer
+PGENV_FUNCTION(envelope_create_key) {
+  require_preloaded();
+  KeyRecord key;
+  key.name = text_arg(fcinfo, 0, "key name");
+  validate_key_name(key.name);
+  key.kms = text_arg(fcinfo, 1, "KMS name");
+  KmsProvider& kms = kms_provider(key.kms);
+  key.kek = PG_ARGISNULL(2) ? kms.default_kek() : text_arg(fcinfo, 2, "KEK");
+  kms.validate_kek(key.kek);
+  if (key_store::find_key(key.name))
+    throw Error(sqlstate::kDuplicateObject, "key \"" + key.name + "\" already exists", "",
+                "Use envelope.rotate_key() to add a new data key version to it.");
+  key.key_id = fresh_key_id();
+  key.current_version = 1;
+  key_store::insert_key(key);
+  store_new_dek(key, 1);
+  PG_RETURN_INT32(1);
+}
+
+// rotate_key(name text) RETURNS integer: a new current DEK version; older versions
+// keep decrypting what they encrypted.
+PGENV_FUNCTION(envelope_rotate_key) {
+  require_preloaded();
+  KeyRecord key = existing_key(text_arg(fcinfo, 0, "key name"));
+  if (key.destroyed) throw Error(sqlstate::kObjectNotInPrerequisiteState, "key \"" + key.name + "\" has been destroyed");
+  std::uint32_t version = key.current_version + 1;
+  store_new_dek(key, version);
+  key_store::set_current_version(key.key_id, version);
+  invalidate_keys_at_commit();
+  PG_RETURN_INT32(static_cast<int32>(version));
+}
+
+// destroy_key(name text) RETURNS void: crypto-shredding. Irreversible once committed
+// and once no backup holds the old key rows.
+PGENV_FUNCTION(envelope_destroy_key) {
+  require_preloaded();
+  KeyRecord key = existing_key(text_arg(fcinfo, 0, "key name"));
+  key_store::destroy_key(key.key_id);
+  invalidate_keys_at_commit();
+  keyring::forget_all();
+  PG_RETURN_VOID();
+}
