@@ -80,8 +80,11 @@ void load_master_key() {
 }  // namespace
 
 void _PG_init(void) {
-  define_gucs();
+  // PGC_POSTMASTER settings can only be defined while the postmaster loads us; when
+  // loaded later (CREATE EXTENSION without preload) only the types are usable and
+  // every key function reports the missing preload.
   if (!process_shared_preload_libraries_in_progress) return;
+  define_gucs();
   pg_envelope::set_loaded_at_startup();
   load_master_key();
   pg_envelope::request_shared_state();

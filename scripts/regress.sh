@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs the pg_regress suites against temporary instances: the main suites with
+# pg_envelope preloaded and a master key, and not_preloaded without the preload.
+# Must run as a non-root user (initdb refuses root); scripts/test.sh arranges that.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+pg_config=${PG_CONFIG:-pg_config}
+bindir=$("$pg_config" --bindir)
+pg_regress=$(dirname "$("$pg_config" --pgxs)")/../test/regress/pg_regress
+work=${REGRESS_WORKDIR:-$(mktemp -d /tmp/pg_envelope_regress.XXXXXX)}
+mkdir -p "$work/results"
+
+(umask 077; openssl rand -hex 32 > "$work/master.key")
+cat > "$work/preload.conf" <<CONF
+shared_preload_libraries = 'pg_envelope'
+envelope.master_key_file = '$work/master.key'
+max_parallel_workers_per_gather = 0
+CONF
+: > "$work/nopreload.conf"
+
+status=0
+run() {
+  local name=$1 conf=$2; shift 2
+  echo "== pg_regress: $name"
+  if ! "$pg_regress" --bindir="$bindir" --inputdir="$here" --outputdir="$work" \
+      --temp-instance="$work/tmp_$name" --temp-config="$conf" --port="$((55000 + RANDOM % 5000))" \
+      --dbname=contrib_regression "$@"; then
+    status=1
+    [ -f "$work/regression.diffs" ] && cat "$work/regression.diffs"
+  fi
+}
+run preloaded "$work/preload.conf" types encrypt_decrypt keys privileges
+run not_preloaded "$work/nopreload.conf" not_preloaded
+exit $status

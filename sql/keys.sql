@@ -1,0 +1,100 @@
+-- Key hierarchy: named keys, DEK versions, rotation, destruction.
+\set VERBOSITY default
+\set SHOW_CONTEXT never
+CREATE FUNCTION pg_temp.error_of(q text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+  EXECUTE q;
+  RETURN 'no error';
+EXCEPTION WHEN others THEN
+  RETURN SQLSTATE || ': ' || SQLERRM;
+END $$;
+
+SELECT envelope.create_key('k_alpha');
+SELECT envelope.create_key('k_beta', kms => 'local', kek => 'tenant-kek/beta');
+SELECT key_name, kms, kek, key_state, version, version_state, is_current
+  FROM envelope.keys WHERE key_name LIKE 'k\_%' ORDER BY key_name, version;
+-- Stored wrapped only: 61 bytes (format byte, nonce, wrapped DEK, tag), never 32 raw bytes.
+SELECT k.name, octet_length(d.wrapped) AS wrapped_len
+  FROM envelope.key k JOIN envelope.data_key d USING (key_id) WHERE k.name LIKE 'k\_%' ORDER BY 1;
+-- Key ids are positive and distinct; the view shows no key material.
+SELECT count(DISTINCT key_id) = count(*) AS ids_distinct, bool_and(key_id > 0) AS ids_positive FROM envelope.key;
+SELECT attname FROM pg_attribute WHERE attrelid = 'envelope.keys'::regclass AND attnum > 0 ORDER BY attnum;
+
+-- Bad input to create_key.
+SELECT envelope.create_key('k_alpha');
+SELECT pg_temp.error_of($q$SELECT envelope.create_key('')$q$);
+SELECT pg_temp.error_of($q$SELECT envelope.create_key('has space')$q$);
+SELECT pg_temp.error_of($q$SELECT envelope.create_key(repeat('k', 64))$q$);
+SELECT pg_temp.error_of($q$SELECT envelope.create_key('-leading-dash')$q$);
+SELECT pg_temp.error_of($q$SELECT envelope.create_key(NULL)$q$);
+SELECT envelope.create_key('k_gamma', kms => 'aws_prod');
+SELECT pg_temp.error_of($q$SELECT envelope.create_key('k_gamma', kms => NULL)$q$);
+SELECT pg_temp.error_of($q$SELECT envelope.create_key('k_gamma', kek => 'bad kek!')$q$);
+SELECT pg_temp.error_of($q$SELECT envelope.create_key('k_gamma', kek => '')$q$);
+SELECT count(*) AS no_partial_keys FROM envelope.key WHERE name = 'k_gamma';
+-- A failed create inside a transaction leaves nothing behind; a rolled-back create is gone.
+BEGIN;
+SELECT envelope.create_key('k_rolled_back');
+ROLLBACK;
+SELECT count(*) AS rolled_back_keys FROM envelope.key WHERE name = 'k_rolled_back';
+
+-- Different keys use different DEKs: a ciphertext names its own key, and swapping
+-- wrapped DEKs between keys in the table is detected.
+CREATE TABLE kv (name text, c envelope.encrypted_text);
+INSERT INTO kv VALUES ('alpha', envelope.encrypt_field('secret alpha', 'k_alpha')),
+                      ('beta', envelope.encrypt_field('secret beta', 'k_beta'));
+SELECT name, envelope.decrypt_field(c) FROM kv ORDER BY name;
+SELECT substr(decode(substr(a.c::text, 6), 'base64'), 3, 8) <> substr(decode(substr(b.c::text, 6), 'base64'), 3, 8)
+       AS different_dek_refs
+  FROM kv a, kv b WHERE a.name = 'alpha' AND b.name = 'beta';
+
+-- Rotation: new values use the new version, old values keep decrypting.
+SELECT envelope.rotate_key('k_alpha');
+INSERT INTO kv VALUES ('alpha v2', envelope.encrypt_field('secret alpha 2', 'k_alpha'));
+SELECT name, envelope.decrypt_field(c),
+       get_byte(decode(substr(c::text, 6), 'base64'), 9) AS dek_version
+  FROM kv ORDER BY name;
+SELECT key_name, version, version_state, is_current FROM envelope.keys WHERE key_name = 'k_alpha' ORDER BY version;
+SELECT envelope.rotate_key('no_such_key');
+
+-- Tampered key table: a wrapped DEK moved to another key does not unwrap, because
+-- each wrap is bound to its key name, key id and version. (\c: a new backend has
+-- an empty DEK cache.)
+CREATE TABLE saved_wrap AS
+  SELECT d.key_id, d.version, d.wrapped FROM envelope.data_key d JOIN envelope.key k USING (key_id)
+   WHERE k.name = 'k_alpha' AND d.version = 1;
+UPDATE envelope.data_key SET wrapped = (SELECT d.wrapped FROM envelope.data_key d JOIN envelope.key k USING (key_id)
+                                         WHERE k.name = 'k_beta' AND d.version = 1)
+ WHERE (key_id, version) = (SELECT key_id, version FROM saved_wrap);
+\c
+SELECT envelope.decrypt_field(c) FROM kv WHERE name = 'alpha';
+UPDATE envelope.data_key d SET wrapped = s.wrapped FROM saved_wrap s WHERE (d.key_id, d.version) = (s.key_id, s.version);
+\c
+\set VERBOSITY default
+\set SHOW_CONTEXT never
+CREATE FUNCTION pg_temp.error_of(q text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+  EXECUTE q;
+  RETURN 'no error';
+EXCEPTION WHEN others THEN
+  RETURN SQLSTATE || ': ' || SQLERRM;
+END $$;
+SELECT envelope.decrypt_field(c) FROM kv WHERE name = 'alpha';
+
+-- Crypto-shredding: after destroy_key, values encrypted with the key can never be
+-- decrypted (55000), encrypting with it fails, and no wrapped DEK remains.
+SELECT envelope.destroy_key('k_beta');
+SELECT name, envelope.decrypt_field(c) FROM kv WHERE name = 'beta';
+SELECT pg_temp.error_of($q$SELECT envelope.encrypt_field('x', 'k_beta')$q$);
+SELECT pg_temp.error_of($q$SELECT envelope.rotate_key('k_beta')$q$);
+SELECT key_name, key_state, version, version_state FROM envelope.keys WHERE key_name = 'k_beta';
+SELECT count(*) AS wrapped_deks_left FROM envelope.data_key d JOIN envelope.key k USING (key_id)
+ WHERE k.name = 'k_beta' AND d.wrapped IS NOT NULL;
+-- Other keys are unaffected.
+SELECT name, envelope.decrypt_field(c) FROM kv WHERE name LIKE 'alpha%' ORDER BY name;
+SELECT envelope.destroy_key('no_such_key');
+-- A destroy that is rolled back destroys nothing.
+BEGIN;
+SELECT envelope.destroy_key('k_alpha');
+ROLLBACK;
+SELECT name, envelope.decrypt_field(c) FROM kv WHERE name = 'alpha';
