@@ -24,7 +24,7 @@ run() {
   echo "== pg_regress: $name"
   if ! "$pg_regress" --bindir="$bindir" --inputdir="$here" --outputdir="$work" \
       --temp-instance="$work/tmp_$name" --temp-config="$conf" --port="$((55000 + RANDOM % 5000))" \
-      --dbname=contrib_regression "$@"; then
+      --encoding=UTF8 --no-locale --dbname=contrib_regression "$@"; then
     status=1
     [ -f "$work/regression.diffs" ] && cat "$work/regression.diffs"
   fi

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what pg_envelope needs on Debian 12 (apt), builds it and installs it into
+# the system PostgreSQL 15. Safe to run repeatedly. Used by scripts/demo.sh and
+# scripts/test.sh; run as root or as a user with sudo.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+packages=(
+  g++ make cmake pkg-config openssl
+  postgresql-15 postgresql-server-dev-15
+  libssl-dev nlohmann-json3-dev libgtest-dev
+  python3 python3-pytest python3-psycopg2
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing Debian packages: ${missing[*]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+echo "== building pg_envelope against $("$PG_CONFIG" --version)"
+make -C "$here" -s -j"$(nproc)" PG_CONFIG="$PG_CONFIG"
+as_root make -C "$here" -s install PG_CONFIG="$PG_CONFIG" >/dev/null
+echo "== installed into $("$PG_CONFIG" --pkglibdir)"
