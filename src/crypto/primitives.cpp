@@ -4,7 +4,9 @@
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
 #include <openssl/rand.h>
-#include <unistd.h>
+#include <pthread.h>
+
+#include <atomic>
 
 #include "pg_envelope/crypto.hpp"
 #include "pg_envelope/error.hpp"
@@ -15,16 +17,29 @@ void secure_zero(void* p, std::size_t n) noexcept {
   if (p != nullptr && n > 0) OPENSSL_cleanse(p, n);
 }
 
+namespace {
+
+// Backends are forked from the postmaster. OpenSSL 3 detects the fork and reseeds its
+// DRBG; we reseed once more in each new process so no two processes can ever share
+// DRBG state, whatever that detection does. The flag is cleared in the child by a
+// pthread_atfork handler (PostgreSQL forks with fork(), which runs it), which keeps
+// the per-value path free of a getpid() system call.
+std::atomic<bool> seeded{false};
+
+void on_fork_child() { seeded.store(false, std::memory_order_relaxed); }
+
+void ensure_seeded() {
+  static const bool registered = (pthread_atfork(nullptr, nullptr, on_fork_child) == 0);
+  if (!registered) throw Error(sqlstate::kInternalError, "could not register the fork handler of the RNG");
+  if (seeded.load(std::memory_order_relaxed)) return;
+  if (RAND_poll() != 1) throw Error(sqlstate::kInternalError, "could not seed the random number generator");
+  seeded.store(true, std::memory_order_relaxed);
+}
+
+}  // namespace
+
 void random_bytes(std::span<std::uint8_t> out) {
-  // Backends are forked from the postmaster. OpenSSL 3 detects the fork and reseeds its
-  // DRBG; reseeding once more per process costs nothing measurable and does not rely on
-  // that detection.
-  static pid_t seeded_pid = 0;
-  if (seeded_pid != getpid()) {
-    if (RAND_poll() != 1)
-      throw Error(sqlstate::kInternalError, "could not seed the random number generator");
-    seeded_pid = getpid();
-  }
+  ensure_seeded();
   if (out.empty()) return;
   if (RAND_bytes(out.data(), static_cast<int>(out.size())) != 1)
     throw Error(sqlstate::kInternalError, "could not generate random bytes",

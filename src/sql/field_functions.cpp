@@ -38,6 +38,11 @@ struct VarlenaArg {
 VarlenaArg detoast_arg(FunctionCallInfo fcinfo, int n) {
   Datum d = PG_GETARG_DATUM(n);
   VarlenaArg a;
+  auto* raw = reinterpret_cast<struct varlena*>(DatumGetPointer(d));
+  if (!VARATT_IS_EXTERNAL(raw) && !VARATT_IS_COMPRESSED(raw)) {
+    a.ptr = raw;  // in-line and uncompressed: usable as it is, no call needed
+    return a;
+  }
   a.ptr = pg_call([d] { return PG_DETOAST_DATUM_PACKED(d); });
   a.copied = a.ptr != reinterpret_cast<struct varlena*>(DatumGetPointer(d));
   return a;
