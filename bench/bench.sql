@@ -3,7 +3,9 @@
 -- against a throwaway cluster. Every measurement goes through bench.measure(), which
 -- runs the statement once untimed (warm-up) and then RUNS times, timing each run
 -- server-side with clock_timestamp() deltas around a dynamic EXECUTE (no client
--- round trip, no \timing). Results land in bench.result; bench/report.sql prints them.
+-- round trip, no \timing), and also recording the backend's own on-CPU time and
+-- run-queue wait from /proc/self/schedstat (so competing load on the machine shows up).
+-- Results land in bench.result; bench/report.sql prints them.
 \set ON_ERROR_STOP 1
 \set QUIET 1
 SET client_min_messages = warning;
@@ -13,13 +15,31 @@ CREATE EXTENSION pgcrypto;
 CREATE SCHEMA bench;
 
 CREATE TABLE bench.result (
-  seq    serial PRIMARY KEY,
-  label  text NOT NULL,
-  run    integer NOT NULL,        -- 0 = warm-up (not used in the figures)
-  ms     double precision NOT NULL,
-  nrows  bigint NOT NULL,
-  answer text                     -- query result, or row count for DML (sanity check)
+  seq     serial PRIMARY KEY,
+  label   text NOT NULL,
+  run     integer NOT NULL,        -- 0 = warm-up (not used in the figures)
+  ms      double precision NOT NULL, -- wall-clock time of the statement
+  cpu_ms  double precision,        -- backend on-CPU time   (/proc/self/schedstat field 1)
+  wait_ms double precision,        -- backend run-queue wait (/proc/self/schedstat field 2)
+  nrows   bigint NOT NULL,
+  answer  text                     -- query result, or row count for DML (sanity check)
 );
+
+-- This backend's scheduler statistics in nanoseconds: time on a CPU and time spent
+-- runnable but waiting for a CPU. NULLs where /proc/self/schedstat is unavailable.
+CREATE FUNCTION bench.schedstat(OUT oncpu_ns bigint, OUT wait_ns bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+  f text[];
+BEGIN
+  f := regexp_split_to_array(btrim(pg_read_file('/proc/self/schedstat')), '\s+');
+  oncpu_ns := f[1]::bigint;
+  wait_ns := f[2]::bigint;
+EXCEPTION WHEN OTHERS THEN
+  oncpu_ns := NULL;
+  wait_ns := NULL;
+END
+$$;
 
 -- Times p_sql: one warm-up run, then p_runs timed runs. p_setup (e.g. TRUNCATE) runs
 -- before every run, untimed, in its own committed transaction; each timed run is
@@ -30,6 +50,8 @@ LANGUAGE plpgsql AS $$
 DECLARE
   t0 timestamptz;
   t1 timestamptz;
+  s0 record;
+  s1 record;
   res text;
   n bigint;
   is_query boolean := upper(left(ltrim(p_sql), 6)) = 'SELECT';
@@ -39,6 +61,7 @@ BEGIN
       EXECUTE p_setup;
     END IF;
     COMMIT;
+    s0 := bench.schedstat();
     t0 := clock_timestamp();
     IF is_query THEN
       EXECUTE p_sql INTO res;
@@ -48,9 +71,11 @@ BEGIN
       res := n::text;
     END IF;
     t1 := clock_timestamp();
+    s1 := bench.schedstat();
     COMMIT;
-    INSERT INTO bench.result (label, run, ms, nrows, answer)
-      VALUES (p_label, i, extract(epoch FROM t1 - t0) * 1000.0, p_rows, res);
+    INSERT INTO bench.result (label, run, ms, cpu_ms, wait_ms, nrows, answer)
+      VALUES (p_label, i, extract(epoch FROM t1 - t0) * 1000.0,
+              (s1.oncpu_ns - s0.oncpu_ns) / 1e6, (s1.wait_ns - s0.wait_ns) / 1e6, p_rows, res);
     COMMIT;
   END LOOP;
 END
@@ -95,6 +120,9 @@ CHECKPOINT;
 \echo '  [1/5] plaintext scan and plaintext INSERT baseline ...'
 CALL bench.measure('plain_scan',
   $q$SELECT sum(length(v)) FROM bench.plain$q$, :N, :RUNS);
+-- Informational: the same scan without length()'s UTF-8 character counting.
+CALL bench.measure('plain_scan_octets',
+  $q$SELECT sum(octet_length(v)) FROM bench.plain$q$, :N, :RUNS);
 CALL bench.measure('plain_insert',
   $q$INSERT INTO bench.plain_copy SELECT id, v FROM bench.plain$q$, :N, :RUNS,
   'TRUNCATE bench.plain_copy');
@@ -121,6 +149,8 @@ CALL bench.measure('enc_scan_raw',
   $q$SELECT sum(pg_column_size(c)) FROM bench.enc$q$, :N, :RUNS);
 CALL bench.measure('pge_decrypt',
   $q$SELECT sum(length(envelope.decrypt_field(c))) FROM bench.enc$q$, :N, :RUNS);
+CALL bench.measure('pge_decrypt_octets',
+  $q$SELECT sum(octet_length(envelope.decrypt_field(c))) FROM bench.enc$q$, :N, :RUNS);
 
 ------------------------------------------------------------------------------
 -- 4. pgcrypto raw AES: encrypt(data, key, 'aes') with a 32-byte key = AES-256-CBC,

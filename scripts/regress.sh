@@ -29,6 +29,6 @@ run() {
     [ -f "$work/regression.diffs" ] && cat "$work/regression.diffs"
   fi
 }
-run preloaded "$work/preload.conf" types encrypt_decrypt keys privileges
+run preloaded "$work/preload.conf" types encrypt_decrypt keys privileges encoding
 run not_preloaded "$work/nopreload.conf" not_preloaded
 exit $status

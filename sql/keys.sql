@@ -98,3 +98,10 @@ BEGIN;
 SELECT envelope.destroy_key('k_alpha');
 ROLLBACK;
 SELECT name, envelope.decrypt_field(c) FROM kv WHERE name = 'alpha';
+
+-- Destroying twice changes nothing (destroyed_at keeps the first time); the name of a
+-- destroyed key is never reused.
+SELECT destroyed_at AS first_destroyed_at FROM envelope.key WHERE name = 'k_beta' \gset
+SELECT envelope.destroy_key('k_beta');
+SELECT destroyed_at = :'first_destroyed_at' AS destroyed_at_kept FROM envelope.key WHERE name = 'k_beta';
+SELECT envelope.create_key('k_beta');

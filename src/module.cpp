@@ -6,6 +6,8 @@ extern "C" {
 #include "utils/guc.h"
 }
 
+#include <cctype>
+
 #include "pg/shared_state.hpp"
 #include "pg_envelope/kms.hpp"
 
@@ -19,15 +21,19 @@ namespace {
 char* master_key_file = nullptr;
 char* master_key_command = nullptr;
 
-void define_gucs() {
+// When preloaded the settings are PGC_POSTMASTER: read once, by the postmaster. When
+// the library is loaded later (CREATE EXTENSION without preload) PGC_POSTMASTER
+// variables cannot be defined any more; they are then defined as PGC_SIGHUP so that
+// they still are superuser-only and cannot be SET, although nothing reads them.
+void define_gucs(GucContext context) {
   DefineCustomStringVariable(
       "envelope.master_key_file", "File holding the local KMS master key (64 hex characters).",
       "Read once at server start. The file must not be accessible to group or others.", &master_key_file, "",
-      PGC_POSTMASTER, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
+      context, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
   DefineCustomStringVariable(
       "envelope.master_key_command", "Command that prints the local KMS master key (64 hex characters).",
       "Run once at server start, as the server's operating-system user.", &master_key_command, "",
-      PGC_POSTMASTER, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
+      context, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
 #if PG_VERSION_NUM >= 150000
   MarkGUCPrefixReserved("envelope");
 #else
@@ -42,13 +48,13 @@ void load_master_key() {
   bool have_file = master_key_file != nullptr && master_key_file[0] != '\0';
   bool have_command = master_key_command != nullptr && master_key_command[0] != '\0';
   MasterKeyStatus status;
-  status.source = have_file ? "file" : "command";
+  status.source = have_file ? "envelope.master_key_file" : "envelope.master_key_command";
   char level_msg[1024] = "";
   try {
     if (have_file && have_command) {
       status.state = MasterKeyStatus::State::kFailed;
       status.sqlstate = pg_envelope::sqlstate::kConfigFileError;
-      status.source = "settings";
+      status.source.clear();
       status.message = "Both envelope.master_key_file and envelope.master_key_command are set; set only one.";
     } else if (!have_file && !have_command) {
       status.state = MasterKeyStatus::State::kNotConfigured;
@@ -60,7 +66,9 @@ void load_master_key() {
   } catch (const pg_envelope::Error& e) {
     status.state = MasterKeyStatus::State::kFailed;
     status.sqlstate = e.sqlstate();
+    // A full sentence for the DETAIL of later errors: "Could not open ...: reason."
     status.message = std::string(e.what()) + (e.detail().empty() ? "." : ": " + e.detail());
+    if (!status.message.empty()) status.message[0] = static_cast<char>(std::toupper(status.message[0]));
   } catch (const std::exception& e) {
     status.state = MasterKeyStatus::State::kFailed;
     status.sqlstate = pg_envelope::sqlstate::kInternalError;
@@ -80,11 +88,13 @@ void load_master_key() {
 }  // namespace
 
 void _PG_init(void) {
-  // PGC_POSTMASTER settings can only be defined while the postmaster loads us; when
-  // loaded later (CREATE EXTENSION without preload) only the types are usable and
-  // every key function reports the missing preload.
-  if (!process_shared_preload_libraries_in_progress) return;
-  define_gucs();
+  // Without the preload only the types are usable; every key function reports the
+  // missing preload.
+  if (!process_shared_preload_libraries_in_progress) {
+    define_gucs(PGC_SIGHUP);
+    return;
+  }
+  define_gucs(PGC_POSTMASTER);
   pg_envelope::set_loaded_at_startup();
   load_master_key();
   pg_envelope::request_shared_state();

@@ -69,9 +69,10 @@ KmsProvider& kms_provider(std::string_view kms_name) {
                   "server's user, set envelope.master_key_file to its path and restart the server.");
     default:
       throw Error(s.sqlstate ? s.sqlstate : sqlstate::kObjectNotInPrerequisiteState,
-                  "the local KMS master key could not be loaded from its " + s.source,
-                  s.message + " The key is read when the server starts.",
-                  "Fix the setting or the " + s.source + " and restart the server.");
+                  "the local KMS master key could not be loaded" + (s.source.empty() ? "" : " from " + s.source),
+                  s.message + " The key is read once, when the server starts.",
+                  "Correct the master key settings or " + (s.source.empty() ? "them" : s.source) +
+                      " and restart the server.");
   }
 }
 

@@ -135,29 +135,47 @@ std::optional<KeyRecord> find_key(std::string_view name, bool for_update) {
   return out;
 }
 
+constexpr const char* kDekColumns =
+    "SELECT k.key_id, k.name, k.kms, k.kek, k.state, k.current_version, d.version, d.state, d.wrapped "
+    "FROM envelope.data_key d JOIN envelope.key k ON k.key_id OPERATOR(pg_catalog.=) d.key_id ";
+
+DekRecord dek_row(int row) {
+  DekRecord r;
+  r.key.key_id = static_cast<std::uint32_t>(get_int(row, 1));
+  r.key.name = get_text(row, 2);
+  r.key.kms = get_text(row, 3);
+  r.key.kek = get_text(row, 4);
+  r.key.destroyed = get_text(row, 5) == "destroyed";
+  r.key.current_version = static_cast<std::uint32_t>(get_int(row, 6));
+  r.version = static_cast<std::uint32_t>(get_int(row, 7));
+  r.destroyed = get_text(row, 8) == "destroyed";
+  r.wrapped = get_bytea(row, 9);
+  return r;
+}
+
 std::optional<DekRecord> find_dek(DekId id) {
   SpiSession spi;
   Oid types[2] = {INT4OID, INT4OID};
   Datum values[2] = {int_datum(id.key_id), int_datum(id.version)};
-  uint64 n = spi.exec(
-      "SELECT k.key_id, k.name, k.kms, k.kek, k.state, k.current_version, d.state, d.wrapped "
-      "FROM envelope.data_key d JOIN envelope.key k ON k.key_id OPERATOR(pg_catalog.=) d.key_id "
-      "WHERE d.key_id OPERATOR(pg_catalog.=) $1 AND d.version OPERATOR(pg_catalog.=) $2",
-      2, types, values, nullptr, true, SPI_OK_SELECT);
+  std::string sql = std::string(kDekColumns) +
+                    "WHERE d.key_id OPERATOR(pg_catalog.=) $1 AND d.version OPERATOR(pg_catalog.=) $2";
+  uint64 n = spi.exec(sql.c_str(), 2, types, values, nullptr, true, SPI_OK_SELECT);
   std::optional<DekRecord> out;
-  if (n == 1) {
-    DekRecord r;
-    r.key.key_id = static_cast<std::uint32_t>(get_int(0, 1));
-    r.key.name = get_text(0, 2);
-    r.key.kms = get_text(0, 3);
-    r.key.kek = get_text(0, 4);
-    r.key.destroyed = get_text(0, 5) == "destroyed";
-    r.key.current_version = static_cast<std::uint32_t>(get_int(0, 6));
-    r.version = id.version;
-    r.destroyed = get_text(0, 7) == "destroyed";
-    r.wrapped = get_bytea(0, 8);
-    out = std::move(r);
-  }
+  if (n == 1) out = dek_row(0);
+  spi.finish();
+  return out;
+}
+
+std::optional<DekRecord> find_any_live_dek(std::string_view kms) {
+  SpiSession spi;
+  Oid types[1] = {TEXTOID};
+  Datum values[1] = {text_datum(kms)};
+  std::string sql = std::string(kDekColumns) +
+                    "WHERE k.kms OPERATOR(pg_catalog.=) $1 AND d.wrapped IS NOT NULL "
+                    "ORDER BY d.created_at DESC LIMIT 1";
+  uint64 n = spi.exec(sql.c_str(), 1, types, values, nullptr, true, SPI_OK_SELECT);
+  std::optional<DekRecord> out;
+  if (n == 1) out = dek_row(0);
   spi.finish();
   return out;
 }
@@ -213,11 +231,11 @@ void destroy_key(std::uint32_t key_id) {
   Datum values[1] = {int_datum(key_id)};
   spi.exec(
       "UPDATE envelope.data_key SET wrapped = NULL, state = 'destroyed', destroyed_at = pg_catalog.now() "
-      "WHERE key_id OPERATOR(pg_catalog.=) $1",
+      "WHERE key_id OPERATOR(pg_catalog.=) $1 AND state OPERATOR(pg_catalog.<>) 'destroyed'",
       1, types, values, nullptr, false, SPI_OK_UPDATE);
   spi.exec(
       "UPDATE envelope.key SET state = 'destroyed', destroyed_at = pg_catalog.now() "
-      "WHERE key_id OPERATOR(pg_catalog.=) $1",
+      "WHERE key_id OPERATOR(pg_catalog.=) $1 AND state OPERATOR(pg_catalog.<>) 'destroyed'",
       1, types, values, nullptr, false, SPI_OK_UPDATE);
   spi.finish();
 }

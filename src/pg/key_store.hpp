@@ -35,6 +35,11 @@ std::optional<KeyRecord> find_key(std::string_view name, bool for_update = false
 std::optional<DekRecord> find_dek(DekId id);
 bool key_id_in_use(std::uint32_t key_id);
 
+// The most recently created DEK on a KMS that still has its wrapped form, if any:
+// used to check that the KMS (for "local": the master key) still unwraps existing
+// keys before new ones are created under it.
+std::optional<DekRecord> find_any_live_dek(std::string_view kms);
+
 void insert_key(const KeyRecord& key);
 void insert_dek(std::uint32_t key_id, std::uint32_t version, ByteView wrapped);
 void set_current_version(std::uint32_t key_id, std::uint32_t version);

@@ -6,6 +6,7 @@
 #include "pg/guard.hpp"
 
 extern "C" {
+#include "mb/pg_wchar.h"
 #include "utils/jsonb.h"
 }
 
@@ -136,6 +137,18 @@ Datum decrypt_field(FunctionCallInfo fcinfo, PlainType type) {
                 "The value failed authentication: it was modified, was copied from another row or column "
                 "(the context differs), or is being decrypted as a different type.",
                 "Pass the same context and type that were used to encrypt it.");
+  }
+  // Text was valid in the encoding of the database it was encrypted in; restored
+  // into a database with another encoding it may not be. Never return invalid text
+  // (nor hand it to the JSON parser, whose errors would quote it).
+  if (type != PlainType::kBytea &&
+      !pg_verifymbstr(reinterpret_cast<const char*>(plain), static_cast<int>(n), /*noError=*/true)) {
+    secure_zero(out, VARHDRSZ + n + 1);
+    pfree(out);
+    throw Error("22021", "decrypted value is not valid in the database encoding \"" +
+                             std::string(GetDatabaseEncodingName()) + "\"",
+                "The value was encrypted in a database with another encoding (key \"" + dek.key_name + "\").",
+                "Decrypt it in a database with the original encoding, or store it as encrypted_bytea.");
   }
   if (type != PlainType::kJsonb) {
     SET_VARSIZE(out, VARHDRSZ + n);

@@ -46,12 +46,24 @@ std::uint32_t fresh_key_id() {
 
 KeyRecord existing_key(const std::string& name) {
   std::optional<KeyRecord> key = key_store::find_key(name, /*for_update=*/true);
-  if (!key) throw Error(sqlstate::kUndefinedObject, "key \"" + name + "\" does not exist");
+  if (!key)
+    throw Error(sqlstate::kUndefinedObject, "key \"" + name + "\" does not exist", "",
+                "The keys of this database are listed in envelope.keys.");
   return std::move(*key);
+}
+
+// Before anything is wrapped under a KMS, prove it still unwraps what it wrapped
+// before. For the local KMS this catches a server started with the wrong master key,
+// which would otherwise create new keys that no correct server could open.
+void check_kms_unwraps_existing(KmsProvider& kms) {
+  std::optional<DekRecord> probe = key_store::find_any_live_dek(kms.kms_name());
+  if (!probe) return;
+  kms.unwrap(probe->key.kek, DekBinding{probe->key.name, probe->key.key_id, probe->version}, probe->wrapped);
 }
 
 void store_new_dek(const KeyRecord& key, std::uint32_t version) {
   KmsProvider& kms = kms_provider(key.kms);
+  check_kms_unwraps_existing(kms);
   GeneratedDek dek = kms.generate_data_key(key.kek, DekBinding{key.name, key.key_id, version});
   // Prove the wrapped form opens before anything depends on it.
   SecureBytes check = kms.unwrap(key.kek, DekBinding{key.name, key.key_id, version}, dek.wrapped);
@@ -72,9 +84,11 @@ PGENV_FUNCTION(envelope_create_key) {
   KmsProvider& kms = kms_provider(key.kms);
   key.kek = PG_ARGISNULL(2) ? kms.default_kek() : text_arg(fcinfo, 2, "KEK");
   kms.validate_kek(key.kek);
-  if (key_store::find_key(key.name))
-    throw Error(sqlstate::kDuplicateObject, "key \"" + key.name + "\" already exists", "",
-                "Use envelope.rotate_key() to add a new data key version to it.");
+  if (std::optional<KeyRecord> existing = key_store::find_key(key.name))
+    throw Error(sqlstate::kDuplicateObject, "key \"" + key.name + "\" already exists",
+                existing->destroyed ? "The key was destroyed; the names of destroyed keys are never reused." : "",
+                existing->destroyed ? "Choose another name."
+                                    : "Use envelope.rotate_key() to add a new data key version to it.");
   key.key_id = fresh_key_id();
   key.current_version = 1;
   key_store::insert_key(key);
@@ -87,7 +101,9 @@ PGENV_FUNCTION(envelope_create_key) {
 PGENV_FUNCTION(envelope_rotate_key) {
   require_preloaded();
   KeyRecord key = existing_key(text_arg(fcinfo, 0, "key name"));
-  if (key.destroyed) throw Error(sqlstate::kObjectNotInPrerequisiteState, "key \"" + key.name + "\" has been destroyed");
+  if (key.destroyed)
+    throw Error(sqlstate::kObjectNotInPrerequisiteState, "key \"" + key.name + "\" has been destroyed", "",
+                "Create a new key with envelope.create_key().");
   std::uint32_t version = key.current_version + 1;
   store_new_dek(key, version);
   key_store::set_current_version(key.key_id, version);

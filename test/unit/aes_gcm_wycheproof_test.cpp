@@ -78,7 +78,9 @@ TEST(AesGcmWycheproof, AllNinetySixBitNonceGroups) {
         // Legal but discouraged inputs: rejecting is fine, but whatever open() accepts
         // must decrypt to the message.
         ++n.acceptable;
-        if (ok) EXPECT_EQ(opened, msg);
+        if (ok) {
+          EXPECT_EQ(opened, msg);
+        }
       } else {
         ADD_FAILURE() << "unknown result \"" << result << "\"";
       }

@@ -1,0 +1,186 @@
+// The per-backend DEK cache (make_backend_dek_cache): lookups, the current-DEK map,
+// clearing, the capacity bound, and that a cached entry encrypts with its DEK.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "pg_envelope/crypto.hpp"
+#include "pg_envelope/dek_cache.hpp"
+#include "test_support.hpp"
+
+namespace pg_envelope {
+namespace {
+
+SecureBytes random_dek() {
+  SecureBytes k(32);
+  random_bytes(k.span());
+  return k;
+}
+
+TEST(DekCache, InsertAndFind) {
+  auto cache = make_backend_dek_cache(8);
+  EXPECT_EQ(cache->size(), 0u);
+  EXPECT_EQ(cache->find({1, 1}), nullptr);
+
+  SecureBytes k11 = random_dek(), k12 = random_dek(), k21 = random_dek();
+  CachedDek& e11 = cache->insert({1, 1}, "ssn", k11);
+  CachedDek& e12 = cache->insert({1, 2}, "ssn", k12);
+  CachedDek& e21 = cache->insert({2, 1}, "email", k21);
+  EXPECT_EQ(cache->size(), 3u);
+
+  EXPECT_EQ(cache->find({1, 1}), &e11);
+  EXPECT_EQ(cache->find({1, 2}), &e12);
+  EXPECT_EQ(cache->find({2, 1}), &e21);
+  EXPECT_EQ(cache->find({1, 1}), &e11);  // again, after other lookups
+  EXPECT_EQ(e12.id, (DekId{1, 2}));
+  EXPECT_EQ(e21.key_name, "email");
+  // key_id and version are not interchangeable.
+  EXPECT_EQ(cache->find({2, 2}), nullptr);
+  EXPECT_EQ(cache->find({3, 1}), nullptr);
+  EXPECT_EQ(cache->find({0, 0}), nullptr);
+}
+
+TEST(DekCache, InsertingAnIdTwiceKeepsOneEntry) {
+  auto cache = make_backend_dek_cache(8);
+  SecureBytes a = random_dek(), b = random_dek();
+  CachedDek& first = cache->insert({5, 1}, "k", a);
+  CachedDek& second = cache->insert({5, 1}, "k", b);
+  EXPECT_EQ(&first, &second);
+  EXPECT_EQ(cache->size(), 1u);
+}
+
+TEST(DekCache, CurrentDek) {
+  auto cache = make_backend_dek_cache(8);
+  EXPECT_EQ(cache->find_current("ssn"), nullptr);
+  SecureBytes k1 = random_dek(), k2 = random_dek();
+  CachedDek& v1 = cache->insert({1, 1}, "ssn", k1);
+  CachedDek& v2 = cache->insert({1, 2}, "ssn", k2);
+  cache->set_current("ssn", {1, 1});
+  EXPECT_EQ(cache->find_current("ssn"), &v1);
+  cache->set_current("ssn", {1, 2});  // rotation
+  EXPECT_EQ(cache->find_current("ssn"), &v2);
+  EXPECT_EQ(cache->find_current("SSN"), nullptr);
+  EXPECT_EQ(cache->find_current("ssn2"), nullptr);
+  // A current DEK that is not cached is not returned.
+  cache->set_current("email", {9, 9});
+  EXPECT_EQ(cache->find_current("email"), nullptr);
+}
+
+TEST(DekCache, ClearEmptiesEverything) {
+  auto cache = make_backend_dek_cache(8);
+  SecureBytes k = random_dek();
+  cache->insert({1, 1}, "ssn", k);
+  cache->set_current("ssn", {1, 1});
+  ASSERT_NE(cache->find({1, 1}), nullptr);  // also primes any last-hit shortcut
+  cache->clear();
+  EXPECT_EQ(cache->size(), 0u);
+  EXPECT_EQ(cache->find({1, 1}), nullptr);
+  EXPECT_EQ(cache->find_current("ssn"), nullptr);
+  // Usable after clear.
+  CachedDek& again = cache->insert({1, 1}, "ssn", k);
+  EXPECT_EQ(cache->find({1, 1}), &again);
+}
+
+TEST(DekCache, CapacityIsRespectedAndEvictedEntriesAreGone) {
+  constexpr std::size_t kCapacity = 3;
+  auto cache = make_backend_dek_cache(kCapacity);
+  std::vector<DekId> ids;
+  for (std::uint32_t v = 1; v <= 10; ++v) {
+    SecureBytes k = random_dek();
+    DekId id{4, v};
+    // Look the previous entry up first, so a last-hit shortcut points at something
+    // that the next insert may evict.
+    if (!ids.empty()) {
+      ASSERT_NE(cache->find(ids.back()), nullptr);
+    }
+    cache->insert(id, "k", k);
+    ids.push_back(id);
+    ASSERT_LE(cache->size(), kCapacity) << "after inserting version " << v;
+    EXPECT_NE(cache->find(id), nullptr) << "the entry just inserted is missing";
+  }
+  EXPECT_EQ(cache->size(), kCapacity);
+  std::size_t found = 0;
+  for (const DekId& id : ids) {
+    CachedDek* e = cache->find(id);
+    if (e != nullptr) {
+      ++found;
+      EXPECT_EQ(e->id, id);
+    }
+  }
+  EXPECT_EQ(found, kCapacity) << "find() returns entries the cache no longer holds";
+  // The first-inserted are the ones gone.
+  EXPECT_EQ(cache->find(ids.front()), nullptr);
+}
+
+TEST(DekCache, EvictedEntryIsNotFoundThroughTheLastHit) {
+  auto cache = make_backend_dek_cache(1);
+  SecureBytes a = random_dek(), b = random_dek();
+  cache->insert({1, 1}, "a", a);
+  ASSERT_NE(cache->find({1, 1}), nullptr);
+  cache->insert({2, 1}, "b", b);  // evicts {1, 1}
+  EXPECT_EQ(cache->size(), 1u);
+  EXPECT_EQ(cache->find({1, 1}), nullptr);
+  EXPECT_NE(cache->find({2, 1}), nullptr);
+}
+
+TEST(DekCache, EvictedCurrentDekIsNoLongerCurrent) {
+  auto cache = make_backend_dek_cache(2);
+  SecureBytes a = random_dek(), b = random_dek(), c = random_dek();
+  cache->insert({1, 1}, "a", a);
+  cache->set_current("a", {1, 1});
+  cache->insert({2, 1}, "b", b);
+  cache->insert({3, 1}, "c", c);  // evicts {1, 1}
+  EXPECT_EQ(cache->find_current("a"), nullptr);
+  cache->insert({1, 1}, "a", a);
+  cache->set_current("a", {1, 1});
+  ASSERT_NE(cache->find_current("a"), nullptr);
+  EXPECT_EQ(cache->find_current("a")->id, (DekId{1, 1}));
+}
+
+TEST(DekCache, EntryAeadUsesItsDek) {
+  auto cache = make_backend_dek_cache(4);
+  SecureBytes k1 = random_dek(), k2 = random_dek();
+  CachedDek& e1 = cache->insert({1, 1}, "one", k1);
+  CachedDek& e2 = cache->insert({1, 2}, "one", k2);
+
+  const Bytes nonce(kGcmNonceSize, 0x24);
+  const Bytes aad = {1, 2, 3};
+  const std::string pt = "123-45-6789";
+  Bytes ct(pt.size());
+  std::uint8_t tag[kGcmTagSize];
+  e1.aead.seal(nonce, aad, as_bytes(pt), ct.data(), tag);
+
+  // The same entry opens it, and so does an independent AesGcm over the same DEK
+  // (the cache holds that DEK, not some other key).
+  Bytes out(pt.size());
+  ASSERT_TRUE(e1.aead.open(nonce, aad, ct, tag, out.data()));
+  EXPECT_EQ(std::string(out.begin(), out.end()), pt);
+  AesGcm independent(k1.view());
+  ASSERT_TRUE(independent.open(nonce, aad, ct, tag, out.data()));
+  EXPECT_EQ(std::string(out.begin(), out.end()), pt);
+
+  // Another DEK's entry does not.
+  EXPECT_FALSE(e2.aead.open(nonce, aad, ct, tag, out.data()));
+}
+
+TEST(DekCache, InsertDoesNotKeepTheCallersBuffer) {
+  auto cache = make_backend_dek_cache(2);
+  SecureBytes k = random_dek();
+  const Bytes copy(k.data(), k.data() + k.size());
+  CachedDek& e = cache->insert({1, 1}, "k", k);
+  k.wipe();  // the caller drops its copy of the DEK
+
+  const Bytes nonce(kGcmNonceSize, 1);
+  const Bytes pt = {9, 8, 7};
+  Bytes ct(pt.size());
+  std::uint8_t tag[kGcmTagSize];
+  e.aead.seal(nonce, {}, pt, ct.data(), tag);
+  AesGcm independent(copy);
+  Bytes out(pt.size());
+  ASSERT_TRUE(independent.open(nonce, {}, ct, tag, out.data()));
+  EXPECT_EQ(out, pt);
+}
+
+}  // namespace
+}  // namespace pg_envelope
