@@ -6,8 +6,6 @@ extern "C" {
 #include "utils/guc.h"
 }
 
-#include <cctype>
-
 #include "pg/shared_state.hpp"
 #include "pg_envelope/kms.hpp"
 
@@ -66,9 +64,8 @@ void load_master_key() {
   } catch (const pg_envelope::Error& e) {
     status.state = MasterKeyStatus::State::kFailed;
     status.sqlstate = e.sqlstate();
-    // A full sentence for the DETAIL of later errors: "Could not open ...: reason."
-    status.message = std::string(e.what()) + (e.detail().empty() ? "." : ": " + e.detail());
-    if (!status.message.empty()) status.message[0] = static_cast<char>(std::toupper(status.message[0]));
+    // A full sentence for the DETAIL of later errors.
+    status.message = "Cause: " + std::string(e.what()) + (e.detail().empty() ? "." : ": " + e.detail());
   } catch (const std::exception& e) {
     status.state = MasterKeyStatus::State::kFailed;
     status.sqlstate = pg_envelope::sqlstate::kInternalError;
