@@ -89,7 +89,7 @@ SELECT what AS "figure", to_char(v, 'FM9999990.000') AS "wall us/row", coalesce(
 
 \echo
 \echo '=== Ratios (medians; wall and backend on-CPU time) ==='
-SELECT what AS "ratio (<1 = pg_envelope faster unless noted)", to_char(v, 'FM9999990.00') || 'x' AS "wall",
+SELECT what AS "ratio", to_char(v, 'FM9999990.00') || 'x' AS "wall",
        coalesce(to_char(c, 'FM9999990.00') || 'x', '-') AS "cpu"
   FROM (
    SELECT 1 AS o, 'pg_envelope decrypt scan / plaintext scan' AS what,

@@ -51,6 +51,7 @@ fi
 TMP=""
 PERF_PID=""
 PGDATA=""
+perf=()
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -76,19 +77,33 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- perf profile
-# Snapshot pg_envelope.so's build-id right after server start, so the profile can still
-# be symbolised if someone reinstalls the library while the benchmark runs.
-perf_snapshot() {
-  command -v perf >/dev/null 2>&1 || return 0
-  mkdir -p "$TMP/perf-buildids"
-  perf --buildid-dir "$TMP/perf-buildids" buildid-cache -a "$PKGLIBDIR/pg_envelope.so" >/dev/null 2>&1 || true
+# If pg_envelope.so is reinstalled while the server runs, the backend keeps mapping the
+# old, now deleted file and perf can neither symbolise nor unwind through it. run.sh
+# keeps a copy of the library the server loaded and, when needed, gives perf a symfs
+# where every mapped file is a symlink to itself and the deleted library is that copy.
+perf_symfs() {  # $1 = perf.data; prints --symfs=DIR when a (deleted) DSO needs it
+  local data=$1 sf="$TMP/perf-symfs" p found=0
+  while IFS= read -r p; do
+    [[ $p == /* && $p != //* ]] || continue
+    if [[ $p == *" (deleted)" ]]; then
+      [[ ${p% (deleted)} == "$PKGLIBDIR/pg_envelope.so" && -f $TMP/pg_envelope.so.snapshot ]] || continue
+      mkdir -p "$sf$(dirname "$p")" && cp "$TMP/pg_envelope.so.snapshot" "$sf$p" && found=1
+    else
+      mkdir -p "$sf$(dirname "$p")" && ln -sf "$p" "$sf$p"
+    fi
+  done < <("${perf[@]}" script -i "$data" -F pid --show-mmap-events 2>/dev/null | grep PERF_RECORD_MMAP |
+           sed -E 's/.*\]: [rwxps-]{4} //' | sort -u)
+  (( found )) && echo "--symfs=$sf"
+  return 0
 }
 
 perf_profile() {
-  local perf_bin pid i data="$TMP/perf.data" cpu_us
+  local perf_bin pid i data="$TMP/perf.data" cpu_us sf
+  local symfs=()
   perf_bin=$(command -v perf || true)
   if [[ -z $perf_bin ]]; then echo "perf not installed (apt-get install linux-perf); profile skipped"; return 1; fi
-  local perf=("$perf_bin" --buildid-dir "$TMP/perf-buildids")
+  mkdir -p "$TMP/perf-buildids"
+  perf=("$perf_bin" --buildid-dir "$TMP/perf-buildids")
   # The profiled session: waits so perf can attach, then runs the decrypt scan 3 times.
   as_pg env PGAPPNAME=bench_perf "${psql_base[@]}" -d bench -c "SELECT pg_sleep(2)" \
       -c "SELECT sum(length(envelope.decrypt_field(c))) FROM bench.enc" \
@@ -111,20 +126,25 @@ perf_profile() {
   wait "$PERF_PID" 2>/dev/null || true
   PERF_PID=""
   if [[ ! -s $data ]]; then echo "perf record failed:"; sed 's/^/  /' "$TMP/perf.log"; return 1; fi
+  sf=$(perf_symfs "$data")
+  if [[ -n $sf ]]; then
+    symfs=("$sf")
+    echo "(pg_envelope.so was reinstalled during the run; symbolising with the copy the server loaded)"
+  fi
   cpu_us=$(psql_bench -Atc "SELECT round((percentile_cont(0.5) WITHIN GROUP (ORDER BY cpu_ms) * 1000 / min(nrows))::numeric, 4)
                               FROM bench.result WHERE label = 'pge_decrypt' AND run > 0
                              HAVING percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) >= 50" || true)
   echo
   echo "=== perf: backend $pid running 3x the pg_envelope decrypt scan of $N rows (perf record -F 499 --call-graph dwarf) ==="
   echo "--- self time by shared object ---"
-  "${perf[@]}" report -i "$data" --stdio --no-children --sort dso -g none 2>/dev/null |
+  "${perf[@]}" report -i "$data" "${symfs[@]}" --stdio --no-children --sort dso -g none 2>/dev/null |
     grep -v '^#' | grep -v '^$' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//' | head -n 8
   echo "--- top symbols by self time (libcrypto and postgres are stripped: hex = static function) ---"
-  "${perf[@]}" report -i "$data" --stdio --no-children --sort dso,symbol -g none --percent-limit 0.8 2>/dev/null |
+  "${perf[@]}" report -i "$data" "${symfs[@]}" --stdio --no-children --sort dso,symbol -g none --percent-limit 0.8 2>/dev/null |
     grep -v '^#' | grep -v '^$' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//' | head -n 30
   if [[ -x /usr/bin/python3 ]]; then
     echo "--- where the time goes (call-graph attribution; us/row = share x measured decrypt-scan cpu us/row ${cpu_us:-?}) ---"
-    "${perf[@]}" script -i "$data" -F ip,sym,dso 2>/dev/null | /usr/bin/python3 "$BENCH_DIR/perf_breakdown.py" "$cpu_us"
+    "${perf[@]}" script -i "$data" "${symfs[@]}" -F ip,sym,dso 2>/dev/null | /usr/bin/python3 "$BENCH_DIR/perf_breakdown.py" "$cpu_us"
   fi
   return 0
 }
@@ -171,9 +191,9 @@ log_checkpoints = off
 EOF
 
 echo "  starting server ..."
-SO_SUM=$(md5sum "$PKGLIBDIR/pg_envelope.so" | cut -d' ' -f1)
+cp "$PKGLIBDIR/pg_envelope.so" "$TMP/pg_envelope.so.snapshot"   # what the server is about to load
+SO_SUM=$(md5sum "$TMP/pg_envelope.so.snapshot" | cut -d' ' -f1)
 as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$TMP/server.log" -w -t 60 start >/dev/null
-[[ $PERF_MODE =~ ^(0|no|off)$ ]] || perf_snapshot
 
 psql_base=("$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PORT" -U postgres)
 as_pg "${psql_base[@]}" -d postgres -c "CREATE DATABASE bench" >/dev/null

@@ -44,7 +44,7 @@ class LocalKms final : public KmsProvider {
 
   void validate_kek(std::string_view kek) const override {
     bool ok = !kek.empty() && kek.size() <= 128;
-    for (char c : kek) ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || std::strchr("_.:/-", c));
+    for (char c : kek) ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || (c != '\0' && std::strchr("_.:/-", c)));
     if (!ok)
       throw Error(sqlstate::kInvalidParameterValue, "invalid KEK name for the local KMS",
                   "A local KEK name is 1 to 128 characters from A-Z, a-z, 0-9 and \"_.:/-\".");

@@ -102,6 +102,20 @@ TEST(Base64, RejectsNonCanonicalInput) {
   }
 }
 
+// The decoder must stop at the view's end: a view of the first bytes of a longer
+// valid string is judged on its own length.
+TEST(Base64, HonoursTheViewLength) {
+  const std::string_view whole = "Zm9vYg==Zm9v";
+  Bytes out;
+  EXPECT_FALSE(base64_decode_strict(whole.substr(0, 6), out));  // "Zm9vYg"
+  EXPECT_FALSE(base64_decode_strict(whole.substr(0, 7), out));  // "Zm9vYg="
+  EXPECT_FALSE(base64_decode_strict(whole.substr(0, 1), out));  // "Z"
+  ASSERT_TRUE(base64_decode_strict(whole.substr(0, 4), out));   // "Zm9v"
+  EXPECT_EQ(out, bytes_of("foo"));
+  ASSERT_TRUE(base64_decode_strict(whole.substr(0, 0), out));
+  EXPECT_TRUE(out.empty());
+}
+
 TEST(Base64, CanonicalCounterpartsOfRejectedInputsDecode) {
   // Each rejection above has a canonical neighbour that must decode, so the
   // rejections come from the rule tested, not from a decoder that refuses everything.
