@@ -20,6 +20,11 @@ inline constexpr std::size_t kAes256KeySize = 32;
 // returns predictable bytes).
 void random_bytes(std::span<std::uint8_t> out);
 
+// A fresh 96-bit GCM nonce. Nonces are public, so they are drawn from the CSPRNG in
+// 4 KiB batches (one RAND_bytes call per 341 nonces); the batch is discarded in a
+// forked child, so no two processes ever hand out the same nonce.
+void random_nonce(std::uint8_t out[kGcmNonceSize]);
+
 // Constant-time equality of two equal-length buffers; false if lengths differ.
 bool constant_time_equal(ByteView a, ByteView b) noexcept;
 

@@ -83,7 +83,15 @@ FormatProblem decode_text_form(std::string_view text, Bytes& out);
 std::string base64_encode(ByteView in);
 bool base64_decode_strict(std::string_view in, Bytes& out);
 
-std::uint32_t load_be32(const std::uint8_t* p) noexcept;
-void store_be32(std::uint8_t* p, std::uint32_t v) noexcept;
+inline std::uint32_t load_be32(const std::uint8_t* p) noexcept {
+  return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | p[3];
+}
+
+inline void store_be32(std::uint8_t* p, std::uint32_t v) noexcept {
+  p[0] = static_cast<std::uint8_t>(v >> 24);
+  p[1] = static_cast<std::uint8_t>(v >> 16);
+  p[2] = static_cast<std::uint8_t>(v >> 8);
+  p[3] = static_cast<std::uint8_t>(v);
+}
 
 }  // namespace pg_envelope

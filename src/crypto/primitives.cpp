@@ -7,6 +7,7 @@
 #include <pthread.h>
 
 #include <atomic>
+#include <cstring>
 
 #include "pg_envelope/crypto.hpp"
 #include "pg_envelope/error.hpp"
@@ -26,7 +27,15 @@ namespace {
 // the per-value path free of a getpid() system call.
 std::atomic<bool> seeded{false};
 
-void on_fork_child() { seeded.store(false, std::memory_order_relaxed); }
+// The nonce batch (see random_nonce). `nonce_left` bytes at the end are unused.
+constexpr std::size_t kNonceBatch = 341 * kGcmNonceSize;  // 4092 bytes
+std::uint8_t nonce_batch[kNonceBatch];
+std::size_t nonce_left = 0;
+
+void on_fork_child() {
+  seeded.store(false, std::memory_order_relaxed);
+  nonce_left = 0;  // never reuse the parent's nonces
+}
 
 void ensure_seeded() {
   static const bool registered = (pthread_atfork(nullptr, nullptr, on_fork_child) == 0);
@@ -44,6 +53,17 @@ void random_bytes(std::span<std::uint8_t> out) {
   if (RAND_bytes(out.data(), static_cast<int>(out.size())) != 1)
     throw Error(sqlstate::kInternalError, "could not generate random bytes",
                 "OpenSSL's random number generator failed.");
+}
+
+void random_nonce(std::uint8_t out[kGcmNonceSize]) {
+  if (nonce_left < kGcmNonceSize) {
+    random_bytes({nonce_batch, kNonceBatch});
+    nonce_left = kNonceBatch;
+  }
+  std::memcpy(out, nonce_batch + (kNonceBatch - nonce_left), kGcmNonceSize);
+  // Wipe what was handed out, so the batch never holds a used nonce twice.
+  std::memset(nonce_batch + (kNonceBatch - nonce_left), 0, kGcmNonceSize);
+  nonce_left -= kGcmNonceSize;
 }
 
 bool constant_time_equal(ByteView a, ByteView b) noexcept {

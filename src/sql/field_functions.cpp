@@ -62,7 +62,7 @@ Datum encrypt_bytes(CachedDek& dek, PlainType type, ByteView plaintext, bool has
   auto* p = reinterpret_cast<std::uint8_t*>(VARDATA(out));
   EnvelopeHeader h;
   h.dek = dek.id;
-  random_bytes(h.nonce);
+  random_nonce(h.nonce);
   write_header(h, p);
   Bytes& aad = aad_buffer();
   build_aad({p, kHeaderSize}, type, has_context, context, aad);
