@@ -13,6 +13,8 @@ SHLIB_LINK = -lssl -lcrypto -lstdc++
 
 # No LLVM bitcode for JIT inlining: it needs clang, and our code is not inlinable SQL.
 override with_llvm = no
+# Rebuild objects when a header they include changes.
+override autodepend = yes
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)

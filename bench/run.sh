@@ -193,7 +193,8 @@ EOF
 echo "  starting server ..."
 cp "$PKGLIBDIR/pg_envelope.so" "$TMP/pg_envelope.so.snapshot"   # what the server is about to load
 SO_SUM=$(md5sum "$TMP/pg_envelope.so.snapshot" | cut -d' ' -f1)
-as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$TMP/server.log" -w -t 60 start >/dev/null
+as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$TMP/server.log" -w -t 60 start >/dev/null || {
+  echo "server did not start; its log:" >&2; tail -20 "$TMP/server.log" >&2; exit 1; }
 
 psql_base=("$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PORT" -U postgres)
 as_pg "${psql_base[@]}" -d postgres -c "CREATE DATABASE bench" >/dev/null
