@@ -49,12 +49,21 @@ esac
 if [ -e "$key_file" ]; then
   echo "keeping the existing master key $key_file"
 else
-  install -d -m 700 -o "$owner" "$(dirname "$key_file")" 2>/dev/null || mkdir -p -m 700 "$(dirname "$key_file")"
+  keydir=$(dirname "$key_file")
+  if [ ! -d "$keydir" ]; then   # never change the owner or mode of an existing directory
+    mkdir -p -m 700 "$keydir"
+    [ "$(id -u)" -eq 0 ] && chown "$owner" "$keydir"
+  fi
   (umask 077; openssl rand -hex 32 > "$key_file")
   [ "$(id -u)" -eq 0 ] && chown "$owner" "$key_file"
   echo "created the master key $key_file (mode 600, owner $owner)"
 fi
 
+auto_conf=${pgdata:-/var/lib/postgresql/${version:-15}/${name:-main}}/postgresql.auto.conf
+if [ -r "$auto_conf" ] && grep -q '^[[:space:]]*shared_preload_libraries' "$auto_conf"; then
+  echo "warning: $auto_conf sets shared_preload_libraries (ALTER SYSTEM), which overrides this;" >&2
+  echo "         run ALTER SYSTEM RESET shared_preload_libraries or add pg_envelope there." >&2
+fi
 libs=$(echo "$current" | tr -d ' ')
 case ",$libs," in *,pg_envelope,*) ;; *) libs=${libs:+$libs,}pg_envelope ;; esac
 # Re-running replaces the block written before instead of adding another.

@@ -20,6 +20,7 @@ inline constexpr const char* kInvalidParameterValue = "22023";
 inline constexpr const char* kNullValueNotAllowed = "22004";
 inline constexpr const char* kProgramLimitExceeded = "54000";
 inline constexpr const char* kDataException = "22000";
+inline constexpr const char* kCharacterNotInRepertoire = "22021";
 inline constexpr const char* kUndefinedObject = "42704";
 inline constexpr const char* kDuplicateObject = "42710";
 inline constexpr const char* kObjectNotInPrerequisiteState = "55000";

@@ -60,7 +60,7 @@ struct MasterKeyStatus {
   enum class State { kNotLoaded, kNotConfigured, kLoaded, kFailed } state = State::kNotLoaded;
   const char* sqlstate = nullptr;
   std::string message;  // why it failed; never contains key material
-  std::string source;   // "file" or "command"
+  std::string source;   // the setting it was read from; empty when the settings conflict
 };
 
 // Parses 64 hex digits, optionally surrounded by whitespace, into 32 bytes.

@@ -71,8 +71,8 @@ KmsProvider& kms_provider(std::string_view kms_name) {
       throw Error(s.sqlstate ? s.sqlstate : sqlstate::kObjectNotInPrerequisiteState,
                   "the local KMS master key could not be loaded" + (s.source.empty() ? "" : " from " + s.source),
                   s.message + " The key is read once, when the server starts.",
-                  "Correct the master key settings or " + (s.source.empty() ? "them" : s.source) +
-                      " and restart the server.");
+                  s.source.empty() ? "Correct the master key settings and restart the server."
+                                   : "Correct " + s.source + " and restart the server.");
   }
 }
 

@@ -22,6 +22,9 @@ constexpr std::size_t kWrappedSize = 1 + kGcmNonceSize + kAes256KeySize + kGcmTa
 constexpr std::string_view kKekSalt = "pg_envelope local KEK v1";
 constexpr std::string_view kWrapLabel = "pg_envelope DEK v1";
 
+// Not std::isalnum: that follows the server's locale, the documented alphabet does not.
+bool is_ascii_alnum(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); }
+
 Bytes wrap_aad(const DekBinding& b) {
   Bytes aad(kWrapLabel.begin(), kWrapLabel.end());
   aad.push_back(0);
@@ -44,7 +47,7 @@ class LocalKms final : public KmsProvider {
 
   void validate_kek(std::string_view kek) const override {
     bool ok = !kek.empty() && kek.size() <= 128;
-    for (char c : kek) ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || (c != '\0' && std::strchr("_.:/-", c)));
+    for (char c : kek) ok = ok && (is_ascii_alnum(c) || (c != '\0' && std::strchr("_.:/-", c)));
     if (!ok)
       throw Error(sqlstate::kInvalidParameterValue, "invalid KEK name for the local KMS",
                   "A local KEK name is 1 to 128 characters from A-Z, a-z, 0-9 and \"_.:/-\".");

@@ -145,7 +145,7 @@ Datum decrypt_field(FunctionCallInfo fcinfo, PlainType type) {
       !pg_verifymbstr(reinterpret_cast<const char*>(plain), static_cast<int>(n), /*noError=*/true)) {
     secure_zero(out, VARHDRSZ + n + 1);
     pfree(out);
-    throw Error("22021", "decrypted value is not valid in the database encoding \"" +
+    throw Error(sqlstate::kCharacterNotInRepertoire, "decrypted value is not valid in the database encoding \"" +
                              std::string(GetDatabaseEncodingName()) + "\"",
                 "The value was encrypted in a database with another encoding (key \"" + dek.key_name + "\").",
                 "Decrypt it in a database with the original encoding, or store it as encrypted_bytea.");

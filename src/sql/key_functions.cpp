@@ -2,7 +2,6 @@
 // They are not executable by PUBLIC; the install script grants nothing.
 #include "pg/guard.hpp"
 
-#include <cctype>
 
 #include "pg/key_store.hpp"
 #include "pg/keyring.hpp"
@@ -24,10 +23,13 @@ std::string text_arg(FunctionCallInfo fcinfo, int n, const char* what) {
   return out;
 }
 
+// ASCII only, whatever the server's locale (so not std::isalnum).
+bool is_ascii_alnum(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); }
+
 void validate_key_name(const std::string& name) {
-  bool ok = !name.empty() && name.size() <= 63 &&
-            (std::isalnum(static_cast<unsigned char>(name[0])) || name[0] == '_');
-  for (char c : name) ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.' || c == ':' || c == '@' || c == '/');
+  bool ok = !name.empty() && name.size() <= 63 && (is_ascii_alnum(name[0]) || name[0] == '_');
+  for (char c : name)
+    ok = ok && (is_ascii_alnum(c) || c == '_' || c == '-' || c == '.' || c == ':' || c == '@' || c == '/');
   if (!ok)
     throw Error(sqlstate::kInvalidParameterValue, "invalid key name",
                 "A key name is 1 to 63 characters from A-Z, a-z, 0-9 and \"_-.:@/\", starting with a letter, "
@@ -58,7 +60,14 @@ KeyRecord existing_key(const std::string& name) {
 void check_kms_unwraps_existing(KmsProvider& kms) {
   std::optional<DekRecord> probe = key_store::find_any_live_dek(kms.kms_name());
   if (!probe) return;
-  kms.unwrap(probe->key.kek, DekBinding{probe->key.name, probe->key.key_id, probe->version}, probe->wrapped);
+  try {
+    kms.unwrap(probe->key.kek, DekBinding{probe->key.name, probe->key.key_id, probe->version}, probe->wrapped);
+  } catch (const Error& e) {
+    throw Error(e.sqlstate(),
+                "KMS \"" + kms.kms_name() + "\" cannot unwrap existing key \"" + probe->key.name + "\" version " +
+                    std::to_string(probe->version) + ", so no new data key is created with it",
+                e.detail(), e.hint());
+  }
 }
 
 void store_new_dek(const KeyRecord& key, std::uint32_t version) {
