@@ -9,7 +9,7 @@ OBJS = $(SRCS:.cpp=.o)
 
 PG_CPPFLAGS = -Iinclude -Isrc
 PG_CXXFLAGS = -std=c++20 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-register
-SHLIB_LINK = -lssl -lcrypto -lstdc++
+SHLIB_LINK = -lcurl -lssl -lcrypto -lstdc++
 
 # No LLVM bitcode for JIT inlining: it needs clang, and our code is not inlinable SQL.
 override with_llvm = no

@@ -59,11 +59,22 @@ CREATE TYPE envelope.encrypted_jsonb (
 -- into a new database keeps every DEK reference (key_id, version) valid.
 -- Wrapped DEKs only; nothing here decrypts anything without the KEK.
 ------------------------------------------------------------------------------
+-- Configured KMSs. "local" is built in (the server's master key); the others are
+-- reached over HTTPS. Options never hold secrets (create_kms refuses secret-looking
+-- options): credentials come from the server's environment or files.
+CREATE TABLE envelope.kms (
+  name       text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9_.-]{1,63}$'),
+  provider   text NOT NULL CHECK (provider IN ('local', 'vault-transit', 'aws-kms')),
+  options    jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(options) = 'object'),
+  created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+INSERT INTO envelope.kms (name, provider) VALUES ('local', 'local');
+
 CREATE TABLE envelope.key (
   key_id          integer PRIMARY KEY CHECK (key_id > 0),
   name            text NOT NULL UNIQUE
                   CHECK (name ~ '^[A-Za-z0-9_][A-Za-z0-9_.:@/-]{0,62}$'),
-  kms             text NOT NULL DEFAULT 'local',
+  kms             text NOT NULL DEFAULT 'local' REFERENCES envelope.kms (name),
   kek             text NOT NULL,
   state           text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'destroyed')),
   current_version integer NOT NULL CHECK (current_version >= 1),
@@ -82,10 +93,18 @@ CREATE TABLE envelope.data_key (
   CHECK ((state = 'destroyed') = (wrapped IS NULL))
 );
 
+SELECT pg_catalog.pg_extension_config_dump('envelope.kms', $$WHERE name <> 'local'$$);
 SELECT pg_catalog.pg_extension_config_dump('envelope.key', '');
 SELECT pg_catalog.pg_extension_config_dump('envelope.data_key', '');
 
-REVOKE ALL ON envelope.key, envelope.data_key FROM PUBLIC;
+REVOKE ALL ON envelope.kms, envelope.key, envelope.data_key FROM PUBLIC;
+
+-- Configured KMSs and how many keys each wraps (the options hold no secrets).
+CREATE VIEW envelope.kms_configs AS
+  SELECT m.name, m.provider, m.options, m.created_at,
+         (SELECT pg_catalog.count(*) FROM envelope.key k WHERE k.kms = m.name) AS keys
+    FROM envelope.kms m;
+REVOKE ALL ON envelope.kms_configs FROM PUBLIC;
 
 -- Keys and their DEK versions, without key material.
 CREATE VIEW envelope.keys AS
@@ -131,6 +150,14 @@ CREATE FUNCTION envelope.rotate_key(name text) RETURNS integer
 CREATE FUNCTION envelope.destroy_key(name text) RETURNS void
   AS 'MODULE_PATHNAME', 'envelope_destroy_key' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
 
+CREATE FUNCTION envelope.create_kms(name text, provider text, options jsonb DEFAULT '{}')
+  RETURNS void
+  AS 'MODULE_PATHNAME', 'envelope_create_kms' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION envelope.alter_kms(name text, options jsonb) RETURNS void
+  AS 'MODULE_PATHNAME', 'envelope_alter_kms' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION envelope.drop_kms(name text) RETURNS void
+  AS 'MODULE_PATHNAME', 'envelope_drop_kms' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+
 -- Least privilege: nobody but the owner may encrypt, decrypt or manage keys until
 -- granted, e.g.  GRANT EXECUTE ON FUNCTION envelope.decrypt_field(envelope.encrypted_text, text) TO app;
 REVOKE ALL ON FUNCTION
@@ -138,5 +165,6 @@ REVOKE ALL ON FUNCTION
   envelope.encrypt_field(jsonb, text, text),
   envelope.decrypt_field(envelope.encrypted_text, text), envelope.decrypt_field(envelope.encrypted_bytea, text),
   envelope.decrypt_field(envelope.encrypted_jsonb, text),
-  envelope.create_key(text, text, text), envelope.rotate_key(text), envelope.destroy_key(text)
+  envelope.create_key(text, text, text), envelope.rotate_key(text), envelope.destroy_key(text),
+  envelope.create_kms(text, text, jsonb), envelope.alter_kms(text, jsonb), envelope.drop_kms(text)
   FROM PUBLIC;

@@ -17,6 +17,12 @@ envelope.master_key_file = '$work/master.key'
 max_parallel_workers_per_gather = 0
 CONF
 : > "$work/nopreload.conf"
+# Credential files for the kms suite (fake: nothing listens where they are sent).
+(umask 077
+ echo 'hvs.not-a-real-token' > "$work/vault.token"
+ printf '[default]\naws_access_key_id = AKIDEXAMPLE\naws_secret_access_key = not-a-real-secret\n' > "$work/aws.credentials")
+export PG_ENVELOPE_TEST_VAULT_TOKEN_FILE="$work/vault.token"
+export PG_ENVELOPE_TEST_AWS_CREDENTIALS_FILE="$work/aws.credentials"
 
 status=0
 run() {
@@ -29,6 +35,6 @@ run() {
     [ -f "$work/regression.diffs" ] && cat "$work/regression.diffs"
   fi
 }
-run preloaded "$work/preload.conf" types encrypt_decrypt keys privileges encoding
+run preloaded "$work/preload.conf" types encrypt_decrypt keys privileges encoding kms
 run not_preloaded "$work/nopreload.conf" not_preloaded
 exit $status

@@ -10,7 +10,7 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 packages=(
   g++ make cmake pkg-config openssl
   postgresql-15 postgresql-server-dev-15
-  libssl-dev nlohmann-json3-dev libgtest-dev
+  libssl-dev libcurl4-openssl-dev nlohmann-json3-dev libgtest-dev
   python3 python3-pytest python3-psycopg2
 )
 missing=()

@@ -6,6 +6,7 @@ extern "C" {
 #include "utils/guc.h"
 }
 
+#include "pg/kms_registry.hpp"
 #include "pg/shared_state.hpp"
 #include "pg_envelope/kms.hpp"
 
@@ -32,6 +33,7 @@ void define_gucs(GucContext context) {
       "envelope.master_key_command", "Command that prints the local KMS master key (64 hex characters).",
       "Run once at server start, as the server's operating-system user.", &master_key_command, "",
       context, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
+  pg_envelope::define_kms_gucs();
 #if PG_VERSION_NUM >= 150000
   MarkGUCPrefixReserved("envelope");
 #else

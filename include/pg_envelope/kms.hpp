@@ -13,6 +13,7 @@
 #include <string>
 #include <string_view>
 
+#include "pg_envelope/http.hpp"
 #include "pg_envelope/secure_bytes.hpp"
 
 namespace pg_envelope {
@@ -78,9 +79,30 @@ void install_master_key(SecureBytes key);
 void record_master_key_failure(MasterKeyStatus status);
 const MasterKeyStatus& master_key_status();
 
-// The provider registered under kms_name; throws Error 42704 when there is none, or
-// 55000 when the local master key is unavailable.
-KmsProvider& kms_provider(std::string_view kms_name);
+// The built-in local provider; throws Error 55000 when the master key is unavailable.
+KmsProvider& local_kms();
+
+// A configured KMS (a row of envelope.kms). Options never hold secrets: credentials
+// come from the server's environment or from files named in the options.
+struct KmsConfig {
+  std::string name;
+  std::string provider;  // "local", "vault-transit", "aws-kms"
+  std::string options_json;
+};
+
+// What providers need from their host: HTTP settings (timeouts, CA file, the
+// interrupt check) and the server's environment.
+struct KmsContext {
+  HttpOptions http;
+  std::function<const char*(const char*)> getenv;
+};
+
+// Builds the provider for a configuration. Validates the options strictly (unknown
+// or secret-looking options, wrong types, non-https addresses): Error 22023.
+std::unique_ptr<KmsProvider> make_kms_provider(const KmsConfig& config, const KmsContext& context);
+
+// The names make_kms_provider accepts.
+bool is_known_provider(std::string_view provider);
 
 // The local provider over an explicit master key (unit tests, tools).
 std::unique_ptr<KmsProvider> make_local_kms(ByteView master_key);

@@ -48,11 +48,7 @@ void record_master_key_failure(MasterKeyStatus status) {
 
 const MasterKeyStatus& master_key_status() { return status_slot(); }
 
-KmsProvider& kms_provider(std::string_view kms_name) {
-  if (kms_name != "local")
-    throw Error(sqlstate::kUndefinedObject, "KMS \"" + std::string(kms_name) + "\" does not exist",
-                "The only KMS available in this version is the built-in \"local\" KMS.",
-                "Create the key with kms => 'local'.");
+KmsProvider& local_kms() {
   if (auto& p = local_slot()) return *p;
 
   const MasterKeyStatus& s = status_slot();
@@ -74,6 +70,27 @@ KmsProvider& kms_provider(std::string_view kms_name) {
                   s.source.empty() ? "Correct the master key settings and restart the server."
                                    : "Correct " + s.source + " and restart the server.");
   }
+}
+
+}  // namespace pg_envelope
+
+namespace pg_envelope {
+
+std::unique_ptr<KmsProvider> make_vault_transit_kms(const KmsConfig& cfg, const KmsContext& ctx);
+std::unique_ptr<KmsProvider> make_aws_kms(const KmsConfig& cfg, const KmsContext& ctx);
+
+bool is_known_provider(std::string_view provider) {
+  return provider == "local" || provider == "vault-transit" || provider == "aws-kms";
+}
+
+std::unique_ptr<KmsProvider> make_kms_provider(const KmsConfig& config, const KmsContext& context) {
+  if (config.provider == "vault-transit") return make_vault_transit_kms(config, context);
+  if (config.provider == "aws-kms") return make_aws_kms(config, context);
+  if (config.provider == "local")
+    throw Error(sqlstate::kInvalidParameterValue, "there is only one local KMS, named \"local\"",
+                "The local KMS uses the server's master key; it takes no options.");
+  throw Error(sqlstate::kInvalidParameterValue, "unknown KMS provider \"" + config.provider + "\"",
+              "Available providers: \"vault-transit\" (HashiCorp Vault and OpenBao), \"aws-kms\".");
 }
 
 }  // namespace pg_envelope

@@ -225,6 +225,56 @@ void set_current_version(std::uint32_t key_id, std::uint32_t version) {
   spi.finish();
 }
 
+std::optional<KmsConfig> find_kms(std::string_view name) {
+  SpiSession spi;
+  Oid types[1] = {TEXTOID};
+  Datum values[1] = {text_datum(name)};
+  uint64 n = spi.exec("SELECT name, provider, options::text FROM envelope.kms WHERE name OPERATOR(pg_catalog.=) $1",
+                      1, types, values, nullptr, true, SPI_OK_SELECT);
+  std::optional<KmsConfig> out;
+  if (n == 1) out = KmsConfig{get_text(0, 1), get_text(0, 2), get_text(0, 3)};
+  spi.finish();
+  return out;
+}
+
+void insert_kms(const KmsConfig& kms) {
+  SpiSession spi;
+  Oid types[3] = {TEXTOID, TEXTOID, TEXTOID};
+  Datum values[3] = {text_datum(kms.name), text_datum(kms.provider), text_datum(kms.options_json)};
+  spi.exec("INSERT INTO envelope.kms (name, provider, options) VALUES ($1, $2, $3::pg_catalog.jsonb)", 3, types,
+           values, nullptr, false, SPI_OK_INSERT);
+  spi.finish();
+}
+
+void update_kms_options(std::string_view name, std::string_view options_json) {
+  SpiSession spi;
+  Oid types[2] = {TEXTOID, TEXTOID};
+  Datum values[2] = {text_datum(name), text_datum(options_json)};
+  spi.exec("UPDATE envelope.kms SET options = $2::pg_catalog.jsonb WHERE name OPERATOR(pg_catalog.=) $1", 2, types,
+           values, nullptr, false, SPI_OK_UPDATE);
+  spi.finish();
+}
+
+void delete_kms(std::string_view name) {
+  SpiSession spi;
+  Oid types[1] = {TEXTOID};
+  Datum values[1] = {text_datum(name)};
+  spi.exec("DELETE FROM envelope.kms WHERE name OPERATOR(pg_catalog.=) $1", 1, types, values, nullptr, false,
+           SPI_OK_DELETE);
+  spi.finish();
+}
+
+std::int64_t count_keys_using_kms(std::string_view name) {
+  SpiSession spi;
+  Oid types[1] = {TEXTOID};
+  Datum values[1] = {text_datum(name)};
+  spi.exec("SELECT pg_catalog.count(*)::integer FROM envelope.key WHERE kms OPERATOR(pg_catalog.=) $1", 1, types,
+           values, nullptr, true, SPI_OK_SELECT);
+  std::int64_t n = get_int(0, 1);
+  spi.finish();
+  return n;
+}
+
 void destroy_key(std::uint32_t key_id) {
   SpiSession spi;
   Oid types[1] = {INT4OID};

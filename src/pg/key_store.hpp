@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "pg_envelope/envelope_format.hpp"
+#include "pg_envelope/kms.hpp"
 #include "pg_envelope/secure_bytes.hpp"
 
 namespace pg_envelope {
@@ -43,6 +44,13 @@ std::optional<DekRecord> find_any_live_dek(std::string_view kms);
 void insert_key(const KeyRecord& key);
 void insert_dek(std::uint32_t key_id, std::uint32_t version, ByteView wrapped);
 void set_current_version(std::uint32_t key_id, std::uint32_t version);
+
+// envelope.kms rows (configured KMSs).
+std::optional<KmsConfig> find_kms(std::string_view name);
+void insert_kms(const KmsConfig& kms);
+void update_kms_options(std::string_view name, std::string_view options_json);
+void delete_kms(std::string_view name);
+std::int64_t count_keys_using_kms(std::string_view name);
 
 // Crypto-shredding: drops every wrapped DEK of the key and marks it destroyed.
 void destroy_key(std::uint32_t key_id);

@@ -4,6 +4,7 @@
 
 #include "keyring.hpp"
 #include "key_store.hpp"
+#include "kms_registry.hpp"
 #include "pg_envelope/kms.hpp"
 #include "shared_state.hpp"
 

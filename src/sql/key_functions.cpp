@@ -7,6 +7,7 @@
 #include "pg/keyring.hpp"
 #include "pg/shared_state.hpp"
 #include "pg_envelope/crypto.hpp"
+#include "pg/kms_registry.hpp"
 #include "pg_envelope/kms.hpp"
 
 using namespace pg_envelope;

@@ -1,0 +1,111 @@
+// HTTP(S) for KMS providers, over libcurl. Pure C++: no PostgreSQL headers. The
+// PostgreSQL layer supplies the interrupt check (statement_timeout, pg_cancel_backend)
+// and turns an interrupted call back into the pending PostgreSQL error.
+//
+// Rules: TLS verification always on; plain http only to loopback addresses; connect
+// and per-attempt timeouts; retries with exponential backoff and full jitter only for
+// retryable failures, within a total time budget; one reused handle per process (so
+// connections are reused); CURLOPT_NOSIGNAL. Request and response bodies may hold
+// key material: they live in SecretString and are never logged.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pg_envelope/secure_bytes.hpp"
+
+namespace pg_envelope {
+
+// A string that wipes its buffer (including the small-string buffer) on destruction.
+class SecretString {
+ public:
+  SecretString() = default;
+  explicit SecretString(std::string_view s) : s_(s.data(), s.size()) {}
+  SecretString(const SecretString&) = delete;
+  SecretString& operator=(const SecretString&) = delete;
+  SecretString(SecretString&& o) noexcept : s_(std::move(o.s_)) { o.wipe(); }
+  SecretString& operator=(SecretString&& o) noexcept {
+    if (this != &o) {
+      wipe();
+      s_ = std::move(o.s_);
+      o.wipe();
+    }
+    return *this;
+  }
+  ~SecretString() { wipe(); }
+
+  void append(std::string_view v) { s_.append(v.data(), v.size()); }
+  void append(const char* p, std::size_t n) { s_.append(p, n); }
+  const char* data() const noexcept { return s_.data(); }
+  std::size_t size() const noexcept { return s_.size(); }
+  bool empty() const noexcept { return s_.empty(); }
+  std::string_view view() const noexcept { return {s_.data(), s_.size()}; }
+  void wipe() noexcept {
+    secure_zero(s_.data(), s_.capacity());
+    s_.clear();
+  }
+
+ private:
+  std::basic_string<char, std::char_traits<char>, ZeroingAllocator<char>> s_;
+};
+
+struct HttpRequest {
+  std::string method = "POST";
+  std::string url;
+  std::vector<std::string> headers;        // "Name: value"; may be secret (tokens)
+  std::vector<SecretString> secret_headers;  // e.g. "X-Vault-Token: ..."
+  SecretString body;
+  std::string aws_sigv4;  // e.g. "aws:amz:us-east-1:kms": libcurl signs the request
+  SecretString userpwd;   // "ACCESS_KEY:SECRET" for aws_sigv4
+};
+
+struct HttpResponse {
+  long status = 0;
+  SecretString body;
+  long retry_after_ms = -1;  // from Retry-After, when present
+};
+
+struct HttpOptions {
+  long connect_timeout_ms = 5000;
+  long attempt_timeout_ms = 10000;
+  long total_budget_ms = 30000;  // all attempts and backoff together
+  int max_attempts = 5;
+  std::string ca_file;  // empty: the system's CA store
+  // True when the caller must stop now (query cancel, statement_timeout, shutdown).
+  // Called from libcurl's progress callback and while sleeping between attempts;
+  // must not throw or longjmp.
+  std::function<bool()> interrupted;
+};
+
+// How a provider judges a response.
+enum class Verdict { kSuccess, kRetry, kFail };
+
+enum class HttpFailure { kNone, kInterrupted, kTimeout, kConnect, kTls, kProtocol, kBudget };
+
+// The outcome of a call: the last response (if any), or why none arrived.
+struct HttpResult {
+  HttpResponse response;
+  HttpFailure failure = HttpFailure::kNone;
+  std::string failure_text;  // curl's error text for the last attempt; never secrets
+  int attempts = 0;
+  long elapsed_ms = 0;
+};
+
+// Performs the request with retries. `judge` decides for each HTTP response whether
+// it succeeded, is worth retrying (throttling, 5xx) or failed for good. Connection
+// errors and attempt timeouts are retried. Never throws for network problems: the
+// caller maps HttpResult to an error naming its KMS and operation.
+HttpResult http_call(const HttpRequest& request, const HttpOptions& options,
+                     const std::function<Verdict(const HttpResponse&)>& judge);
+
+// Throws Error 22023 unless `url` is https, or http to a loopback address.
+void check_kms_url(std::string_view url, std::string_view kms_name);
+
+// Exposed for tests: the backoff delay (ms) before attempt `attempt` (1-based retry
+// count), full jitter in [0, min(cap, base * 2^attempt)).
+long backoff_delay_ms(int attempt, std::uint32_t random);
+
+}  // namespace pg_envelope

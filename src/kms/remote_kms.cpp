@@ -1,0 +1,209 @@
+// Shared helpers of the remote KMS providers (see remote_kms.hpp).
+#include "remote_kms.hpp"
+
+#include <openssl/evp.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+#include "pg_envelope/crypto.hpp"
+#include "pg_envelope/envelope_format.hpp"
+
+namespace pg_envelope::remote {
+
+namespace {
+
+constexpr std::size_t kBindingTagSize = 16;
+
+// Option names that would mean a secret was put into SQL: refused outright.
+bool looks_secret(const std::string& name) {
+  static const char* kWords[] = {"token", "secret", "password", "passwd", "credential", "private", "apikey",
+                                 "api_key", "access_key", "client_secret"};
+  std::string lower(name);
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (lower.size() > 5 && lower.compare(lower.size() - 5, 5, "_file") == 0) return false;  // a path, not a secret
+  return std::any_of(std::begin(kWords), std::end(kWords), [&](const char* w) { return lower.find(w) != std::string::npos; });
+}
+
+void binding_tag(const DekBinding& b, std::uint8_t out[kBindingTagSize]) {
+  static constexpr std::string_view kLabel = "pg_envelope DEK binding v1";
+  std::uint8_t ids[8];
+  store_be32(ids, b.key_id);
+  store_be32(ids + 4, b.version);
+  std::uint8_t digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  bool ok = ctx != nullptr && EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) == 1 &&
+            EVP_DigestUpdate(ctx, kLabel.data(), kLabel.size()) == 1 && EVP_DigestUpdate(ctx, ids, 8) == 1 &&
+            EVP_DigestUpdate(ctx, b.key_name.data(), b.key_name.size()) == 1 &&
+            EVP_DigestFinal_ex(ctx, digest, &len) == 1;
+  EVP_MD_CTX_free(ctx);
+  if (!ok) throw Error(sqlstate::kInternalError, "SHA-256 failed");
+  std::copy(digest, digest + kBindingTagSize, out);
+}
+
+}  // namespace
+
+Options::Options(const KmsConfig& config) : kms_(config.name) {
+  obj_ = json::parse(config.options_json.empty() ? "{}" : config.options_json, nullptr, false);
+  if (!obj_.is_object())
+    throw Error(sqlstate::kInvalidParameterValue, "options of KMS \"" + kms_ + "\" must be a JSON object");
+  for (auto it = obj_.begin(); it != obj_.end(); ++it)
+    if (looks_secret(std::string(it.key().data(), it.key().size())))
+      throw Error(sqlstate::kInvalidParameterValue,
+                  "option \"" + std::string(it.key().data(), it.key().size()) + "\" of KMS \"" + kms_ + "\" looks like a secret",
+                  "Secrets never go into SQL: they would be stored in envelope.kms and appear in logs and dumps.",
+                  "Give credentials through the server's environment or a file named by an option such as "
+                  "\"token_file\" (see docs/kms.md).");
+}
+
+std::string Options::required_string(const char* name) {
+  known_.emplace_back(name);
+  auto it = obj_.find(name);
+  if (it == obj_.end() || !it->is_string() || it->get_ref<const SecureStdString&>().empty())
+    throw Error(sqlstate::kInvalidParameterValue,
+                "KMS \"" + kms_ + "\" needs option \"" + name + "\" (a non-empty string)");
+  const auto& v = it->get_ref<const SecureStdString&>();
+  return std::string(v.data(), v.size());
+}
+
+std::string Options::string_or(const char* name, std::string fallback) {
+  known_.emplace_back(name);
+  auto it = obj_.find(name);
+  if (it == obj_.end()) return fallback;
+  if (!it->is_string())
+    throw Error(sqlstate::kInvalidParameterValue, "option \"" + std::string(name) + "\" of KMS \"" + kms_ +
+                                                      "\" must be a string");
+  const auto& v = it->get_ref<const SecureStdString&>();
+  return std::string(v.data(), v.size());
+}
+
+void Options::finish() {
+  for (auto it = obj_.begin(); it != obj_.end(); ++it)
+    if (std::find(known_.begin(), known_.end(), std::string(it.key().data(), it.key().size())) == known_.end()) {
+      std::string list;
+      for (const auto& k : known_) list += (list.empty() ? "" : ", ") + k;
+      throw Error(sqlstate::kInvalidParameterValue, "unknown option \"" + std::string(it.key().data(), it.key().size()) + "\" for KMS \"" + kms_ + "\"",
+                  "Valid options for this provider: " + list + ".");
+    }
+}
+
+SecureBytes bind_dek(ByteView dek, const DekBinding& binding) {
+  SecureBytes out(dek.size() + kBindingTagSize);
+  std::copy(dek.begin(), dek.end(), out.data());
+  binding_tag(binding, out.data() + dek.size());
+  return out;
+}
+
+SecureBytes unbind_dek(ByteView payload, const DekBinding& binding, const std::string& kms_name) {
+  std::uint8_t tag[kBindingTagSize];
+  binding_tag(binding, tag);
+  if (payload.size() != kAes256KeySize + kBindingTagSize ||
+      !constant_time_equal(payload.subspan(kAes256KeySize), {tag, kBindingTagSize}))
+    throw Error(sqlstate::kDataException,
+                "KMS \"" + kms_name + "\" returned a data key that does not belong to key \"" + binding.key_name +
+                    "\" version " + std::to_string(binding.version),
+                "The wrapped data key in envelope.data_key was moved from another key or version.");
+  return SecureBytes(payload.data(), kAes256KeySize);
+}
+
+std::string b64(ByteView bytes) { return base64_encode(bytes); }
+
+SecretString b64_secret(ByteView bytes) {
+  std::string tmp = base64_encode(bytes);
+  SecretString out(tmp);
+  secure_zero(tmp.data(), tmp.size());
+  return out;
+}
+
+bool unb64(std::string_view text, SecureBytes& out) {
+  Bytes tmp;
+  bool ok = base64_decode_strict(text, tmp);
+  if (ok) out = SecureBytes(tmp.data(), tmp.size());
+  secure_zero(tmp.data(), tmp.size());
+  return ok;
+}
+
+SecretString read_secret_file(const std::string& path, const std::string& kms, const char* what) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0)
+    throw Error(sqlstate::kUndefinedFile, "could not read the " + std::string(what) + " file of KMS \"" + kms + "\"",
+                "File \"" + path + "\": " + std::strerror(errno) + ".");
+  if ((st.st_mode & S_IRWXO) != 0)
+    throw Error(sqlstate::kConfigFileError, "the " + std::string(what) + " file of KMS \"" + kms + "\" is world-accessible",
+                "File \"" + path + "\" must not be readable by other users.");
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  std::string content = ss.str();
+  std::string_view v(content);
+  while (!v.empty() && std::isspace(static_cast<unsigned char>(v.back()))) v.remove_suffix(1);
+  while (!v.empty() && std::isspace(static_cast<unsigned char>(v.front()))) v.remove_prefix(1);
+  SecretString out(v);
+  secure_zero(content.data(), content.size());
+  if (out.empty())
+    throw Error(sqlstate::kConfigFileError, "the " + std::string(what) + " file of KMS \"" + kms + "\" is empty",
+                "File \"" + path + "\" holds no " + what + ".");
+  return out;
+}
+
+void fail(FailureKind kind, const std::string& kms, const std::string& op, const std::string& type,
+          const std::string& detail) {
+  const char* state = sqlstate::kInternalError;
+  const char* hint = "";
+  switch (kind) {
+    case FailureKind::kAuth:
+      state = "28000";
+      hint = "Check the credentials the server process uses for this KMS (see docs/kms.md).";
+      break;
+    case FailureKind::kPermission:
+      state = "42501";
+      hint = "Grant the server's KMS identity the permission this operation needs (see docs/kms.md).";
+      break;
+    case FailureKind::kNotFound:
+      state = sqlstate::kUndefinedObject;
+      hint = "Check the KEK name of the key and the KMS options.";
+      break;
+    case FailureKind::kDisabled:
+      state = sqlstate::kObjectNotInPrerequisiteState;
+      hint = "Enable the KEK in the KMS.";
+      break;
+    case FailureKind::kInvalidCiphertext:
+      state = sqlstate::kDataException;
+      hint = "The wrapped data key or its KEK changed outside pg_envelope.";
+      break;
+    case FailureKind::kBadRequest:
+      state = sqlstate::kInvalidParameterValue;
+      hint = "Check the KMS options and the key's KEK.";
+      break;
+    case FailureKind::kUnavailable:
+      state = "58000";
+      hint = "The KMS could not be reached or kept failing; try again later.";
+      break;
+  }
+  throw Error(state, "KMS \"" + kms + "\" " + op + " failed: " + type, detail, hint);
+}
+
+void fail_transport(const HttpResult& r, const std::string& kms, const std::string& op) {
+  std::string detail = "After " + std::to_string(r.attempts) + " attempt(s) in " + std::to_string(r.elapsed_ms) +
+                       " ms: " + (r.failure_text.empty() ? "no response" : r.failure_text) + ".";
+  switch (r.failure) {
+    case HttpFailure::kTls:
+      throw Error("08006", "KMS \"" + kms + "\" " + op + " failed: TLS error", detail,
+                  "Check the KMS certificate and envelope.kms_ca_file or the \"ca_file\" option.");
+    case HttpFailure::kTimeout:
+      fail(FailureKind::kUnavailable, kms, op, "timeout", detail);
+    case HttpFailure::kInterrupted:
+      throw Error("57014", "KMS \"" + kms + "\" " + op + " was interrupted", detail);
+    default:
+      fail(FailureKind::kUnavailable, kms, op, "unreachable", detail);
+  }
+}
+
+json parse_body(const HttpResponse& response) {
+  return json::parse(response.body.data(), response.body.data() + response.body.size(), nullptr, false);
+}
+
+}  // namespace pg_envelope::remote

@@ -1,0 +1,83 @@
+// Per-backend registry of KMS providers and the PostgreSQL side of their HTTP calls:
+// timeouts from GUCs, interrupts (statement_timeout, pg_cancel_backend, shutdown)
+// seen by libcurl's progress callback, and the server's environment for credentials.
+#include "guard.hpp"
+
+extern "C" {
+#include "utils/guc.h"
+}
+
+#include <cstdlib>
+#include <map>
+
+#include "key_store.hpp"
+#include "kms_registry.hpp"
+#include "shared_state.hpp"
+
+namespace pg_envelope {
+
+namespace {
+
+int connect_timeout_ms = 5000;
+int request_timeout_ms = 10000;
+int retry_budget_ms = 30000;
+char* ca_file = nullptr;
+
+struct Entry {
+  std::uint64_t generation;
+  std::unique_ptr<KmsProvider> provider;
+};
+
+std::map<std::string, Entry, std::less<>>& registry() {
+  static std::map<std::string, Entry, std::less<>> r;
+  return r;
+}
+
+KmsContext current_context() {
+  KmsContext ctx;
+  ctx.http.connect_timeout_ms = connect_timeout_ms;
+  ctx.http.attempt_timeout_ms = request_timeout_ms;
+  ctx.http.total_budget_ms = retry_budget_ms;
+  ctx.http.ca_file = ca_file ? ca_file : "";
+  // Only reads the flags the signal handlers set; never longjmps.
+  ctx.http.interrupted = [] { return QueryCancelPending || ProcDiePending; };
+  ctx.getenv = [](const char* n) -> const char* { return std::getenv(n); };
+  return ctx;
+}
+
+}  // namespace
+
+std::unique_ptr<KmsProvider> build_kms_provider(const KmsConfig& config) {
+  return make_kms_provider(config, current_context());
+}
+
+KmsProvider& kms_provider(std::string_view kms_name) {
+  if (kms_name == "local") return local_kms();
+  std::uint64_t g = key_generation();
+  auto& r = registry();
+  if (auto it = r.find(kms_name); it != r.end() && it->second.generation == g) return *it->second.provider;
+  std::optional<KmsConfig> cfg = key_store::find_kms(kms_name);
+  if (!cfg)
+    throw Error(sqlstate::kUndefinedObject, "KMS \"" + std::string(kms_name) + "\" does not exist", "",
+                "Configure it with envelope.create_kms(); envelope.kms_configs lists the KMSs.");
+  auto provider = build_kms_provider(*cfg);
+  auto& slot = r[std::string(kms_name)];
+  slot.generation = g;
+  slot.provider = std::move(provider);
+  return *slot.provider;
+}
+
+void define_kms_gucs() {
+  DefineCustomIntVariable("envelope.kms_connect_timeout", "Connect timeout of KMS requests.", nullptr,
+                          &connect_timeout_ms, 5000, 100, 600000, PGC_SUSET, GUC_UNIT_MS, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable("envelope.kms_request_timeout", "Timeout of one KMS request attempt.", nullptr,
+                          &request_timeout_ms, 10000, 100, 600000, PGC_SUSET, GUC_UNIT_MS, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable("envelope.kms_retry_budget",
+                          "Total time for all attempts of one KMS operation, retries and backoff included.", nullptr,
+                          &retry_budget_ms, 30000, 100, 3600000, PGC_SUSET, GUC_UNIT_MS, nullptr, nullptr, nullptr);
+  DefineCustomStringVariable("envelope.kms_ca_file", "CA bundle used to verify KMS certificates.",
+                             "Empty: the system's CA store. A KMS's \"ca_file\" option overrides it.", &ca_file, "",
+                             PGC_SIGHUP, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
+}
+
+}  // namespace pg_envelope

@@ -1,0 +1,21 @@
+// The KMS providers of this backend: the built-in "local" one and those configured in
+// envelope.kms, built on first use and rebuilt when a KMS is altered or dropped
+// anywhere (the shared key generation moves).
+#pragma once
+
+#include <string_view>
+
+#include "pg_envelope/kms.hpp"
+
+namespace pg_envelope {
+
+// The provider for a KMS name; Error 42704 when no such KMS is configured.
+KmsProvider& kms_provider(std::string_view kms_name);
+
+// Builds (and so validates) a provider for a configuration without registering it.
+std::unique_ptr<KmsProvider> build_kms_provider(const KmsConfig& config);
+
+// GUCs envelope.kms_* (timeouts, retry budget, CA file).
+void define_kms_gucs();
+
+}  // namespace pg_envelope
