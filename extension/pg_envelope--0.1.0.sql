@@ -64,7 +64,7 @@ CREATE TYPE envelope.encrypted_jsonb (
 -- options): credentials come from the server's environment or files.
 CREATE TABLE envelope.kms (
   name       text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9_.-]{1,63}$'),
-  provider   text NOT NULL CHECK (provider IN ('local', 'vault-transit', 'aws-kms')),
+  provider   text NOT NULL CHECK (provider IN ('local', 'vault-transit', 'aws-kms', 'gcp-kms', 'azure-keyvault')),
   options    jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(options) = 'object'),
   created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );

@@ -39,7 +39,11 @@ CachedDek& load(DekCache& c, const DekRecord& rec) {
   if (rec.key.destroyed || rec.destroyed || rec.wrapped.empty()) throw_destroyed(rec.key.name);
   KmsProvider& kms = kms_provider(rec.key.kms);
   DekBinding binding{rec.key.name, rec.key.key_id, rec.version};
-  SecureBytes dek = kms.unwrap(rec.key.kek, binding, rec.wrapped);
+  SecureBytes dek;
+  {
+    KmsWait wait;
+    dek = kms.unwrap(rec.key.kek, binding, rec.wrapped);
+  }
   if (dek.size() != kAes256KeySize)
     throw Error(sqlstate::kDataException, "the KMS returned a data key of the wrong length for " +
                                               version_label(rec.key.name, rec.version));

@@ -4,7 +4,9 @@
 #include "guard.hpp"
 
 extern "C" {
+#include "pgstat.h"
 #include "utils/guc.h"
+#include "utils/wait_event.h"
 }
 
 #include <cstdlib>
@@ -66,6 +68,9 @@ KmsProvider& kms_provider(std::string_view kms_name) {
   slot.provider = std::move(provider);
   return *slot.provider;
 }
+
+KmsWait::KmsWait() { pgstat_report_wait_start(PG_WAIT_EXTENSION); }
+KmsWait::~KmsWait() { pgstat_report_wait_end(); }
 
 void define_kms_gucs() {
   DefineCustomIntVariable("envelope.kms_connect_timeout", "Connect timeout of KMS requests.", nullptr,

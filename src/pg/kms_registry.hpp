@@ -15,6 +15,15 @@ KmsProvider& kms_provider(std::string_view kms_name);
 // Builds (and so validates) a provider for a configuration without registering it.
 std::unique_ptr<KmsProvider> build_kms_provider(const KmsConfig& config);
 
+// Reports the wait event "Extension" while a KMS call is in flight (pg_stat_activity).
+class KmsWait {
+ public:
+  KmsWait();
+  ~KmsWait();
+  KmsWait(const KmsWait&) = delete;
+  KmsWait& operator=(const KmsWait&) = delete;
+};
+
 // GUCs envelope.kms_* (timeouts, retry budget, CA file).
 void define_kms_gucs();
 

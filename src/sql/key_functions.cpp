@@ -58,8 +58,7 @@ KeyRecord existing_key(const std::string& name) {
 // Before anything is wrapped under a KMS, prove it still unwraps what it wrapped
 // before. For the local KMS this catches a server started with the wrong master key,
 // which would otherwise create new keys that no correct server could open.
-void check_kms_unwraps_existing(KmsProvider& kms) {
-  std::optional<DekRecord> probe = key_store::find_any_live_dek(kms.kms_name());
+void check_kms_unwraps_existing(KmsProvider& kms, const std::optional<DekRecord>& probe) {
   if (!probe) return;
   try {
     kms.unwrap(probe->key.kek, DekBinding{probe->key.name, probe->key.key_id, probe->version}, probe->wrapped);
@@ -73,12 +72,18 @@ void check_kms_unwraps_existing(KmsProvider& kms) {
 
 void store_new_dek(const KeyRecord& key, std::uint32_t version) {
   KmsProvider& kms = kms_provider(key.kms);
-  check_kms_unwraps_existing(kms);
-  GeneratedDek dek = kms.generate_data_key(key.kek, DekBinding{key.name, key.key_id, version});
-  // Prove the wrapped form opens before anything depends on it.
-  SecureBytes check = kms.unwrap(key.kek, DekBinding{key.name, key.key_id, version}, dek.wrapped);
-  if (!constant_time_equal(check.view(), dek.plaintext.view()))
-    throw Error(sqlstate::kInternalError, "KMS \"" + key.kms + "\" returned a wrapped data key that does not unwrap to the same key");
+  std::optional<DekRecord> probe = key_store::find_any_live_dek(kms.kms_name());
+  GeneratedDek dek;
+  {
+    KmsWait wait;  // only around the KMS calls, not the SPI ones
+    check_kms_unwraps_existing(kms, probe);
+    dek = kms.generate_data_key(key.kek, DekBinding{key.name, key.key_id, version});
+    // Prove the wrapped form opens before anything depends on it.
+    SecureBytes check = kms.unwrap(key.kek, DekBinding{key.name, key.key_id, version}, dek.wrapped);
+    if (!constant_time_equal(check.view(), dek.plaintext.view()))
+      throw Error(sqlstate::kInternalError,
+                  "KMS \"" + key.kms + "\" returned a wrapped data key that does not unwrap to the same key");
+  }
   key_store::insert_dek(key.key_id, version, dek.wrapped);
 }
 
