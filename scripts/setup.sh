@@ -11,7 +11,7 @@ packages=(
   g++ make cmake pkg-config openssl
   postgresql-15 postgresql-server-dev-15
   libssl-dev libcurl4-openssl-dev nlohmann-json3-dev libgtest-dev
-  python3 python3-pytest python3-psycopg2
+  python3 python3-pytest python3-psycopg2 python3-botocore python3-cryptography curl
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -3,7 +3,8 @@
 #   1. GoogleTest unit tests of the pure C++ code (CMake + CTest), driven by the
 #      public vectors in ../shared/testdata (or $PG_ENVELOPE_TESTDATA);
 #   2. pg_regress suites against temporary instances (preloaded and not);
-#   3. pytest integration tests that start their own clusters on loopback/sockets.
+#   3. pytest: integration tests that start their own clusters (unix sockets) and
+#      KMS emulators (loopback), and the emulators' own protocol tests.
 # Exits non-zero if anything fails. .ci/run runs exactly this.
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -44,7 +45,7 @@ count "$r_ok" "$r_bad" pg_regress "$rc"
 
 echo "== 3/3 integration tests (pytest)"
 as_db_user env PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 -m pytest -p no:cacheprovider -q \
-  "$here/test/integration" 2>&1 | tee "$logs/pytest.log"
+  "$here/test/integration" "$here/test/kms_emulators/tests" 2>&1 | tee "$logs/pytest.log"
 rc=${PIPESTATUS[0]}
 p_ok=$(grep -oE '[0-9]+ passed' "$logs/pytest.log" | tail -1 | cut -d' ' -f1)
 p_bad=$(grep -oE '[0-9]+ (failed|error)' "$logs/pytest.log" | awk '{s+=$1} END {print s+0}')
