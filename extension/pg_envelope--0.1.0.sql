@@ -147,6 +147,8 @@ CREATE FUNCTION envelope.create_key(name text, kms text DEFAULT 'local', kek tex
   AS 'MODULE_PATHNAME', 'envelope_create_key' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 CREATE FUNCTION envelope.rotate_key(name text) RETURNS integer
   AS 'MODULE_PATHNAME', 'envelope_rotate_key' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+CREATE FUNCTION envelope.rewrap_key(name text, kek text DEFAULT NULL) RETURNS integer
+  AS 'MODULE_PATHNAME', 'envelope_rewrap_key' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 CREATE FUNCTION envelope.destroy_key(name text) RETURNS void
   AS 'MODULE_PATHNAME', 'envelope_destroy_key' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
 
@@ -166,5 +168,6 @@ REVOKE ALL ON FUNCTION
   envelope.decrypt_field(envelope.encrypted_text, text), envelope.decrypt_field(envelope.encrypted_bytea, text),
   envelope.decrypt_field(envelope.encrypted_jsonb, text),
   envelope.create_key(text, text, text), envelope.rotate_key(text), envelope.destroy_key(text),
+  envelope.rewrap_key(text, text),
   envelope.create_kms(text, text, jsonb), envelope.alter_kms(text, jsonb), envelope.drop_kms(text)
   FROM PUBLIC;

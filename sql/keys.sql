@@ -105,3 +105,21 @@ SELECT destroyed_at AS first_destroyed_at FROM envelope.key WHERE name = 'k_beta
 SELECT envelope.destroy_key('k_beta');
 SELECT destroyed_at = :'first_destroyed_at' AS destroyed_at_kept FROM envelope.key WHERE name = 'k_beta';
 SELECT envelope.create_key('k_beta');
+
+-- rewrap_key: every live DEK re-wrapped under another KEK without touching rows;
+-- values keep decrypting (in a new backend, so the DEKs really are unwrapped again).
+SELECT envelope.create_key('k_rw');
+SELECT envelope.rotate_key('k_rw');
+CREATE TABLE rw AS SELECT envelope.encrypt_field('rewrapped secret', 'k_rw') AS c;
+SELECT d.wrapped AS wrapped_before FROM envelope.data_key d JOIN envelope.key k USING (key_id)
+ WHERE k.name = 'k_rw' AND d.version = 2 \gset
+SELECT envelope.rewrap_key('k_rw', 'kek-2026');
+SELECT DISTINCT kek FROM envelope.keys WHERE key_name = 'k_rw';
+SELECT d.wrapped <> :'wrapped_before'::bytea AS wrapped_changed FROM envelope.data_key d JOIN envelope.key k USING (key_id)
+ WHERE k.name = 'k_rw' AND d.version = 2;
+\c
+SELECT envelope.decrypt_field(c) FROM rw;
+SELECT envelope.rewrap_key('k_rw');
+SELECT envelope.rewrap_key('k_rw', 'bad kek!');
+SELECT envelope.rewrap_key('k_beta');
+SELECT envelope.rewrap_key('no_such_key');

@@ -30,7 +30,7 @@ SELECT envelope.create_kms('v4', 'vault-transit', '{"adress": "https://vault:820
 SELECT pg_temp.error_of($q$SELECT envelope.create_kms('v4', 'vault-transit', '{}')$q$);
 SELECT pg_temp.error_of($q$SELECT envelope.create_kms('v4', 'vault-transit', '{"address": 8200}')$q$);
 SELECT pg_temp.error_of($q$SELECT envelope.create_kms('v4', 'vault-transit', '[1, 2]')$q$);
-SELECT pg_temp.error_of($q$SELECT envelope.create_kms('v4', 'gcp-kms', '{}')$q$);
+SELECT pg_temp.error_of($q$SELECT envelope.create_kms('v4', 'hsm-kms', '{}')$q$);
 SELECT pg_temp.error_of($q$SELECT envelope.create_kms('v4', 'local', '{}')$q$);
 SELECT pg_temp.error_of($q$SELECT envelope.create_kms('local', 'vault-transit', '{"address": "https://v"}')$q$);
 SELECT pg_temp.error_of($q$SELECT envelope.create_kms('vault', 'vault-transit', '{"address": "https://v"}')$q$);

@@ -166,6 +166,41 @@ std::optional<DekRecord> find_dek(DekId id) {
   return out;
 }
 
+std::vector<DekRecord> live_deks(std::uint32_t key_id) {
+  SpiSession spi;
+  Oid types[1] = {INT4OID};
+  Datum values[1] = {int_datum(key_id)};
+  std::string sql = std::string(kDekColumns) +
+                    "WHERE d.key_id OPERATOR(pg_catalog.=) $1 AND d.wrapped IS NOT NULL ORDER BY d.version FOR UPDATE OF d";
+  uint64 n = spi.exec(sql.c_str(), 1, types, values, nullptr, false, SPI_OK_SELECT);
+  std::vector<DekRecord> out;
+  for (uint64 i = 0; i < n; ++i) out.push_back(dek_row(static_cast<int>(i)));
+  spi.finish();
+  return out;
+}
+
+void update_wrapped(std::uint32_t key_id, std::uint32_t version, ByteView wrapped) {
+  SpiSession spi;
+  bytea* b = static_cast<bytea*>(pg_alloc(VARHDRSZ + wrapped.size()));
+  SET_VARSIZE(b, VARHDRSZ + wrapped.size());
+  std::memcpy(VARDATA(b), wrapped.data(), wrapped.size());
+  Oid types[3] = {INT4OID, INT4OID, BYTEAOID};
+  Datum values[3] = {int_datum(key_id), int_datum(version), PointerGetDatum(b)};
+  spi.exec("UPDATE envelope.data_key SET wrapped = $3 WHERE key_id OPERATOR(pg_catalog.=) $1 "
+           "AND version OPERATOR(pg_catalog.=) $2",
+           3, types, values, nullptr, false, SPI_OK_UPDATE);
+  spi.finish();
+}
+
+void set_kek(std::uint32_t key_id, std::string_view kek) {
+  SpiSession spi;
+  Oid types[2] = {INT4OID, TEXTOID};
+  Datum values[2] = {int_datum(key_id), text_datum(kek)};
+  spi.exec("UPDATE envelope.key SET kek = $2 WHERE key_id OPERATOR(pg_catalog.=) $1", 2, types, values, nullptr,
+           false, SPI_OK_UPDATE);
+  spi.finish();
+}
+
 std::optional<DekRecord> find_any_live_dek(std::string_view kms) {
   SpiSession spi;
   Oid types[1] = {TEXTOID};

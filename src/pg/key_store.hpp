@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "pg_envelope/envelope_format.hpp"
 #include "pg_envelope/kms.hpp"
@@ -44,6 +45,12 @@ std::optional<DekRecord> find_any_live_dek(std::string_view kms);
 void insert_key(const KeyRecord& key);
 void insert_dek(std::uint32_t key_id, std::uint32_t version, ByteView wrapped);
 void set_current_version(std::uint32_t key_id, std::uint32_t version);
+
+// Every DEK of a key that still has its wrapped form, oldest first.
+std::vector<DekRecord> live_deks(std::uint32_t key_id);
+// Replaces the wrapped form of DEKs (after a rewrap) and the key's KEK reference.
+void update_wrapped(std::uint32_t key_id, std::uint32_t version, ByteView wrapped);
+void set_kek(std::uint32_t key_id, std::string_view kek);
 
 // envelope.kms rows (configured KMSs).
 std::optional<KmsConfig> find_kms(std::string_view name);

@@ -136,3 +136,36 @@ PGENV_FUNCTION(envelope_destroy_key) {
   keyring::forget_all();
   PG_RETURN_VOID();
 }
+
+// rewrap_key(name text, kek text DEFAULT NULL) RETURNS integer: re-wraps every live DEK
+// of the key under `kek` (NULL: the same KEK, e.g. its newest version in the KMS),
+// without touching any encrypted row. Returns how many DEKs were re-wrapped.
+PGENV_FUNCTION(envelope_rewrap_key) {
+  require_preloaded();
+  KeyRecord key = existing_key(text_arg(fcinfo, 0, "key name"));
+  if (key.destroyed)
+    throw Error(sqlstate::kObjectNotInPrerequisiteState, "key \"" + key.name + "\" has been destroyed");
+  KmsProvider& kms = kms_provider(key.kms);
+  std::string new_kek = PG_ARGISNULL(1) ? key.kek : text_arg(fcinfo, 1, "KEK");
+  kms.validate_kek(new_kek);
+  std::vector<DekRecord> deks = key_store::live_deks(key.key_id);
+  std::vector<Bytes> rewrapped;
+  {
+    KmsWait wait;
+    for (const DekRecord& d : deks) {
+      DekBinding binding{key.name, key.key_id, d.version};
+      Bytes w = kms.rewrap(key.kek, new_kek, binding, d.wrapped);
+      // Never store a wrapped DEK that does not open to the same key.
+      SecureBytes before = kms.unwrap(key.kek, binding, d.wrapped);
+      SecureBytes after = kms.unwrap(new_kek, binding, w);
+      if (!constant_time_equal(before.view(), after.view()))
+        throw Error(sqlstate::kInternalError, "KMS \"" + key.kms + "\" re-wrapped a data key of key \"" + key.name +
+                                                  "\" into a different key");
+      rewrapped.push_back(std::move(w));
+    }
+  }
+  for (std::size_t i = 0; i < deks.size(); ++i) key_store::update_wrapped(key.key_id, deks[i].version, rewrapped[i]);
+  if (new_kek != key.kek) key_store::set_kek(key.key_id, new_kek);
+  invalidate_keys_at_commit();
+  PG_RETURN_INT32(static_cast<int32>(deks.size()));
+}
