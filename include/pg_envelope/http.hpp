@@ -39,7 +39,7 @@ class SecretString {
 
   void append(std::string_view v) { s_.append(v.data(), v.size()); }
   void append(const char* p, std::size_t n) { s_.append(p, n); }
-  const char* data() const noexcept { return s_.data(); }
+  const char* data() const noexcept { return s_.data(); }  // NUL-terminated
   std::size_t size() const noexcept { return s_.size(); }
   bool empty() const noexcept { return s_.empty(); }
   std::string_view view() const noexcept { return {s_.data(), s_.size()}; }

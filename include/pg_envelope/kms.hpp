@@ -86,7 +86,7 @@ KmsProvider& local_kms();
 // come from the server's environment or from files named in the options.
 struct KmsConfig {
   std::string name;
-  std::string provider;  // "local", "vault-transit", "aws-kms"
+  std::string provider;  // "local", "vault-transit", "aws-kms", "gcp-kms", "azure-keyvault"
   std::string options_json;
 };
 

@@ -1,5 +1,7 @@
 // libcurl-based HTTP for KMS providers (see include/pg_envelope/http.hpp).
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
 
 #include <algorithm>
 #include <chrono>
@@ -109,7 +111,7 @@ HttpFailure perform_once(const HttpRequest& rq, const HttpOptions& o, long timeo
   curl_slist* headers = nullptr;
   for (const auto& hd : rq.headers) headers = curl_slist_append(headers, hd.c_str());
   // Secret headers: curl copies them; our copy is wiped with `secret_headers`.
-  for (const auto& hd : rq.secret_headers) headers = curl_slist_append(headers, std::string(hd.view()).c_str());
+  for (const auto& hd : rq.secret_headers) headers = curl_slist_append(headers, hd.data());  // NUL-terminated
 
   curl_easy_setopt(h, CURLOPT_URL, rq.url.c_str());
   curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
@@ -159,6 +161,7 @@ HttpFailure perform_once(const HttpRequest& rq, const HttpOptions& o, long timeo
 long backoff_delay_ms(int attempt, std::uint32_t random) {
   constexpr long kBase = 100, kCap = 2000;
   long ceiling = kCap;
+  if (attempt < 0) attempt = 0;
   if (attempt < 5) ceiling = std::min(kCap, kBase << attempt);
   return static_cast<long>(random % static_cast<std::uint32_t>(ceiling));
 }
@@ -216,7 +219,14 @@ void check_kms_url(std::string_view url, std::string_view kms_name) {
   if (!parsed)
     throw Error(sqlstate::kInvalidParameterValue, "invalid URL for KMS \"" + std::string(kms_name) + "\"",
                 "The address is not a valid absolute URL.");
-  bool loopback = hst == "localhost" || hst == "[::1]" || hst == "::1" || hst.rfind("127.", 0) == 0;
+  // Loopback only by address, never by a name that merely starts with "127."
+  // (127.0.0.1.example.com is an ordinary host).
+  std::string bare = hst.size() > 2 && hst.front() == '[' && hst.back() == ']' ? hst.substr(1, hst.size() - 2) : hst;
+  in_addr v4{};
+  in6_addr v6{};
+  bool loopback = hst == "localhost" ||
+                  (inet_pton(AF_INET, bare.c_str(), &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127) ||
+                  (inet_pton(AF_INET6, bare.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6));
   if (sch == "https" || (sch == "http" && loopback)) return;
   throw Error(sqlstate::kInvalidParameterValue, "KMS \"" + std::string(kms_name) + "\" must be reached over https",
               "Plain http is allowed only to loopback addresses (127.0.0.0/8, ::1, localhost).",

@@ -78,19 +78,25 @@ namespace pg_envelope {
 
 std::unique_ptr<KmsProvider> make_vault_transit_kms(const KmsConfig& cfg, const KmsContext& ctx);
 std::unique_ptr<KmsProvider> make_aws_kms(const KmsConfig& cfg, const KmsContext& ctx);
+std::unique_ptr<KmsProvider> make_gcp_kms(const KmsConfig& cfg, const KmsContext& ctx);
+std::unique_ptr<KmsProvider> make_azure_keyvault_kms(const KmsConfig& cfg, const KmsContext& ctx);
 
 bool is_known_provider(std::string_view provider) {
-  return provider == "local" || provider == "vault-transit" || provider == "aws-kms";
+  return provider == "local" || provider == "vault-transit" || provider == "aws-kms" || provider == "gcp-kms" ||
+         provider == "azure-keyvault";
 }
 
 std::unique_ptr<KmsProvider> make_kms_provider(const KmsConfig& config, const KmsContext& context) {
   if (config.provider == "vault-transit") return make_vault_transit_kms(config, context);
   if (config.provider == "aws-kms") return make_aws_kms(config, context);
+  if (config.provider == "gcp-kms") return make_gcp_kms(config, context);
+  if (config.provider == "azure-keyvault") return make_azure_keyvault_kms(config, context);
   if (config.provider == "local")
     throw Error(sqlstate::kInvalidParameterValue, "there is only one local KMS, named \"local\"",
                 "The local KMS uses the server's master key; it takes no options.");
   throw Error(sqlstate::kInvalidParameterValue, "unknown KMS provider \"" + config.provider + "\"",
-              "Available providers: \"vault-transit\" (HashiCorp Vault and OpenBao), \"aws-kms\".");
+              "Available providers: \"vault-transit\" (HashiCorp Vault and OpenBao), \"aws-kms\", \"gcp-kms\" "
+              "(Google Cloud KMS), \"azure-keyvault\" (Azure Key Vault and Managed HSM).");
 }
 
 }  // namespace pg_envelope

@@ -48,7 +48,8 @@ std::string b64(ByteView bytes);
 SecretString b64_secret(ByteView bytes);
 bool unb64(std::string_view text, SecureBytes& out);  // standard alphabet, padded
 
-// Reads a credential file (token), trimmed; refuses group/world-readable files.
+// Reads a credential file (token), trimmed; refuses files that other users (outside
+// the owner and group) can access.
 SecretString read_secret_file(const std::string& path, const std::string& kms_name, const char* what);
 
 // An error for a failed call: "KMS "vault" Decrypt failed: <type>" with SQLSTATE by kind.

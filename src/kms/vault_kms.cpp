@@ -130,11 +130,12 @@ class VaultTransitKms final : public KmsProvider {
     std::string type = "HTTP " + std::to_string(r.response.status) + (msg.empty() ? "" : " " + msg);
     std::string detail = "Vault Transit key \"" + std::string(kek) + "\" at " + address_ + " (mount \"" + mount_ + "\").";
     long s = r.response.status;
-    if (s == 403 || s == 401) remote::fail(FailureKind::kPermission, name_, op, type, detail);
+    if (s == 401) remote::fail(FailureKind::kAuth, name_, op, type, detail);
+    if (s == 403) remote::fail(FailureKind::kPermission, name_, op, type, detail);
     if (s == 429 || s >= 500) remote::fail(FailureKind::kUnavailable, name_, op, type, detail);
     if (msg.find("not found") != std::string::npos) remote::fail(FailureKind::kNotFound, name_, op, type, detail);
     if (msg.find("authentication failed") != std::string::npos || msg.find("invalid ciphertext") != std::string::npos ||
-        msg.find("decrypt") != std::string::npos)
+        msg.find("unable to decrypt") != std::string::npos)
       remote::fail(FailureKind::kInvalidCiphertext, name_, op, type, detail);
     if (msg.find("disabled") != std::string::npos || msg.find("min_decryption_version") != std::string::npos ||
         msg.find("archived") != std::string::npos)

@@ -15,7 +15,7 @@ import psycopg2
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # <repo>/test
-from kms_emulators import aws, vault  # noqa: E402
+from kms_emulators import aws, azure, gcp, vault  # noqa: E402
 from kms_emulators.fixtures import kms_pki  # noqa: E402,F401
 
 from pgcluster import pg_error  # noqa: E402
@@ -54,7 +54,57 @@ def aws_setup(cluster):
     return Setup("aws-kms", options, "alias/pg-envelope", emu, [aws.DEFAULT_SECRET_KEY], "Decrypt", "Encrypt")
 
 
-SETUPS = {"vault": vault_setup, "aws": aws_setup}
+def gcp_setup(cluster):
+    emu = gcp.start(keys=("pg-envelope",))
+    token = "emulator-gcp-token"
+    token_file = cluster.write_file("gcp.token", token + "\n")
+    options = {"endpoint": emu.url, "token_file": str(token_file)}
+    return Setup("gcp-kms", options, emu.key_name("pg-envelope"), emu, [token], "decrypt", "encrypt")
+
+
+def azure_setup(cluster):
+    emu = azure.start(keys=("pg-envelope",))
+    token = "emulator-azure-token"
+    token_file = cluster.write_file("azure.token", token + "\n")
+    options = {"vault_url": emu.url, "token_file": str(token_file)}
+    return Setup("azure-keyvault", options, "pg-envelope", emu, [token], "unwrapkey", "wrapkey")
+
+
+SETUPS = {"vault": vault_setup, "aws": aws_setup, "gcp": gcp_setup, "azure": azure_setup}
+
+
+def bad_credentials(pg, s):
+    """Points the KMS at wrong credentials; returns (SQLSTATE, text in the message)."""
+    if s.provider == "aws-kms":
+        bad = pg.write_file("bad.credentials", f"[default]\naws_access_key_id = {aws.DEFAULT_ACCESS_KEY}\n"
+                                               "aws_secret_access_key = wrong-secret\n")
+        s.options["credentials_file"] = str(bad)
+        return "28000", "InvalidSignatureException"
+    s.options["token_file"] = str(pg.write_file("bad.token", "not-the-token\n"))
+    if s.provider == "vault-transit":
+        return "42501", "403"   # Vault answers a bad token with 403 permission denied
+    return "28000", {"gcp-kms": "UNAUTHENTICATED", "azure-keyvault": "Unauthorized"}[s.provider]
+
+
+def unknown_kek(s):
+    if s.provider == "gcp-kms":
+        return s.emu.key_name("no-such-key")
+    return {"vault-transit": "no-such-key", "aws-kms": "alias/no-such-key", "azure-keyvault": "no-such-key"}[s.provider]
+
+
+def disable_kek(s):
+    """Disables the KEK in the KMS; returns the SQLSTATE a decrypt then gives."""
+    if s.provider == "vault-transit":
+        s.emu.disable_key("pg-envelope")
+        return "42501"  # Vault expresses a disabled key as a policy denial (403)
+    if s.provider == "aws-kms":
+        s.emu.disable_key("alias/pg-envelope")
+        return "55000"  # DisabledException
+    if s.provider == "gcp-kms":
+        s.emu.set_version_state(s.kek, 1, False)
+        return "55000"  # FAILED_PRECONDITION: version not enabled
+    s.emu.set_enabled("pg-envelope", False)
+    return "55000"      # KeyDisabled
 
 
 @pytest.fixture
@@ -116,15 +166,7 @@ def test_round_trip_and_unwrap_counts(pg, kms):
 
 
 def test_wrong_credentials(pg, kms):
-    if kms.provider == "vault-transit":
-        bad = pg.write_file("bad.token", "not-the-token\n")
-        kms.options["token_file"] = str(bad)
-        expected = ("42501", "403")
-    else:
-        bad = pg.write_file("bad.credentials", f"[default]\naws_access_key_id = {aws.DEFAULT_ACCESS_KEY}\n"
-                                               "aws_secret_access_key = wrong-secret\n")
-        kms.options["credentials_file"] = str(bad)
-        expected = ("28000", "InvalidSignatureException")
+    expected = bad_credentials(pg, kms)
     pg.sql("SELECT envelope.create_kms('ext', %s, %s::jsonb)", (kms.provider, json.dumps(kms.options)))
     err = expect_error(pg, "SELECT envelope.create_key('k1', kms => 'ext', kek => %s)", (kms.kek,))
     assert err["sqlstate"] == expected[0], err
@@ -135,18 +177,12 @@ def test_wrong_credentials(pg, kms):
 
 def test_unknown_and_disabled_kek(pg, kms):
     pg.sql("SELECT envelope.create_kms('ext', %s, %s::jsonb)", (kms.provider, json.dumps(kms.options)))
-    unknown = "no-such-key" if kms.provider == "vault-transit" else "alias/no-such-key"
-    err = expect_error(pg, "SELECT envelope.create_key('k0', kms => 'ext', kek => %s)", (unknown,))
+    err = expect_error(pg, "SELECT envelope.create_key('k0', kms => 'ext', kek => %s)", (unknown_kek(kms),))
     assert err["sqlstate"] == "42704", err
     # Disable the KEK after data was written: decrypting in a new backend fails clearly.
     pg.sql("SELECT envelope.create_key('k1', kms => 'ext', kek => %s)", (kms.kek,))
     pg.sql("CREATE TABLE t AS SELECT envelope.encrypt_field('x', 'k1') AS v")
-    if kms.provider == "vault-transit":
-        kms.emu.disable_key("pg-envelope")
-        expected = "42501"  # Vault expresses a disabled key as a policy denial (403)
-    else:
-        kms.emu.disable_key("alias/pg-envelope")
-        expected = "55000"  # DisabledException
+    expected = disable_kek(kms)
     err = expect_error(pg, "SELECT envelope.decrypt_field(v) FROM t")
     assert err["sqlstate"] == expected, err
     assert 'KMS "ext"' in err["message"]
@@ -237,6 +273,16 @@ def test_kms_down(pg, kms):
     kms.emu.up()
     cur.execute("SELECT envelope.decrypt_field(v) FROM t")
     assert cur.fetchone() == ("x",)
+
+
+def test_rewrap_key_any_provider(pg, kms):
+    configure(pg, kms)
+    pg.sql("CREATE TABLE t AS SELECT envelope.encrypt_field(%s, 'k1') AS v", (SECRET_PLAIN,))
+    assert pg.scalar("SELECT envelope.rotate_key('k1')") == 2
+    assert pg.scalar("SELECT envelope.rewrap_key('k1')") == 2
+    cur = pg.connect().cursor()
+    cur.execute("SELECT envelope.decrypt_field(v) FROM t")
+    assert cur.fetchone() == (SECRET_PLAIN,)
 
 
 def test_tampered_wrapped_dek(pg, kms):
@@ -355,20 +401,24 @@ def test_tls_verification(pg, kms_pki):
         s.emu.stop()
 
 
-def test_rewrap_key_server_side(pg, kms):
-    configure(pg, kms)
-    pg.sql("CREATE TABLE t AS SELECT envelope.encrypt_field(%s, 'k1') AS v", (SECRET_PLAIN,))
-    before = pg.sql("SELECT wrapped FROM envelope.data_key")
-    rewrap_op = "rewrap" if kms.provider == "vault-transit" else "ReEncrypt"
-    if kms.provider == "vault-transit":
-        kms.emu.rotate_key("pg-envelope")  # rewrap moves the DEK to the newest key version
-    assert pg.scalar("SELECT envelope.rewrap_key('k1')") == 1
-    assert kms.emu.calls(rewrap_op) == 1  # done by the KMS, not by unwrap + wrap here
-    after = pg.sql("SELECT wrapped FROM envelope.data_key")
-    assert bytes(after[0][0]) != bytes(before[0][0])
-    if kms.provider == "vault-transit":
-        assert bytes(after[0][0]).startswith(b"vault:v2:")
-    conn = pg.connect()  # a new backend unwraps the re-wrapped DEK
-    cur = conn.cursor()
-    cur.execute("SELECT envelope.decrypt_field(v) FROM t")
-    assert cur.fetchone() == (SECRET_PLAIN,)
+@pytest.mark.parametrize("provider", ["vault", "aws"])  # the KMSs with a server-side re-encrypt
+def test_rewrap_key_server_side(pg, provider):
+    kms = SETUPS[provider](pg)
+    try:
+        configure(pg, kms)
+        pg.sql("CREATE TABLE t AS SELECT envelope.encrypt_field(%s, 'k1') AS v", (SECRET_PLAIN,))
+        before = pg.sql("SELECT wrapped FROM envelope.data_key")
+        rewrap_op = "rewrap" if kms.provider == "vault-transit" else "ReEncrypt"
+        if kms.provider == "vault-transit":
+            kms.emu.rotate_key("pg-envelope")  # rewrap moves the DEK to the newest key version
+        assert pg.scalar("SELECT envelope.rewrap_key('k1')") == 1
+        assert kms.emu.calls(rewrap_op) == 1  # done by the KMS, not by unwrap + wrap here
+        after = pg.sql("SELECT wrapped FROM envelope.data_key")
+        assert bytes(after[0][0]) != bytes(before[0][0])
+        if kms.provider == "vault-transit":
+            assert bytes(after[0][0]).startswith(b"vault:v2:")
+        cur = pg.connect().cursor()  # a new backend unwraps the re-wrapped DEK
+        cur.execute("SELECT envelope.decrypt_field(v) FROM t")
+        assert cur.fetchone() == (SECRET_PLAIN,)
+    finally:
+        kms.emu.stop()

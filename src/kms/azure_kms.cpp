@@ -1,0 +1,310 @@
+// Azure Key Vault provider: the keys data-plane API (api-version 7.4), wrapkey and
+// unwrapkey with an RSA key (RSA-OAEP-256, the default) or, in Managed HSM or a
+// Premium vault, an oct-HSM AES key (A256KW).
+//
+//   wrap   POST {vault_url}/keys/{name}[/{version}]/wrapkey?api-version=7.4
+//            {"alg": "RSA-OAEP-256", "value": b64url(DEK || binding tag)} -> {"kid", "value"}
+//   unwrap POST {vault_url}/keys/{name}/{version}/unwrapkey?api-version=7.4
+//            {"alg", "value"} -> {"kid", "value": b64url(DEK || binding tag)}
+//   rewrap unwrap, then wrap (an unversioned KEK wraps under the key's newest version)
+//
+// The KEK is "name" (the newest version at wrap time) or "name/version". wrapkey has
+// no associated data, so the binding tag inside the payload is what ties a wrapped
+// DEK to its key and version (remote::bind_dek).
+//
+// The wrapped DEK stored in envelope.data_key is the UTF-8 of a compact JSON object,
+//   {"alg":"RSA-OAEP-256","kid":"https://v.vault.azure.net/keys/k/0123...","value":"<b64url>"}
+// with the algorithm, the exact key version (kid, as Key Vault returned it) and the
+// wrapped bytes, so unwrap needs neither the current "algorithm" option nor the
+// newest key version. unwrap sends the token only to vault_url: the kid must name
+// the same host and port and the KEK's key name, and the request goes to
+// {vault_url}/keys/{name}/{version}, never to an address read from the database.
+//
+// Options: "vault_url" (required), "algorithm" (RSA-OAEP-256 or A256KW), "token_file",
+// "imds_url" (e.g. http://169.254.169.254; no default), "ca_file".
+// Token, first configured source wins: "token_file" (re-read when it changes), the
+// server's AZURE_ACCESS_TOKEN, then the managed identity's token from IMDS
+// (GET {imds_url}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=
+// https%3A%2F%2Fvault.azure.net with "Metadata: true"), cached until shortly before
+// expires_in. An IMDS token the vault rejects (401) is fetched anew once.
+#include <algorithm>
+#include <cctype>
+#include <iterator>
+
+#include "bearer_token.hpp"
+#include "pg_envelope/base64url.hpp"
+#include "remote_kms.hpp"
+
+namespace pg_envelope {
+
+namespace {
+
+using remote::FailureKind;
+using remote::json;
+using remote::SecureStdString;
+
+constexpr const char* kApiVersion = "api-version=7.4";
+constexpr const char* kImdsTokenPath =
+    "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net";
+
+// Key Vault names: 1 to 127 of [0-9A-Za-z-]; versions: 32 hex digits in practice,
+// accepted as 1 to 64 alphanumerics.
+bool valid_key_name(std::string_view n) {
+  return !n.empty() && n.size() <= 127 && std::all_of(n.begin(), n.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-';
+  });
+}
+
+bool valid_key_version(std::string_view v) {
+  return !v.empty() && v.size() <= 64 && std::all_of(v.begin(), v.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+  });
+}
+
+bool iequal(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+bool allowed_algorithm(std::string_view alg) { return alg == "RSA-OAEP-256" || alg == "A256KW"; }
+
+struct KeyRef {
+  std::string name;
+  std::string version;  // empty: the newest
+};
+
+// A Key Vault error: {"error": {"code": "Forbidden", "message": "...", "innererror": {"code": "KeyDisabled"}}}.
+struct VaultError {
+  std::string code, inner, message;
+};
+
+std::string error_code(const json& obj) {
+  auto it = obj.find("code");
+  if (it == obj.end() || !it->is_string()) return {};
+  const auto& s = it->get_ref<const SecureStdString&>();
+  if (s.size() > 60 || !std::all_of(s.begin(), s.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)); }))
+    return {};
+  return std::string(s.data(), s.size());
+}
+
+VaultError vault_error(const HttpResponse& resp) {
+  VaultError e;
+  json body = remote::parse_body(resp);
+  if (!body.is_object() || !body.contains("error") || !body["error"].is_object()) return e;
+  const json& err = body["error"];
+  e.code = error_code(err);
+  if (auto in = err.find("innererror"); in != err.end() && in->is_object()) e.inner = error_code(*in);
+  if (auto it = err.find("message"); it != err.end() && it->is_string()) {
+    const auto& m = it->get_ref<const SecureStdString&>();
+    e.message = remote::safe_message(std::string_view(m.data(), m.size()));
+  }
+  return e;
+}
+
+const SecureStdString* string_field(const json& obj, const char* name) {
+  auto it = obj.is_object() ? obj.find(name) : obj.end();
+  return (it != obj.end() && it->is_string()) ? &it->get_ref<const SecureStdString&>() : nullptr;
+}
+
+class AzureKeyVaultKms final : public KmsProvider {
+ public:
+  AzureKeyVaultKms(const KmsConfig& cfg, const KmsContext& ctx) : name_(cfg.name), ctx_(ctx), token_(make_token(cfg)) {}
+
+  const std::string& kms_name() const override { return name_; }
+
+  std::string default_kek() const override {
+    throw Error(sqlstate::kInvalidParameterValue, "KMS \"" + name_ + "\" needs a KEK",
+                "An Azure Key Vault KEK is a key name, or \"name/version\" to pin one version.",
+                "Pass kek => 'key-name' to envelope.create_key().");
+  }
+
+  void validate_kek(std::string_view kek) const override { (void)parse_kek(kek); }
+
+  Bytes wrap(std::string_view kek, const DekBinding& b, ByteView dek) override {
+    KeyRef ref = parse_kek(kek);
+    SecureBytes payload = remote::bind_dek(dek, b);
+    json body;
+    body["alg"] = algorithm_;
+    body["value"] = std::string_view(base64url_encode(payload.view()).view());
+    std::string path = "/keys/" + ref.name + (ref.version.empty() ? "" : "/" + ref.version);
+    json out = call("wrapkey", path, kek, body);
+
+    const SecureStdString* kid = string_field(out, "kid");
+    const SecureStdString* value = string_field(out, "value");
+    SecureBytes wrapped;
+    if (kid == nullptr || value == nullptr || !base64url_decode(std::string_view(*value), wrapped) || wrapped.empty())
+      remote::fail(FailureKind::kBadRequest, name_, "wrapkey", "malformed response", "The response has no kid or value.");
+    std::string kid_text(kid->data(), kid->size());
+    KeyRef used;
+    if (!parse_kid(kid_text, used) || !iequal(used.name, ref.name) ||
+        (!ref.version.empty() && !iequal(used.version, ref.version)))
+      remote::fail(FailureKind::kBadRequest, name_, "wrapkey", "malformed response",
+                   "The response's kid does not name a version of key \"" + ref.name + "\" in " + vault_url_ + ".");
+
+    json stored;
+    stored["alg"] = algorithm_;
+    stored["kid"] = kid_text;
+    stored["value"] = std::string_view(base64url_encode(wrapped.view()).view());
+    auto text = stored.dump();
+    return Bytes(text.begin(), text.end());
+  }
+
+  SecureBytes unwrap(std::string_view kek, const DekBinding& b, ByteView wrapped) override {
+    KeyRef ref = parse_kek(kek);
+    json stored = json::parse(wrapped.begin(), wrapped.end(), nullptr, false);
+    const SecureStdString* alg = string_field(stored, "alg");
+    const SecureStdString* kid = string_field(stored, "kid");
+    const SecureStdString* value = string_field(stored, "value");
+    if (alg == nullptr || kid == nullptr || value == nullptr || !allowed_algorithm(std::string_view(*alg)))
+      remote::fail(FailureKind::kInvalidCiphertext, name_, "unwrapkey", "malformed wrapped data key",
+                   "The wrapped data key is not an Azure Key Vault {\"alg\", \"kid\", \"value\"} object.");
+    KeyRef used;
+    std::string kid_text(kid->data(), kid->size());
+    if (!parse_kid(kid_text, used))
+      remote::fail(FailureKind::kInvalidCiphertext, name_, "unwrapkey", "wrapped by another key vault",
+                   "The wrapped data key was made by key \"" + remote::safe_message(kid_text) +
+                       "\", which is not in " + vault_url_ + "; pg_envelope sends its token only to vault_url.");
+    if (!iequal(used.name, ref.name) || (!ref.version.empty() && !iequal(used.version, ref.version)))
+      remote::fail(FailureKind::kInvalidCiphertext, name_, "unwrapkey", "wrapped by another key",
+                   "The wrapped data key was made by key \"" + used.name + "/" + used.version + "\", not by KEK \"" +
+                       std::string(kek) + "\".");
+    json body;
+    body["alg"] = *alg;
+    body["value"] = *value;
+    json out = call("unwrapkey", "/keys/" + used.name + "/" + used.version, kek, body);
+    const SecureStdString* plain = string_field(out, "value");
+    SecureBytes payload;
+    if (plain == nullptr || !base64url_decode(std::string_view(*plain), payload))
+      remote::fail(FailureKind::kBadRequest, name_, "unwrapkey", "malformed response", "The response has no value.");
+    return remote::unbind_dek(payload.view(), b, name_);
+  }
+
+ private:
+  // Reads the options (in the constructor's initializer list, so the token source
+  // is built from them) and validates them.
+  remote::BearerToken make_token(const KmsConfig& cfg) {
+    remote::Options o(cfg);
+    vault_url_ = o.required_string("vault_url");
+    while (!vault_url_.empty() && vault_url_.back() == '/') vault_url_.pop_back();
+    algorithm_ = o.string_or("algorithm", "RSA-OAEP-256");
+    std::string token_file = o.string_or("token_file", "");
+    std::string imds_url = o.string_or("imds_url", "");
+    while (!imds_url.empty() && imds_url.back() == '/') imds_url.pop_back();
+    std::string ca = o.string_or("ca_file", "");
+    if (!ca.empty()) ctx_.http.ca_file = ca;
+    o.finish();
+    remote::check_base_url(vault_url_, name_, "vault_url");
+    if (!remote::parse_url(vault_url_, vault_) || (vault_.path != "/" && !vault_.path.empty()))
+      throw Error(sqlstate::kInvalidParameterValue, "invalid \"vault_url\" for KMS \"" + name_ + "\"",
+                  "The vault URL has no path, e.g. https://myvault.vault.azure.net.");
+    if (!allowed_algorithm(algorithm_))
+      throw Error(sqlstate::kInvalidParameterValue, "invalid \"algorithm\" for KMS \"" + name_ + "\"",
+                  "Use \"RSA-OAEP-256\" (RSA keys) or \"A256KW\" (oct-HSM AES keys).");
+    if (!imds_url.empty()) remote::check_base_url(imds_url, name_, "imds_url", /*metadata=*/true);
+    remote::MetadataTokenSource md{"imds_url", imds_url.empty() ? "" : imds_url + kImdsTokenPath, "Metadata: true"};
+    return remote::BearerToken(name_, token_file, "AZURE_ACCESS_TOKEN", std::move(md));
+  }
+
+  KeyRef parse_kek(std::string_view kek) const {
+    KeyRef ref;
+    std::size_t slash = kek.find('/');
+    std::string_view name = kek.substr(0, slash);
+    std::string_view version = slash == std::string_view::npos ? std::string_view{} : kek.substr(slash + 1);
+    if (!valid_key_name(name) || (slash != std::string_view::npos && !valid_key_version(version)))
+      throw Error(sqlstate::kInvalidParameterValue, "invalid Azure Key Vault key name for KMS \"" + name_ + "\"",
+                  "A KEK is \"name\" or \"name/version\": a name of 1 to 127 characters from A-Z, a-z, 0-9 and "
+                  "\"-\", a version of letters and digits.");
+    ref.name = name;
+    ref.version = version;
+    return ref;
+  }
+
+  // A key identifier, https://{vault host}/keys/{name}/{version}: true when it is in
+  // this vault (same host and port; Key Vault writes it with https even when a
+  // test vault is reached over http) and names one version of one key.
+  bool parse_kid(const std::string& kid, KeyRef& out) const {
+    remote::UrlParts p;
+    if (!remote::parse_url(kid, p) || (p.scheme != "https" && p.scheme != vault_.scheme) || p.host != vault_.host)
+      return false;
+    // Key Vault omits the default port in kids; a test vault on another port has it.
+    std::string port = p.port;
+    if (p.scheme != vault_.scheme && port == (p.scheme == "https" ? "443" : "80"))
+      port = vault_.scheme == "https" ? "443" : "80";
+    if (port != vault_.port) return false;
+    std::string_view path = p.path;
+    if (path.rfind("/keys/", 0) != 0) return false;
+    path.remove_prefix(6);
+    std::size_t slash = path.find('/');
+    if (slash == std::string_view::npos) return false;
+    out.name = path.substr(0, slash);
+    out.version = path.substr(slash + 1);
+    return valid_key_name(out.name) && valid_key_version(out.version);
+  }
+
+  static Verdict judge(const HttpResponse& resp) {
+    if (resp.status >= 200 && resp.status < 300) return Verdict::kSuccess;
+    if (resp.status == 429 || (resp.status >= 500 && resp.status != 501)) return Verdict::kRetry;
+    return Verdict::kFail;
+  }
+
+  json call(const char* op, const std::string& key_path, std::string_view kek, const json& body) {
+    HttpRequest rq;
+    rq.url = vault_url_ + key_path + "/" + op + "?" + kApiVersion;
+    rq.headers.push_back("Content-Type: application/json");
+    auto dumped = body.dump();
+    rq.body = SecretString(std::string_view(dumped.data(), dumped.size()));
+    HttpResult r;
+    for (int round = 0;; ++round) {
+      SecretString hdr("Authorization: Bearer ");
+      hdr.append(token_.get(ctx_).view());
+      rq.secret_headers.clear();
+      rq.secret_headers.push_back(std::move(hdr));
+      r = http_call(rq, ctx_.http, judge);
+      // A cached IMDS token can be revoked before it expires: fetch a new one once.
+      if (round == 0 && r.failure == HttpFailure::kNone && r.response.status == 401 && token_.invalidate()) continue;
+      break;
+    }
+    if (r.failure != HttpFailure::kNone) remote::fail_transport(r, name_, op);
+    long s = r.response.status;
+    if (s >= 200 && s < 300) {
+      json out = remote::parse_body(r.response);
+      if (!out.is_object())
+        remote::fail(FailureKind::kBadRequest, name_, op, "malformed response", "The response is not a JSON object.");
+      return out;
+    }
+
+    VaultError e = vault_error(r.response);
+    std::string type = (e.code.empty() ? "HTTP " + std::to_string(s) : e.code) + (e.inner.empty() ? "" : " (" + e.inner + ")");
+    std::string version_used = key_path.substr(6);  // "name/version" when unwrapping
+    std::string detail = "Key \"" + std::string(kek) + "\"" + (version_used == kek ? "" : " (" + version_used + ")") +
+                         " in " + vault_url_ + " (HTTP " +
+                         std::to_string(s) + ", " + std::to_string(r.attempts) + " attempt(s))" +
+                         (e.message.empty() ? "" : ": " + e.message) + ".";
+    if (s == 401)
+      remote::fail(FailureKind::kAuth, name_, op, type, detail + " The token came from " + token_.describe() + ".");
+    if (s == 403) {
+      if (e.inner == "KeyDisabled" || e.code == "KeyDisabled" || e.message.find("disabled") != std::string::npos)
+        remote::fail(FailureKind::kDisabled, name_, op, type, detail);
+      remote::fail(FailureKind::kPermission, name_, op, type, detail);
+    }
+    if (s == 404) remote::fail(FailureKind::kNotFound, name_, op, type, detail);
+    if (s == 429 || s >= 500) remote::fail(FailureKind::kUnavailable, name_, op, type, detail);
+    if (s == 400 && std::string_view(op) == "unwrapkey") remote::fail(FailureKind::kInvalidCiphertext, name_, op, type, detail);
+    remote::fail(FailureKind::kBadRequest, name_, op, type, detail);
+  }
+
+  std::string name_;
+  KmsContext ctx_;
+  std::string vault_url_, algorithm_;
+  remote::UrlParts vault_;
+  remote::BearerToken token_;
+};
+
+}  // namespace
+
+std::unique_ptr<KmsProvider> make_azure_keyvault_kms(const KmsConfig& cfg, const KmsContext& ctx) {
+  return std::make_unique<AzureKeyVaultKms>(cfg, ctx);
+}
+
+}  // namespace pg_envelope

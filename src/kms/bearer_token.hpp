@@ -1,0 +1,80 @@
+// Bearer tokens and URLs for the OAuth-based KMS providers (GCP Cloud KMS, Azure Key
+// Vault). Pure C++.
+//
+// A token comes from the first configured source, in this order:
+//   1. a token file named by an option ("token_file"), re-read whenever it changes;
+//   2. an environment variable of the server (GOOGLE_OAUTH_ACCESS_TOKEN, AZURE_ACCESS_TOKEN);
+//   3. the cloud's instance-metadata service (an option naming its base URL), whose
+//      token is cached until shortly before it expires.
+// A configured file that cannot be read is an error, never a reason to fall through
+// to the next source.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "remote_kms.hpp"
+
+namespace pg_envelope::remote {
+
+// How to ask an instance-metadata service for a token.
+struct MetadataTokenSource {
+  std::string option;  // the option that configures it, for messages ("metadata_url")
+  std::string url;     // the full token URL; empty: no metadata source
+  std::string header;  // e.g. "Metadata-Flavor: Google"
+};
+
+class BearerToken {
+ public:
+  BearerToken(std::string kms_name, std::string token_file, const char* env_var, MetadataTokenSource metadata);
+
+  // The token to send. Throws Error (28000) when no source is configured or the
+  // metadata service refuses, and the transport errors of fail_transport().
+  SecretString get(const KmsContext& ctx);
+
+  // After the KMS answered 401: forgets a cached metadata token so the next get()
+  // asks for a fresh one. True when that may help (worth one more attempt).
+  bool invalidate();
+
+  // Which sources are configured, for error details ("token file \"/x\"", ...).
+  std::string describe() const;
+
+ private:
+  SecretString from_file();
+  SecretString from_metadata(const KmsContext& ctx);
+
+  std::string kms_;
+  std::string token_file_;
+  const char* env_var_;
+  MetadataTokenSource metadata_;
+  SecretString file_token_;
+  timespec file_mtime_{};
+  SecretString metadata_token_;
+  std::chrono::steady_clock::time_point metadata_expiry_{};
+  bool used_metadata_ = false;  // the last get() took the metadata token
+};
+
+// The parts of an absolute URL that decide where a request goes.
+struct UrlParts {
+  std::string scheme;  // lower case
+  std::string host;    // lower case; IPv6 in brackets
+  std::string port;    // always set: explicit, or the scheme's default
+  std::string path;
+};
+bool parse_url(std::string_view url, UrlParts& out);
+
+// Checks the base URL of a KMS or metadata service: check_kms_url() (https, or http
+// to loopback), no query, fragment or user info, since paths are appended to it.
+// With `metadata` true, plain http is also allowed to the link-local instance-metadata
+// address 169.254.169.254 and to metadata.google.internal: those services speak only
+// http, and pg_envelope sends them no secret.
+void check_base_url(std::string_view url, const std::string& kms_name, const char* option, bool metadata = false);
+
+// A server's error text, safe to show: at most 200 characters, printable ASCII only,
+// every double-quoted span replaced by "...", since services quote the offending
+// input there (which may be key material), and no final period (the caller embeds it).
+std::string safe_message(std::string_view text);
+
+}  // namespace pg_envelope::remote

@@ -1,0 +1,304 @@
+// Google Cloud KMS provider: the REST v1 API with symmetric (ENCRYPT_DECRYPT) keys.
+//
+//   wrap   POST {endpoint}/v1/{kek}:encrypt
+//            {"plaintext": b64(DEK || binding tag), "additionalAuthenticatedData": b64(AAD),
+//             "plaintextCrc32c": "<decimal>", "additionalAuthenticatedDataCrc32c": "<decimal>"}
+//          -> {"name", "ciphertext", "ciphertextCrc32c", "verifiedPlaintextCrc32c",
+//              "verifiedAdditionalAuthenticatedDataCrc32c"}
+//   unwrap POST {endpoint}/v1/{kek}:decrypt
+//            {"ciphertext", "additionalAuthenticatedData", "ciphertextCrc32c",
+//             "additionalAuthenticatedDataCrc32c"} -> {"plaintext", "plaintextCrc32c"}
+//   rewrap decrypt, then encrypt (Cloud KMS has no server-side re-encrypt)
+//
+// The KEK is the full CryptoKey name, projects/P/locations/L/keyRings/R/cryptoKeys/K:
+// encrypt uses its primary version, decrypt finds the version in the ciphertext.
+// AAD = "pg_envelope:" key name ":" key id ":" version, so Cloud KMS itself refuses a
+// wrapped DEK used for another key or version; the binding tag checks it once more.
+// Integrity (Google's guidance for these fields): every request carries CRC-32C
+// checksums, the response must confirm it verified them and carry a checksum of
+// what it returns; any mismatch fails the call ("integrity check failed").
+// The wrapped DEK stored in envelope.data_key is the raw ciphertext (base64-decoded).
+//
+// Options: "endpoint" (default https://cloudkms.googleapis.com), "token_file",
+// "metadata_url" (e.g. http://metadata.google.internal; no default), "ca_file".
+// Token, first configured source wins: "token_file" (re-read when it changes), the
+// server's GOOGLE_OAUTH_ACCESS_TOKEN, then the metadata server's service-account
+// token (GET {metadata_url}/computeMetadata/v1/instance/service-accounts/default/token
+// with "Metadata-Flavor: Google"), cached until shortly before expires_in. A metadata
+// token the KMS rejects (401) is fetched anew once.
+#include <algorithm>
+#include <cctype>
+#include <iterator>
+
+#include "bearer_token.hpp"
+#include "pg_envelope/crc32c.hpp"
+#include "pg_envelope/crypto.hpp"
+#include "remote_kms.hpp"
+
+namespace pg_envelope {
+
+namespace {
+
+using remote::FailureKind;
+using remote::json;
+using remote::SecureStdString;
+
+constexpr const char* kDefaultEndpoint = "https://cloudkms.googleapis.com";
+constexpr const char* kMetadataTokenPath = "/computeMetadata/v1/instance/service-accounts/default/token";
+
+// One resource id of a CryptoKey name. Key ring and key ids are 1 to 63 characters
+// of [A-Za-z0-9_-]; locations are similar; project ids are lower case, may hold
+// dots and a colon (domain-scoped projects), and may be a project number.
+bool valid_id(std::string_view id, bool project) {
+  if (id.empty() || id.size() > (project ? 100u : 63u)) return false;
+  return std::all_of(id.begin(), id.end(), [&](char c) {
+    bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+    if (project) return alnum || c == '-' || c == '.' || c == ':';
+    return alnum || (c >= 'A' && c <= 'Z') || c == '_' || c == '-';
+  });
+}
+
+// A Google API error: {"error": {"code": 403, "message": "...", "status": "PERMISSION_DENIED"}}.
+struct GoogleError {
+  std::string status;   // e.g. "PERMISSION_DENIED"; empty when absent
+  std::string message;  // safe_message() of the message
+};
+
+GoogleError google_error(const HttpResponse& resp) {
+  GoogleError e;
+  json body = remote::parse_body(resp);
+  if (!body.is_object() || !body.contains("error") || !body["error"].is_object()) return e;
+  const json& err = body["error"];
+  if (auto it = err.find("status"); it != err.end() && it->is_string()) {
+    const auto& s = it->get_ref<const SecureStdString&>();
+    if (s.size() <= 40 && std::all_of(s.begin(), s.end(), [](char c) { return (c >= 'A' && c <= 'Z') || c == '_'; }))
+      e.status.assign(s.data(), s.size());
+  }
+  if (auto it = err.find("message"); it != err.end() && it->is_string()) {
+    const auto& m = it->get_ref<const SecureStdString&>();
+    e.message = remote::safe_message(std::string_view(m.data(), m.size()));
+  }
+  return e;
+}
+
+bool retryable_status(const std::string& s) {
+  return s == "RESOURCE_EXHAUSTED" || s == "UNAVAILABLE" || s == "INTERNAL" || s == "DEADLINE_EXCEEDED";
+}
+
+// A checksum field: proto3 JSON writes int64 as a decimal string; a number is
+// accepted too. False when absent or not a 32-bit value.
+bool crc_field(const json& out, const char* name, std::uint32_t& value) {
+  auto it = out.find(name);
+  if (it == out.end()) return false;
+  if (it->is_number_unsigned()) {
+    auto v = it->get<std::uint64_t>();
+    value = static_cast<std::uint32_t>(v);
+    return v <= 0xFFFFFFFFu;
+  }
+  if (!it->is_string()) return false;
+  const auto& s = it->get_ref<const SecureStdString&>();
+  if (s.empty() || s.size() > 10) return false;
+  std::uint64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  value = static_cast<std::uint32_t>(v);
+  return v <= 0xFFFFFFFFu;
+}
+
+bool is_true(const json& out, const char* name) {
+  auto it = out.find(name);
+  return it != out.end() && it->is_boolean() && it->get<bool>();
+}
+
+std::string trimmed_url(std::string url) {
+  while (!url.empty() && url.back() == '/') url.pop_back();
+  return url;
+}
+
+class GcpKms final : public KmsProvider {
+ public:
+  GcpKms(const KmsConfig& cfg, const KmsContext& ctx) : name_(cfg.name), ctx_(ctx), token_(make_token(cfg)) {}
+
+  const std::string& kms_name() const override { return name_; }
+
+  std::string default_kek() const override {
+    throw Error(sqlstate::kInvalidParameterValue, "KMS \"" + name_ + "\" needs a KEK",
+                "A Cloud KMS KEK is a CryptoKey name, projects/P/locations/L/keyRings/R/cryptoKeys/K.",
+                "Pass kek => 'projects/.../cryptoKeys/...' to envelope.create_key().");
+  }
+
+  void validate_kek(std::string_view kek) const override {
+    static constexpr std::string_view kLabels[] = {"projects", "locations", "keyRings", "cryptoKeys"};
+    bool ok = kek.size() <= 512;
+    std::size_t pos = 0;
+    for (std::size_t i = 0; ok && i < std::size(kLabels); ++i) {
+      std::size_t slash = kek.find('/', pos);
+      ok = slash != std::string_view::npos && kek.substr(pos, slash - pos) == kLabels[i];
+      if (!ok) break;
+      pos = slash + 1;
+      std::size_t end = i + 1 < std::size(kLabels) ? kek.find('/', pos) : kek.size();
+      ok = end != std::string_view::npos && valid_id(kek.substr(pos, end - pos), i == 0);
+      pos = end + 1;
+    }
+    if (!ok)
+      throw Error(sqlstate::kInvalidParameterValue, "invalid Cloud KMS key name for KMS \"" + name_ + "\"",
+                  "A KEK is a CryptoKey resource name, projects/P/locations/L/keyRings/R/cryptoKeys/K, without "
+                  "a version (decryption finds the version in the ciphertext).");
+  }
+
+  Bytes wrap(std::string_view kek, const DekBinding& b, ByteView dek) override {
+    validate_kek(kek);
+    SecureBytes payload = remote::bind_dek(dek, b);
+    std::string aad = aad_of(b);
+    json body;
+    body["plaintext"] = std::string_view(remote::b64_secret(payload.view()).view());
+    body["plaintextCrc32c"] = std::to_string(crc32c(payload.view()));
+    body["additionalAuthenticatedData"] = remote::b64(as_bytes(aad));
+    body["additionalAuthenticatedDataCrc32c"] = std::to_string(crc32c(as_bytes(aad)));
+    json out = call("encrypt", kek, body);
+
+    if (!is_true(out, "verifiedPlaintextCrc32c") || !is_true(out, "verifiedAdditionalAuthenticatedDataCrc32c"))
+      integrity_failure("encrypt", kek,
+                        "Cloud KMS did not confirm that it verified the request checksums "
+                        "(verifiedPlaintextCrc32c, verifiedAdditionalAuthenticatedDataCrc32c).");
+    // The version used must belong to the KEK. The project is left out of the
+    // comparison: Google may name it by number where the KEK names it by id.
+    if (auto it = out.find("name"); it != out.end()) {
+      std::string_view used = it->is_string() ? std::string_view(it->get_ref<const SecureStdString&>()) : "";
+      std::string expected = std::string(without_project(kek)) + "/cryptoKeyVersions/";
+      if (without_project(used).rfind(expected, 0) != 0)
+        integrity_failure("encrypt", kek, "The response names a key version of another CryptoKey.");
+    }
+    Bytes ciphertext;
+    auto it = out.find("ciphertext");
+    if (it == out.end() || !it->is_string() ||
+        !base64_decode_strict(std::string_view(it->get_ref<const SecureStdString&>()), ciphertext) ||
+        ciphertext.empty())
+      remote::fail(FailureKind::kBadRequest, name_, "encrypt", "malformed response", "The response has no ciphertext.");
+    std::uint32_t crc = 0;
+    if (!crc_field(out, "ciphertextCrc32c", crc) || crc != crc32c(ciphertext))
+      integrity_failure("encrypt", kek, "The ciphertext does not match the response's ciphertextCrc32c.");
+    return ciphertext;
+  }
+
+  SecureBytes unwrap(std::string_view kek, const DekBinding& b, ByteView wrapped) override {
+    validate_kek(kek);
+    std::string aad = aad_of(b);
+    json body;
+    body["ciphertext"] = remote::b64(wrapped);
+    body["ciphertextCrc32c"] = std::to_string(crc32c(wrapped));
+    body["additionalAuthenticatedData"] = remote::b64(as_bytes(aad));
+    body["additionalAuthenticatedDataCrc32c"] = std::to_string(crc32c(as_bytes(aad)));
+    json out = call("decrypt", kek, body);
+
+    SecureBytes payload;
+    auto it = out.find("plaintext");
+    if (it == out.end() || !it->is_string() ||
+        !remote::unb64(std::string_view(it->get_ref<const SecureStdString&>()), payload))
+      remote::fail(FailureKind::kBadRequest, name_, "decrypt", "malformed response", "The response has no plaintext.");
+    std::uint32_t crc = 0;
+    if (!crc_field(out, "plaintextCrc32c", crc) || crc != crc32c(payload.view()))
+      integrity_failure("decrypt", kek, "The plaintext does not match the response's plaintextCrc32c.");
+    return remote::unbind_dek(payload.view(), b, name_);
+  }
+
+ private:
+  // Reads the options (in the constructor's initializer list, so the token source
+  // is built from them) and validates them.
+  remote::BearerToken make_token(const KmsConfig& cfg) {
+    remote::Options o(cfg);
+    endpoint_ = trimmed_url(o.string_or("endpoint", kDefaultEndpoint));
+    std::string token_file = o.string_or("token_file", "");
+    std::string metadata_url = trimmed_url(o.string_or("metadata_url", ""));
+    std::string ca = o.string_or("ca_file", "");
+    if (!ca.empty()) ctx_.http.ca_file = ca;
+    o.finish();
+    remote::check_base_url(endpoint_, name_, "endpoint");
+    if (!metadata_url.empty()) remote::check_base_url(metadata_url, name_, "metadata_url", /*metadata=*/true);
+    remote::MetadataTokenSource md{"metadata_url", metadata_url.empty() ? "" : metadata_url + kMetadataTokenPath,
+                                   "Metadata-Flavor: Google"};
+    return remote::BearerToken(name_, token_file, "GOOGLE_OAUTH_ACCESS_TOKEN", std::move(md));
+  }
+
+  // "locations/..." of "projects/P/locations/...": empty when not of that shape.
+  static std::string_view without_project(std::string_view name) {
+    if (name.rfind("projects/", 0) != 0) return {};
+    std::size_t slash = name.find('/', 9);
+    return slash == std::string_view::npos ? std::string_view{} : name.substr(slash + 1);
+  }
+
+  static std::string aad_of(const DekBinding& b) {
+    return "pg_envelope:" + b.key_name + ":" + std::to_string(b.key_id) + ":" + std::to_string(b.version);
+  }
+
+  [[noreturn]] void integrity_failure(const char* op, std::string_view kek, const std::string& why) {
+    remote::fail(FailureKind::kUnavailable, name_, op, "integrity check failed",
+                 why + " CryptoKey \"" + std::string(kek) + "\" at " + endpoint_ + ".");
+  }
+
+  static Verdict judge(const HttpResponse& resp) {
+    if (resp.status >= 200 && resp.status < 300) return Verdict::kSuccess;
+    if (resp.status == 429 || (resp.status >= 500 && resp.status != 501)) return Verdict::kRetry;
+    return retryable_status(google_error(resp).status) ? Verdict::kRetry : Verdict::kFail;
+  }
+
+  json call(const char* op, std::string_view kek, const json& body) {
+    HttpRequest rq;
+    rq.url = endpoint_ + "/v1/" + std::string(kek) + ":" + op;
+    rq.headers.push_back("Content-Type: application/json");
+    auto dumped = body.dump();
+    rq.body = SecretString(std::string_view(dumped.data(), dumped.size()));
+    HttpResult r;
+    for (int round = 0;; ++round) {
+      SecretString hdr("Authorization: Bearer ");
+      hdr.append(token_.get(ctx_).view());
+      rq.secret_headers.clear();
+      rq.secret_headers.push_back(std::move(hdr));
+      r = http_call(rq, ctx_.http, judge);
+      // A cached metadata token can be revoked before it expires: fetch a new one once.
+      if (round == 0 && r.failure == HttpFailure::kNone && r.response.status == 401 && token_.invalidate()) continue;
+      break;
+    }
+    if (r.failure != HttpFailure::kNone) remote::fail_transport(r, name_, op);
+    long s = r.response.status;
+    if (s >= 200 && s < 300) {
+      json out = remote::parse_body(r.response);
+      if (!out.is_object())
+        remote::fail(FailureKind::kBadRequest, name_, op, "malformed response", "The response is not a JSON object.");
+      return out;
+    }
+
+    GoogleError e = google_error(r.response);
+    std::string type = e.status.empty() ? "HTTP " + std::to_string(s) : e.status;
+    std::string detail = "CryptoKey \"" + std::string(kek) + "\" at " + endpoint_ + " (HTTP " + std::to_string(s) +
+                         ", " + std::to_string(r.attempts) + " attempt(s))" +
+                         (e.message.empty() ? "" : ": " + e.message) + ".";
+    if (e.status == "UNAUTHENTICATED" || s == 401)
+      remote::fail(FailureKind::kAuth, name_, op, type, detail + " The token came from " + token_.describe() + ".");
+    if (e.status == "PERMISSION_DENIED" || s == 403) remote::fail(FailureKind::kPermission, name_, op, type, detail);
+    if (e.status == "NOT_FOUND" || s == 404) remote::fail(FailureKind::kNotFound, name_, op, type, detail);
+    if (e.status == "FAILED_PRECONDITION") remote::fail(FailureKind::kDisabled, name_, op, type, detail);
+    if (retryable_status(e.status) || s == 429 || s >= 500) remote::fail(FailureKind::kUnavailable, name_, op, type, detail);
+    if (e.status == "INVALID_ARGUMENT" || s == 400) {
+      // Cloud KMS checks our CRC-32C fields; a mismatch is corruption on the way.
+      if (e.message.find("checksum") != std::string::npos) integrity_failure(op, kek, "Cloud KMS: " + e.message + ".");
+      if (std::string_view(op) == "decrypt") remote::fail(FailureKind::kInvalidCiphertext, name_, op, type, detail);
+    }
+    remote::fail(FailureKind::kBadRequest, name_, op, type, detail);
+  }
+
+  std::string name_;
+  KmsContext ctx_;
+  std::string endpoint_;
+  remote::BearerToken token_;
+};
+
+}  // namespace
+
+std::unique_ptr<KmsProvider> make_gcp_kms(const KmsConfig& cfg, const KmsContext& ctx) {
+  return std::make_unique<GcpKms>(cfg, ctx);
+}
+
+}  // namespace pg_envelope
