@@ -1,13 +1,6 @@
 -- encrypt_field / decrypt_field for all three types.
 \set VERBOSITY default
 \set SHOW_CONTEXT never
-CREATE FUNCTION pg_temp.error_of(q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-  EXECUTE q;
-  RETURN 'no error';
-EXCEPTION WHEN others THEN
-  RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
 -- Flip one bit of byte `pos` of an envelope's binary form.
 CREATE FUNCTION pg_temp.flip(c text, pos int) RETURNS text LANGUAGE sql AS $$
   SELECT 'env1:' || translate(encode(set_byte(b, pos, get_byte(b, pos) # 1), 'base64'), E'\n', '')
@@ -85,35 +78,35 @@ CREATE TABLE bound (id int PRIMARY KEY, ssn envelope.encrypted_text);
 INSERT INTO bound SELECT g, envelope.encrypt_field('ssn-' || g, 'tenant_42', g::text) FROM generate_series(1, 3) g;
 SELECT id, envelope.decrypt_field(ssn, id::text) FROM bound ORDER BY id;
 SELECT envelope.decrypt_field(ssn, '2') FROM bound WHERE id = 1;
-SELECT pg_temp.error_of($q$SELECT envelope.decrypt_field(ssn) FROM bound WHERE id = 1$q$);
-SELECT pg_temp.error_of($q$SELECT envelope.decrypt_field(ssn, '') FROM bound WHERE id = 1$q$);
+SELECT error_of($q$SELECT envelope.decrypt_field(ssn) FROM bound WHERE id = 1$q$);
+SELECT error_of($q$SELECT envelope.decrypt_field(ssn, '') FROM bound WHERE id = 1$q$);
 -- An empty context is a context: distinct from no context at all.
-SELECT pg_temp.error_of($q$SELECT envelope.decrypt_field(envelope.encrypt_field('v', 'tenant_42', ''))$q$);
+SELECT error_of($q$SELECT envelope.decrypt_field(envelope.encrypt_field('v', 'tenant_42', ''))$q$);
 SELECT envelope.decrypt_field(envelope.encrypt_field('v', 'tenant_42', ''), '');
 -- A ciphertext copied to another row fails there.
 UPDATE bound SET ssn = (SELECT ssn FROM bound WHERE id = 1) WHERE id = 3;
-SELECT pg_temp.error_of($q$SELECT envelope.decrypt_field(ssn, id::text) FROM bound WHERE id = 3$q$);
+SELECT error_of($q$SELECT envelope.decrypt_field(ssn, id::text) FROM bound WHERE id = 3$q$);
 
 -- The type is authenticated: a text ciphertext relabelled as bytea or jsonb fails.
-SELECT pg_temp.error_of($q$SELECT envelope.decrypt_field(envelope.encrypt_field('x', 'tenant_42')::text::envelope.encrypted_bytea)$q$);
-SELECT pg_temp.error_of($q$SELECT envelope.decrypt_field(envelope.encrypt_field('"x"'::jsonb, 'tenant_42')::text::envelope.encrypted_text)$q$);
+SELECT error_of($q$SELECT envelope.decrypt_field(envelope.encrypt_field('x', 'tenant_42')::text::envelope.encrypted_bytea)$q$);
+SELECT error_of($q$SELECT envelope.decrypt_field(envelope.encrypt_field('"x"'::jsonb, 'tenant_42')::text::envelope.encrypted_text)$q$);
 
 -- Tampering: flipping any single bit anywhere in the envelope is detected. Bytes 0,
 -- 1 and 9 make it malformed (22P02), bytes 2..8 name a DEK that does not exist (42704),
 -- and every other byte fails authentication (22000).
 CREATE TABLE tamper AS SELECT envelope.encrypt_field('attack at dawn', 'tenant_42')::text AS c;
-SELECT pos, split_part(pg_temp.error_of(format('SELECT envelope.decrypt_field(%L::envelope.encrypted_text)',
+SELECT pos, split_part(error_of(format('SELECT envelope.decrypt_field(%L::envelope.encrypted_text)',
                                                pg_temp.flip(c, pos))), ':', 1) AS sqlstate
   FROM tamper, generate_series(0, 51) pos
  ORDER BY pos;
 SELECT envelope.decrypt_field(pg_temp.flip(c, 30)::envelope.encrypted_text) FROM tamper;
 -- Truncated by one byte: still a well-formed envelope, but the tag no longer matches.
-SELECT pg_temp.error_of(format('SELECT envelope.decrypt_field(%L::envelope.encrypted_text)',
+SELECT error_of(format('SELECT envelope.decrypt_field(%L::envelope.encrypted_text)',
   'env1:' || translate(encode(substr(decode(substr(c, 6), 'base64'), 1, 51), 'base64'), E'\n', ''))) FROM tamper;
 
 -- Unknown key names when encrypting; unknown DEK references when decrypting.
 SELECT envelope.encrypt_field('x', 'no_such_key');
-SELECT pg_temp.error_of($q$SELECT envelope.encrypt_field('x'::bytea, '')$q$);
+SELECT error_of($q$SELECT envelope.encrypt_field('x'::bytea, '')$q$);
 SELECT envelope.decrypt_field('env1:AQEAAAABAAAAAQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'::envelope.encrypted_text);
 
 -- Unique value per row at scale, and a full-table decrypt check.

@@ -1,13 +1,6 @@
 -- Key hierarchy: named keys, DEK versions, rotation, destruction.
 \set VERBOSITY default
 \set SHOW_CONTEXT never
-CREATE FUNCTION pg_temp.error_of(q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-  EXECUTE q;
-  RETURN 'no error';
-EXCEPTION WHEN others THEN
-  RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
 
 SELECT envelope.create_key('k_alpha');
 SELECT envelope.create_key('k_beta', kms => 'local', kek => 'tenant-kek/beta');
@@ -22,15 +15,15 @@ SELECT attname FROM pg_attribute WHERE attrelid = 'envelope.keys'::regclass AND 
 
 -- Bad input to create_key.
 SELECT envelope.create_key('k_alpha');
-SELECT pg_temp.error_of($q$SELECT envelope.create_key('')$q$);
-SELECT pg_temp.error_of($q$SELECT envelope.create_key('has space')$q$);
-SELECT pg_temp.error_of($q$SELECT envelope.create_key(repeat('k', 64))$q$);
-SELECT pg_temp.error_of($q$SELECT envelope.create_key('-leading-dash')$q$);
-SELECT pg_temp.error_of($q$SELECT envelope.create_key(NULL)$q$);
+SELECT error_of($q$SELECT envelope.create_key('')$q$);
+SELECT error_of($q$SELECT envelope.create_key('has space')$q$);
+SELECT error_of($q$SELECT envelope.create_key(repeat('k', 64))$q$);
+SELECT error_of($q$SELECT envelope.create_key('-leading-dash')$q$);
+SELECT error_of($q$SELECT envelope.create_key(NULL)$q$);
 SELECT envelope.create_key('k_gamma', kms => 'aws_prod');
-SELECT pg_temp.error_of($q$SELECT envelope.create_key('k_gamma', kms => NULL)$q$);
-SELECT pg_temp.error_of($q$SELECT envelope.create_key('k_gamma', kek => 'bad kek!')$q$);
-SELECT pg_temp.error_of($q$SELECT envelope.create_key('k_gamma', kek => '')$q$);
+SELECT error_of($q$SELECT envelope.create_key('k_gamma', kms => NULL)$q$);
+SELECT error_of($q$SELECT envelope.create_key('k_gamma', kek => 'bad kek!')$q$);
+SELECT error_of($q$SELECT envelope.create_key('k_gamma', kek => '')$q$);
 SELECT count(*) AS no_partial_keys FROM envelope.key WHERE name = 'k_gamma';
 -- A failed create inside a transaction leaves nothing behind; a rolled-back create is gone.
 BEGIN;
@@ -72,21 +65,14 @@ UPDATE envelope.data_key d SET wrapped = s.wrapped FROM saved_wrap s WHERE (d.ke
 \c
 \set VERBOSITY default
 \set SHOW_CONTEXT never
-CREATE FUNCTION pg_temp.error_of(q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-  EXECUTE q;
-  RETURN 'no error';
-EXCEPTION WHEN others THEN
-  RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
 SELECT envelope.decrypt_field(c) FROM kv WHERE name = 'alpha';
 
 -- Crypto-shredding: after destroy_key, values encrypted with the key can never be
 -- decrypted (55000), encrypting with it fails, and no wrapped DEK remains.
 SELECT envelope.destroy_key('k_beta');
 SELECT name, envelope.decrypt_field(c) FROM kv WHERE name = 'beta';
-SELECT pg_temp.error_of($q$SELECT envelope.encrypt_field('x', 'k_beta')$q$);
-SELECT pg_temp.error_of($q$SELECT envelope.rotate_key('k_beta')$q$);
+SELECT error_of($q$SELECT envelope.encrypt_field('x', 'k_beta')$q$);
+SELECT error_of($q$SELECT envelope.rotate_key('k_beta')$q$);
 SELECT key_name, key_state, version, version_state FROM envelope.keys WHERE key_name = 'k_beta';
 SELECT count(*) AS wrapped_deks_left FROM envelope.data_key d JOIN envelope.key k USING (key_id)
  WHERE k.name = 'k_beta' AND d.wrapped IS NOT NULL;

@@ -3,13 +3,6 @@
 -- test/integration.
 \set VERBOSITY default
 \set SHOW_CONTEXT never
-CREATE FUNCTION pg_temp.error_of(q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-  EXECUTE q;
-  RETURN 'no error';
-EXCEPTION WHEN others THEN
-  RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
 
 SELECT name, provider, options, keys FROM envelope.kms_configs ORDER BY name;
 
@@ -20,28 +13,28 @@ SELECT name, provider, options, keys FROM envelope.kms_configs ORDER BY name;
 
 -- Secrets never go into SQL.
 SELECT envelope.create_kms('v2', 'vault-transit', '{"address": "https://vault:8200", "token": "s.abc"}');
-SELECT pg_temp.error_of($q$SELECT envelope.create_kms('a2', 'aws-kms', '{"region": "us-east-1", "secret_access_key": "x"}')$q$);
-SELECT pg_temp.error_of($q$SELECT envelope.create_kms('a2', 'aws-kms', '{"region": "us-east-1", "AccessKeyId": "x"}')$q$);
+SELECT error_of($q$SELECT envelope.create_kms('a2', 'aws-kms', '{"region": "us-east-1", "secret_access_key": "x"}')$q$);
+SELECT error_of($q$SELECT envelope.create_kms('a2', 'aws-kms', '{"region": "us-east-1", "AccessKeyId": "x"}')$q$);
 -- https only, except to loopback.
 SELECT envelope.create_kms('v3', 'vault-transit', '{"address": "http://vault.internal:8200"}');
-SELECT pg_temp.error_of($q$SELECT envelope.create_kms('v3', 'vault-transit', '{"address": "not a url"}')$q$);
+SELECT error_of($q$SELECT envelope.create_kms('v3', 'vault-transit', '{"address": "not a url"}')$q$);
 -- Other bad input.
 SELECT envelope.create_kms('v4', 'vault-transit', '{"adress": "https://vault:8200"}');
-SELECT pg_temp.error_of($q$SELECT envelope.create_kms('v4', 'vault-transit', '{}')$q$);
-SELECT pg_temp.error_of($q$SELECT envelope.create_kms('v4', 'vault-transit', '{"address": 8200}')$q$);
-SELECT pg_temp.error_of($q$SELECT envelope.create_kms('v4', 'vault-transit', '[1, 2]')$q$);
-SELECT pg_temp.error_of($q$SELECT envelope.create_kms('v4', 'hsm-kms', '{}')$q$);
-SELECT pg_temp.error_of($q$SELECT envelope.create_kms('v4', 'local', '{}')$q$);
-SELECT pg_temp.error_of($q$SELECT envelope.create_kms('local', 'vault-transit', '{"address": "https://v"}')$q$);
-SELECT pg_temp.error_of($q$SELECT envelope.create_kms('vault', 'vault-transit', '{"address": "https://v"}')$q$);
-SELECT pg_temp.error_of($q$SELECT envelope.create_kms('bad name!', 'vault-transit', '{"address": "https://v"}')$q$);
-SELECT pg_temp.error_of($q$SELECT envelope.create_kms(NULL, 'vault-transit', '{}')$q$);
-SELECT pg_temp.error_of($q$SELECT envelope.create_kms('aws_bad', 'aws-kms', '{"region": "us east 1"}')$q$);
+SELECT error_of($q$SELECT envelope.create_kms('v4', 'vault-transit', '{}')$q$);
+SELECT error_of($q$SELECT envelope.create_kms('v4', 'vault-transit', '{"address": 8200}')$q$);
+SELECT error_of($q$SELECT envelope.create_kms('v4', 'vault-transit', '[1, 2]')$q$);
+SELECT error_of($q$SELECT envelope.create_kms('v4', 'hsm-kms', '{}')$q$);
+SELECT error_of($q$SELECT envelope.create_kms('v4', 'local', '{}')$q$);
+SELECT error_of($q$SELECT envelope.create_kms('local', 'vault-transit', '{"address": "https://v"}')$q$);
+SELECT error_of($q$SELECT envelope.create_kms('vault', 'vault-transit', '{"address": "https://v"}')$q$);
+SELECT error_of($q$SELECT envelope.create_kms('bad name!', 'vault-transit', '{"address": "https://v"}')$q$);
+SELECT error_of($q$SELECT envelope.create_kms(NULL, 'vault-transit', '{}')$q$);
+SELECT error_of($q$SELECT envelope.create_kms('aws_bad', 'aws-kms', '{"region": "us east 1"}')$q$);
 SELECT count(*) AS nothing_half_created FROM envelope.kms WHERE name LIKE 'v_' OR name LIKE 'a_' OR name = 'aws_bad';
 
 -- Remote KMSs need a named KEK.
 SELECT envelope.create_key('k_no_kek', kms => 'vault');
-SELECT pg_temp.error_of($q$SELECT envelope.create_key('k_bad_kek', kms => 'vault', kek => 'has space')$q$);
+SELECT error_of($q$SELECT envelope.create_key('k_bad_kek', kms => 'vault', kek => 'has space')$q$);
 
 -- A KMS that cannot be reached: a clear error within the retry budget, nothing stored,
 -- and the backend stays healthy.
@@ -53,8 +46,8 @@ SELECT envelope.alter_kms('aws_prod', jsonb_build_object('region', 'us-east-1', 
                                                          'credentials_file', :'aws_file'));
 SET envelope.kms_retry_budget = '300ms';
 -- (The DETAIL gives the attempts and time taken, which vary; only the message is shown.)
-SELECT pg_temp.error_of($q$SELECT envelope.create_key('k_down', kms => 'vault', kek => 'tenant-7')$q$);
-SELECT pg_temp.error_of($q$SELECT envelope.create_key('k_down', kms => 'aws_prod', kek => 'alias/x')$q$);
+SELECT error_of($q$SELECT envelope.create_key('k_down', kms => 'vault', kek => 'tenant-7')$q$);
+SELECT error_of($q$SELECT envelope.create_key('k_down', kms => 'aws_prod', kek => 'alias/x')$q$);
 SELECT count(*) AS no_key_rows FROM envelope.key WHERE name = 'k_down';
 SELECT 1 AS backend_alive;
 RESET envelope.kms_retry_budget;
@@ -62,13 +55,13 @@ RESET envelope.kms_retry_budget;
 -- alter_kms validates like create_kms and replaces the options.
 SELECT envelope.alter_kms('vault', '{"address": "http://127.0.0.1:9", "mount": "transit2", "namespace": "team-a"}');
 SELECT options FROM envelope.kms_configs WHERE name = 'vault';
-SELECT pg_temp.error_of($q$SELECT envelope.create_key('k_down', kms => 'vault', kek => 'tenant-7')$q$);
-SELECT pg_temp.error_of($q$SELECT envelope.alter_kms('vault', '{"address": "http://example.com"}')$q$);
-SELECT pg_temp.error_of($q$SELECT envelope.alter_kms('nope', '{}')$q$);
-SELECT pg_temp.error_of($q$SELECT envelope.alter_kms('local', '{}')$q$);
+SELECT error_of($q$SELECT envelope.create_key('k_down', kms => 'vault', kek => 'tenant-7')$q$);
+SELECT error_of($q$SELECT envelope.alter_kms('vault', '{"address": "http://example.com"}')$q$);
+SELECT error_of($q$SELECT envelope.alter_kms('nope', '{}')$q$);
+SELECT error_of($q$SELECT envelope.alter_kms('local', '{}')$q$);
 
 -- drop_kms: refused while a key uses the KMS (checked in test/integration), allowed otherwise.
 SELECT envelope.drop_kms('aws_default');
-SELECT pg_temp.error_of($q$SELECT envelope.drop_kms('aws_default')$q$);
-SELECT pg_temp.error_of($q$SELECT envelope.drop_kms('local')$q$);
+SELECT error_of($q$SELECT envelope.drop_kms('aws_default')$q$);
+SELECT error_of($q$SELECT envelope.drop_kms('local')$q$);
 SELECT name FROM envelope.kms_configs ORDER BY name;

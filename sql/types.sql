@@ -5,8 +5,9 @@ CREATE EXTENSION pg_envelope;
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 
--- Returns the SQLSTATE and message of the error a statement raises.
-CREATE FUNCTION pg_temp.error_of(q text) RETURNS text LANGUAGE plpgsql AS $$
+-- Returns the SQLSTATE and message of the error a statement raises (used by the
+-- suites that follow in the same database).
+CREATE FUNCTION public.error_of(q text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
   EXECUTE q;
   RETURN 'no error';
@@ -16,23 +17,23 @@ END $$;
 
 -- Plaintext by mistake: rejected, and the message does not contain the value.
 SELECT '123-45-6789'::envelope.encrypted_text;
-SELECT pg_temp.error_of($q$SELECT '123-45-6789'::envelope.encrypted_bytea$q$);
-SELECT pg_temp.error_of($q$SELECT '{"ssn": "123-45-6789"}'::envelope.encrypted_jsonb$q$);
-SELECT pg_temp.error_of($q$SELECT ''::envelope.encrypted_text$q$);
+SELECT error_of($q$SELECT '123-45-6789'::envelope.encrypted_bytea$q$);
+SELECT error_of($q$SELECT '{"ssn": "123-45-6789"}'::envelope.encrypted_jsonb$q$);
+SELECT error_of($q$SELECT ''::envelope.encrypted_text$q$);
 -- The prefix alone, invalid base64, whitespace, non-canonical padding bits.
-SELECT pg_temp.error_of($q$SELECT 'env1:'::envelope.encrypted_text$q$);
-SELECT pg_temp.error_of($q$SELECT 'env1:not base64!'::envelope.encrypted_text$q$);
-SELECT pg_temp.error_of($q$SELECT 'env1:QUJD RA=='::envelope.encrypted_text$q$);
-SELECT pg_temp.error_of($q$SELECT 'env1:QR=='::envelope.encrypted_text$q$);
+SELECT error_of($q$SELECT 'env1:'::envelope.encrypted_text$q$);
+SELECT error_of($q$SELECT 'env1:not base64!'::envelope.encrypted_text$q$);
+SELECT error_of($q$SELECT 'env1:QUJD RA=='::envelope.encrypted_text$q$);
+SELECT error_of($q$SELECT 'env1:QR=='::envelope.encrypted_text$q$);
 -- Well-formed base64 but too short to be an envelope (37 bytes).
-SELECT pg_temp.error_of(format('SELECT %L::envelope.encrypted_text',
+SELECT error_of(format('SELECT %L::envelope.encrypted_text',
   'env1:' || encode('\x01010000000100000001000000000000000000000000000000000000000000000000000000'::bytea, 'base64')));
 -- Right length, wrong format version / algorithm / zero key id.
-SELECT pg_temp.error_of(format('SELECT %L::envelope.encrypted_text',
+SELECT error_of(format('SELECT %L::envelope.encrypted_text',
   'env1:' || encode('\x020100000001000000010000000000000000000000000000000000000000000000000000000000'::bytea, 'base64')));
-SELECT pg_temp.error_of(format('SELECT %L::envelope.encrypted_text',
+SELECT error_of(format('SELECT %L::envelope.encrypted_text',
   'env1:' || encode('\x010900000001000000010000000000000000000000000000000000000000000000000000000000'::bytea, 'base64')));
-SELECT pg_temp.error_of(format('SELECT %L::envelope.encrypted_text',
+SELECT error_of(format('SELECT %L::envelope.encrypted_text',
   'env1:' || encode('\x010100000000000000010000000000000000000000000000000000000000000000000000000000'::bytea, 'base64')));
 
 -- A structurally valid envelope (38 bytes: empty ciphertext) is accepted without any

@@ -103,6 +103,20 @@ SecretString BearerToken::from_file() {
   return SecretString(file_token_.view());
 }
 
+HttpResult BearerToken::call(HttpRequest& rq, const KmsContext& ctx,
+                             const std::function<Verdict(const HttpResponse&)>& judge) {
+  for (int round = 0;; ++round) {
+    SecretString hdr("Authorization: Bearer ");
+    hdr.append(get(ctx).view());
+    rq.secret_headers.clear();
+    rq.secret_headers.push_back(std::move(hdr));
+    HttpResult r = http_call(rq, ctx.http, judge);
+    // A cached metadata token can be revoked before it expires: fetch a new one once.
+    if (round == 0 && r.failure == HttpFailure::kNone && r.response.status == 401 && invalidate()) continue;
+    return r;
+  }
+}
+
 SecretString BearerToken::from_metadata(const KmsContext& ctx) {
   Clock::time_point now = Clock::now();
   if (!metadata_token_.empty() && now < metadata_expiry_) return SecretString(metadata_token_.view());

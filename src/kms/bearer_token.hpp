@@ -38,6 +38,10 @@ class BearerToken {
   // asks for a fresh one. True when that may help (worth one more attempt).
   bool invalidate();
 
+  // Sends `rq` with "Authorization: Bearer <token>"; when the KMS answers 401 to a
+  // cached metadata token, fetches a fresh token and tries once more.
+  HttpResult call(HttpRequest& rq, const KmsContext& ctx, const std::function<Verdict(const HttpResponse&)>& judge);
+
   // Which sources are configured, for error details ("token file \"/x\"", ...).
   std::string describe() const;
 

@@ -250,17 +250,7 @@ class GcpKms final : public KmsProvider {
     rq.headers.push_back("Content-Type: application/json");
     auto dumped = body.dump();
     rq.body = SecretString(std::string_view(dumped.data(), dumped.size()));
-    HttpResult r;
-    for (int round = 0;; ++round) {
-      SecretString hdr("Authorization: Bearer ");
-      hdr.append(token_.get(ctx_).view());
-      rq.secret_headers.clear();
-      rq.secret_headers.push_back(std::move(hdr));
-      r = http_call(rq, ctx_.http, judge);
-      // A cached metadata token can be revoked before it expires: fetch a new one once.
-      if (round == 0 && r.failure == HttpFailure::kNone && r.response.status == 401 && token_.invalidate()) continue;
-      break;
-    }
+    HttpResult r = token_.call(rq, ctx_, judge);
     if (r.failure != HttpFailure::kNone) remote::fail_transport(r, name_, op);
     long s = r.response.status;
     if (s >= 200 && s < 300) {

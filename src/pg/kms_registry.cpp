@@ -26,8 +26,9 @@ int retry_budget_ms = 30000;
 char* ca_file = nullptr;
 
 struct Entry {
-  std::uint64_t generation;
-  std::unique_ptr<KmsProvider> provider;
+  std::uint64_t generation;  // the key generation at which `config` was last confirmed
+  KmsConfig config;
+  std::unique_ptr<KmsProvider> provider;  // keeps its connection and token caches
 };
 
 std::map<std::string, Entry, std::less<>>& registry() {
@@ -57,14 +58,25 @@ KmsProvider& kms_provider(std::string_view kms_name) {
   if (kms_name == "local") return local_kms();
   std::uint64_t g = key_generation();
   auto& r = registry();
-  if (auto it = r.find(kms_name); it != r.end() && it->second.generation == g) return *it->second.provider;
+  auto it = r.find(kms_name);
+  if (it != r.end() && it->second.generation == g) return *it->second.provider;
+  // Something changed somewhere (a key or a KMS): re-read this KMS's row, and rebuild
+  // the provider only if its configuration changed, so its token cache survives.
   std::optional<KmsConfig> cfg = key_store::find_kms(kms_name);
-  if (!cfg)
+  if (!cfg) {
+    if (it != r.end()) r.erase(it);
     throw Error(sqlstate::kUndefinedObject, "KMS \"" + std::string(kms_name) + "\" does not exist", "",
                 "Configure it with envelope.create_kms(); envelope.kms_configs lists the KMSs.");
+  }
+  if (it != r.end() && it->second.config.provider == cfg->provider &&
+      it->second.config.options_json == cfg->options_json) {
+    it->second.generation = g;
+    return *it->second.provider;
+  }
   auto provider = build_kms_provider(*cfg);
   auto& slot = r[std::string(kms_name)];
   slot.generation = g;
+  slot.config = std::move(*cfg);
   slot.provider = std::move(provider);
   return *slot.provider;
 }
