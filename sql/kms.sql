@@ -65,3 +65,14 @@ SELECT envelope.drop_kms('aws_default');
 SELECT error_of($q$SELECT envelope.drop_kms('aws_default')$q$);
 SELECT error_of($q$SELECT envelope.drop_kms('local')$q$);
 SELECT name FROM envelope.kms_configs ORDER BY name;
+
+-- Configuring a KMS is for superusers only, even with EXECUTE granted: it decides
+-- where the server's credentials are sent and which files are read as tokens.
+CREATE ROLE regress_kms_admin;
+GRANT EXECUTE ON FUNCTION envelope.create_kms(text, text, jsonb), envelope.alter_kms(text, jsonb) TO regress_kms_admin;
+SET ROLE regress_kms_admin;
+SELECT envelope.create_kms('exfil', 'vault-transit', '{"address": "http://127.0.0.1:9", "token_file": "/etc/passwd"}');
+SELECT envelope.alter_kms('vault', '{"address": "http://127.0.0.1:9"}');
+RESET ROLE;
+DROP OWNED BY regress_kms_admin;
+DROP ROLE regress_kms_admin;

@@ -3,7 +3,8 @@
 //
 //   wrap   TrentService.Encrypt    Plaintext = DEK || binding tag, EncryptionContext
 //   unwrap TrentService.Decrypt    KeyId + the same EncryptionContext
-//   rewrap TrentService.ReEncrypt  the DEK never leaves KMS
+//   rewrap TrentService.ReEncrypt  re-wrapped inside KMS (envelope.rewrap_key() still
+//                                  unwraps old and new forms once to verify them)
 //
 // EncryptionContext = {"pg_envelope:key": name, "pg_envelope:key_id": id,
 // "pg_envelope:version": n}, so KMS itself refuses a wrapped DEK used for another key.
@@ -11,6 +12,8 @@
 // server's environment, else the shared credentials file (option "credentials_file",
 // AWS_SHARED_CREDENTIALS_FILE, or ~/.aws/credentials) and profile (option "profile",
 // AWS_PROFILE, or "default").
+#include <sys/stat.h>
+
 #include <fstream>
 
 #include "remote_kms.hpp"
@@ -46,7 +49,10 @@ class AwsKms final : public KmsProvider {
     profile_ = o.string_or("profile", "");
     credentials_file_ = o.string_or("credentials_file", "");
     std::string ca = o.string_or("ca_file", "");
-    if (!ca.empty()) ctx_.http.ca_file = ca;
+    if (!ca.empty()) {
+      ctx_.http.ca_file = ca;
+      ctx_.http.ca_file_fixed = true;
+    }
     o.finish();
     for (char c : region_)
       if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
@@ -132,6 +138,10 @@ class AwsKms final : public KmsProvider {
     if (file.empty() && env("AWS_SHARED_CREDENTIALS_FILE")) file = env("AWS_SHARED_CREDENTIALS_FILE");
     if (file.empty() && env("HOME")) file = std::string(env("HOME")) + "/.aws/credentials";
     std::string profile = !profile_.empty() ? profile_ : (env("AWS_PROFILE") ? env("AWS_PROFILE") : "default");
+    struct stat st;
+    if (::stat(file.c_str(), &st) == 0 && (st.st_mode & S_IRWXO) != 0)
+      remote::fail(FailureKind::kAuth, name_, "authentication", "credentials file is world-accessible",
+                   "File \"" + file + "\" must not be accessible to other users.");
     std::ifstream in(file);
     std::string line, section;
     while (in && std::getline(in, line)) {

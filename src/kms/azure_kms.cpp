@@ -192,7 +192,10 @@ class AzureKeyVaultKms final : public KmsProvider {
     std::string imds_url = o.string_or("imds_url", "");
     while (!imds_url.empty() && imds_url.back() == '/') imds_url.pop_back();
     std::string ca = o.string_or("ca_file", "");
-    if (!ca.empty()) ctx_.http.ca_file = ca;
+    if (!ca.empty()) {
+      ctx_.http.ca_file = ca;
+      ctx_.http.ca_file_fixed = true;
+    }
     o.finish();
     remote::check_base_url(vault_url_, name_, "vault_url");
     if (!remote::parse_url(vault_url_, vault_) || (vault_.path != "/" && !vault_.path.empty()))

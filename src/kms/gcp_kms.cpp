@@ -213,7 +213,10 @@ class GcpKms final : public KmsProvider {
     std::string token_file = o.string_or("token_file", "");
     std::string metadata_url = trimmed_url(o.string_or("metadata_url", ""));
     std::string ca = o.string_or("ca_file", "");
-    if (!ca.empty()) ctx_.http.ca_file = ca;
+    if (!ca.empty()) {
+      ctx_.http.ca_file = ca;
+      ctx_.http.ca_file_fixed = true;
+    }
     o.finish();
     remote::check_base_url(endpoint_, name_, "endpoint");
     if (!metadata_url.empty()) remote::check_base_url(metadata_url, name_, "metadata_url", /*metadata=*/true);

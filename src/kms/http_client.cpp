@@ -166,8 +166,10 @@ long backoff_delay_ms(int attempt, std::uint32_t random) {
   return static_cast<long>(random % static_cast<std::uint32_t>(ceiling));
 }
 
-HttpResult http_call(const HttpRequest& rq, const HttpOptions& o,
+HttpResult http_call(const HttpRequest& rq, const HttpOptions& options,
                      const std::function<Verdict(const HttpResponse&)>& judge) {
+  HttpOptions o = options;
+  if (o.refresh) o.refresh(o);
   HttpResult result;
   auto t0 = Clock::now();
   for (int attempt = 1;; ++attempt) {

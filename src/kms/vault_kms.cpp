@@ -2,7 +2,8 @@
 //
 //   wrap   POST {address}/v1/{mount}/encrypt/{kek}   {"plaintext": b64(DEK || binding tag)}
 //   unwrap POST {address}/v1/{mount}/decrypt/{kek}   {"ciphertext": "vault:vN:..."}
-//   rewrap POST {address}/v1/{mount}/rewrap/{kek}    (same KEK, latest version; no plaintext leaves Vault)
+//   rewrap POST {address}/v1/{mount}/rewrap/{kek}    (same KEK, newest version, re-wrapped inside Vault;
+//          envelope.rewrap_key() still unwraps old and new forms once to verify them)
 //
 // The wrapped DEK stored in envelope.data_key is the "vault:vN:..." string itself.
 // Token: the "token_file" option (re-read whenever the file changes) or the server's
@@ -28,11 +29,21 @@ class VaultTransitKms final : public KmsProvider {
     namespace_ = o.string_or("namespace", "");
     token_file_ = o.string_or("token_file", "");
     std::string ca = o.string_or("ca_file", "");
-    if (!ca.empty()) ctx_.http.ca_file = ca;
+    if (!ca.empty()) {
+      ctx_.http.ca_file = ca;
+      ctx_.http.ca_file_fixed = true;
+    }
     o.finish();
     check_kms_url(address_, name_);
-    if (mount_.empty() || mount_.find_first_of("?#") != std::string::npos)
+    auto bad_chars = [](const std::string& v) {
+      for (char c : v)
+        if (static_cast<unsigned char>(c) < 0x21 || c == 0x7f || c == '?' || c == '#') return true;
+      return false;
+    };
+    if (mount_.empty() || bad_chars(mount_))
       throw Error(sqlstate::kInvalidParameterValue, "invalid \"mount\" for KMS \"" + name_ + "\"");
+    if (bad_chars(namespace_))
+      throw Error(sqlstate::kInvalidParameterValue, "invalid \"namespace\" for KMS \"" + name_ + "\"");
   }
 
   const std::string& kms_name() const override { return name_; }
@@ -102,11 +113,15 @@ class VaultTransitKms final : public KmsProvider {
 
   json call(const char* op, std::string_view kek, const json& body) {
     validate_kek(kek);
+    SecretString tok = token();
+    for (char c : tok.view())
+      if (static_cast<unsigned char>(c) < 0x21 || c == 0x7f)
+        remote::fail(FailureKind::kAuth, name_, op, "malformed Vault token",
+                     "The token contains spaces or control characters.");
     HttpRequest rq;
     rq.url = address_ + "/v1/" + mount_ + "/" + op + "/" + std::string(kek);
     rq.headers.push_back("Content-Type: application/json");
     if (!namespace_.empty()) rq.headers.push_back("X-Vault-Namespace: " + namespace_);
-    SecretString tok = token();
     SecretString hdr("X-Vault-Token: ");
     hdr.append(tok.view());
     rq.secret_headers.push_back(std::move(hdr));
@@ -138,6 +153,7 @@ class VaultTransitKms final : public KmsProvider {
         msg.find("unable to decrypt") != std::string::npos)
       remote::fail(FailureKind::kInvalidCiphertext, name_, op, type, detail);
     if (msg.find("disabled") != std::string::npos || msg.find("min_decryption_version") != std::string::npos ||
+        msg.find("disallowed by policy") != std::string::npos ||
         msg.find("archived") != std::string::npos)
       remote::fail(FailureKind::kDisabled, name_, op, type, detail);
     remote::fail(FailureKind::kBadRequest, name_, op, type, detail);

@@ -75,6 +75,9 @@ Datum run_guarded(FunctionCallInfo fcinfo, Datum (*impl)(FunctionCallInfo)) {
   }
   // Outside the try/catch: every C++ frame below us has unwound.
   if (pg_error != nullptr) ReThrowError(pg_error);
+  // A KMS call stopped by a cancel or statement_timeout: let PostgreSQL raise its own
+  // error, which says which of the two it was.
+  if (std::strcmp(err.sqlstate, "57014") == 0) CHECK_FOR_INTERRUPTS();
   ereport(ERROR, (errcode(to_sqlerrcode(err.sqlstate)), errmsg_internal("%s", err.message),
                   err.detail[0] ? errdetail_internal("%s", err.detail) : 0,
                   err.hint[0] ? errhint("%s", err.hint) : 0));

@@ -38,10 +38,13 @@ std::map<std::string, Entry, std::less<>>& registry() {
 
 KmsContext current_context() {
   KmsContext ctx;
-  ctx.http.connect_timeout_ms = connect_timeout_ms;
-  ctx.http.attempt_timeout_ms = request_timeout_ms;
-  ctx.http.total_budget_ms = retry_budget_ms;
-  ctx.http.ca_file = ca_file ? ca_file : "";
+  // Settings are read at every call, not when the provider was built.
+  ctx.http.refresh = [](HttpOptions& o) {
+    o.connect_timeout_ms = connect_timeout_ms;
+    o.attempt_timeout_ms = request_timeout_ms;
+    o.total_budget_ms = retry_budget_ms;
+    if (!o.ca_file_fixed) o.ca_file = ca_file ? ca_file : "";
+  };
   // Only reads the flags the signal handlers set; never longjmps.
   ctx.http.interrupted = [] { return QueryCancelPending || ProcDiePending; };
   ctx.getenv = [](const char* n) -> const char* { return std::getenv(n); };

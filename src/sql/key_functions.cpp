@@ -63,10 +63,11 @@ void check_kms_unwraps_existing(KmsProvider& kms, const std::optional<DekRecord>
   try {
     kms.unwrap(probe->key.kek, DekBinding{probe->key.name, probe->key.key_id, probe->version}, probe->wrapped);
   } catch (const Error& e) {
+    if (std::string_view(e.sqlstate()) != sqlstate::kDataException) throw;  // timeouts, auth...: as they are
     throw Error(e.sqlstate(),
                 "KMS \"" + kms.kms_name() + "\" cannot unwrap existing key \"" + probe->key.name + "\" version " +
                     std::to_string(probe->version) + ", so no new data key is created with it",
-                e.detail(), e.hint());
+                std::string(e.what()) + ". " + e.detail(), e.hint());
   }
 }
 

@@ -39,6 +39,16 @@ void validate_kms_name(const std::string& name) {
                 "A KMS name is 1 to 63 characters from A-Z, a-z, 0-9 and \"_-.\".");
 }
 
+// A KMS configuration decides where the server sends its KMS credentials (tokens
+// from its environment or files, signed AWS requests) and which server files it
+// reads as tokens: only superusers may create or change one.
+void require_superuser(const char* what) {
+  if (!superuser())
+    throw Error("42501", std::string("permission denied to ") + what,
+                "A KMS configuration decides where the server's KMS credentials are sent and which server files "
+                "are read as credentials, so only superusers may create or alter one.");
+}
+
 KmsConfig existing(const std::string& name) {
   if (name == "local")
     throw Error(sqlstate::kInvalidParameterValue, "the built-in KMS \"local\" cannot be altered or dropped");
@@ -54,6 +64,7 @@ KmsConfig existing(const std::string& name) {
 // create_kms(name text, provider text, options jsonb DEFAULT '{}') RETURNS void
 PGENV_FUNCTION(envelope_create_kms) {
   require_preloaded();
+  require_superuser("create a KMS");
   KmsConfig cfg{text_arg(fcinfo, 0, "KMS name"), text_arg(fcinfo, 1, "provider"), jsonb_arg(fcinfo, 2)};
   validate_kms_name(cfg.name);
   build_kms_provider(cfg);  // validates provider and options
@@ -67,6 +78,7 @@ PGENV_FUNCTION(envelope_create_kms) {
 // alter_kms(name text, options jsonb) RETURNS void: replaces the options.
 PGENV_FUNCTION(envelope_alter_kms) {
   require_preloaded();
+  require_superuser("alter a KMS");
   KmsConfig cfg = existing(text_arg(fcinfo, 0, "KMS name"));
   if (PG_ARGISNULL(1)) throw Error(sqlstate::kNullValueNotAllowed, "options must not be null");
   cfg.options_json = jsonb_arg(fcinfo, 1);
@@ -82,8 +94,8 @@ PGENV_FUNCTION(envelope_drop_kms) {
   KmsConfig cfg = existing(text_arg(fcinfo, 0, "KMS name"));
   if (std::int64_t n = key_store::count_keys_using_kms(cfg.name); n > 0)
     throw Error("2BP01", "cannot drop KMS \"" + cfg.name + "\" because keys use it",
-                std::to_string(n) + " key(s) in envelope.key are wrapped by it.",
-                "Destroy those keys first, or keep the KMS.");
+                std::to_string(n) + " key(s) in envelope.key refer to it, destroyed keys included.",
+                "A KMS can be dropped only when no key, not even a destroyed one, refers to it.");
   key_store::delete_kms(cfg.name);
   invalidate_keys_at_commit();
   PG_RETURN_VOID();

@@ -231,6 +231,23 @@ def test_hang_times_out_within_bound(pg, kms):
     assert cur.fetchone() == (1,)
 
 
+def test_timeout_settings_apply_after_first_use(pg, kms):
+    """SET envelope.kms_* takes effect at the next KMS call of a backend that has
+    already used the KMS (settings are read per call, not when the client was built)."""
+    pg.sql("SELECT envelope.create_kms('ext', %s, %s::jsonb)", (kms.provider, json.dumps(kms.options)))
+    conn = pg.connect()
+    cur = conn.cursor()
+    cur.execute("SELECT envelope.create_key('k1', kms => 'ext', kek => %s)", (kms.kek,))
+    cur.execute("SET envelope.kms_request_timeout = '1s'; SET envelope.kms_retry_budget = '2s'")
+    kms.emu.inject_hang(count=None, op=kms.wrap_op, max_seconds=30)
+    t0 = time.monotonic()
+    err = expect_error(pg, "SELECT envelope.create_key('k2', kms => 'ext', kek => %s)", (kms.kek,), conn=conn)
+    assert err["sqlstate"] == "58000", err
+    assert time.monotonic() - t0 < 4.0
+    kms.emu.release()
+    kms.emu.clear_faults()
+
+
 @pytest.mark.parametrize("how", ["pg_cancel_backend", "statement_timeout"])
 def test_cancel_during_hung_call(pg, kms, how):
     configure(pg, kms)
@@ -252,6 +269,9 @@ def test_cancel_during_hung_call(pg, kms, how):
     err = expect_error(pg, "SELECT envelope.decrypt_field(v) FROM t", conn=conn)
     elapsed = time.monotonic() - t0
     assert err["sqlstate"] == "57014", err
+    # PostgreSQL's own error, which says which kind of cancel it was.
+    assert err["message"] == ("canceling statement due to statement timeout" if how == "statement_timeout"
+                              else "canceling statement due to user request"), err
     assert elapsed < 4.0, elapsed  # within ~1 s of the cancel, not the 60 s timeouts
     kms.emu.release()
     kms.emu.clear_faults()
