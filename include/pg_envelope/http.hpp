@@ -74,6 +74,10 @@ struct HttpOptions {
   long total_budget_ms = 30000;  // all attempts and backoff together
   int max_attempts = 5;
   std::string ca_file;  // empty: the system's CA store
+  bool ca_file_fixed = false;  // set by a KMS's own "ca_file" option: refresh keeps it
+  // Called at the start of every http_call to bring timeouts and the default CA file
+  // up to date with the server's current settings (SET/RESET apply to the next call).
+  std::function<void(HttpOptions&)> refresh;
   // True when the caller must stop now (query cancel, statement_timeout, shutdown).
   // Called from libcurl's progress callback and while sleeping between attempts;
   // must not throw or longjmp.
