@@ -160,6 +160,18 @@ CREATE FUNCTION envelope.alter_kms(name text, options jsonb) RETURNS void
 CREATE FUNCTION envelope.drop_kms(name text) RETURNS void
   AS 'MODULE_PATHNAME', 'envelope_drop_kms' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
 
+------------------------------------------------------------------------------
+-- The shared-memory DEK cache.
+------------------------------------------------------------------------------
+CREATE FUNCTION envelope.cache_flush() RETURNS void
+  AS 'MODULE_PATHNAME', 'envelope_cache_flush' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION envelope.cache_stats(
+    OUT capacity bigint, OUT entries bigint, OUT hits bigint, OUT misses bigint, OUT stores bigint,
+    OUT evictions bigint, OUT kms_unwraps bigint, OUT kms_errors bigint, OUT flushes bigint)
+  AS 'MODULE_PATHNAME', 'envelope_cache_stats' LANGUAGE C VOLATILE PARALLEL SAFE;
+CREATE VIEW envelope.stats AS SELECT * FROM envelope.cache_stats();
+REVOKE ALL ON envelope.stats FROM PUBLIC;
+
 -- Least privilege: nobody but the owner may encrypt, decrypt or manage keys until
 -- granted, e.g.  GRANT EXECUTE ON FUNCTION envelope.decrypt_field(envelope.encrypted_text, text) TO app;
 REVOKE ALL ON FUNCTION
@@ -168,6 +180,6 @@ REVOKE ALL ON FUNCTION
   envelope.decrypt_field(envelope.encrypted_text, text), envelope.decrypt_field(envelope.encrypted_bytea, text),
   envelope.decrypt_field(envelope.encrypted_jsonb, text),
   envelope.create_key(text, text, text), envelope.rotate_key(text), envelope.destroy_key(text),
-  envelope.rewrap_key(text, text),
+  envelope.rewrap_key(text, text), envelope.cache_flush(), envelope.cache_stats(),
   envelope.create_kms(text, text, jsonb), envelope.alter_kms(text, jsonb), envelope.drop_kms(text)
   FROM PUBLIC;

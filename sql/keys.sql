@@ -52,13 +52,15 @@ SELECT envelope.rotate_key('no_such_key');
 
 -- Tampered key table: a wrapped DEK moved to another key does not unwrap, because
 -- each wrap is bound to its key name, key id and version. (\c: a new backend has
--- an empty DEK cache.)
+-- an empty per-backend DEK cache.)
 CREATE TABLE saved_wrap AS
   SELECT d.key_id, d.version, d.wrapped FROM envelope.data_key d JOIN envelope.key k USING (key_id)
    WHERE k.name = 'k_alpha' AND d.version = 1;
 UPDATE envelope.data_key SET wrapped = (SELECT d.wrapped FROM envelope.data_key d JOIN envelope.key k USING (key_id)
                                          WHERE k.name = 'k_beta' AND d.version = 1)
  WHERE (key_id, version) = (SELECT key_id, version FROM saved_wrap);
+-- (The shared DEK cache still holds the genuine DEK: flush it so the swapped row is read.)
+SELECT envelope.cache_flush();
 \c
 SELECT envelope.decrypt_field(c) FROM kv WHERE name = 'alpha';
 UPDATE envelope.data_key d SET wrapped = s.wrapped FROM saved_wrap s WHERE (d.key_id, d.version) = (s.key_id, s.version);
@@ -109,3 +111,16 @@ SELECT envelope.rewrap_key('k_rw');
 SELECT envelope.rewrap_key('k_rw', 'bad kek!');
 SELECT envelope.rewrap_key('k_beta');
 SELECT envelope.rewrap_key('no_such_key');
+
+-- The shared DEK cache: a new backend finds the DEKs other backends unwrapped, and
+-- cache_flush() empties it.
+SELECT envelope.cache_flush();
+SELECT entries FROM envelope.stats;
+SELECT envelope.decrypt_field(c) FROM rw;
+SELECT entries, kms_unwraps > 0 AS unwrapped FROM envelope.stats;
+SELECT kms_unwraps AS unwraps_before FROM envelope.stats \gset
+\c
+SELECT envelope.decrypt_field(c) FROM rw;
+SELECT kms_unwraps - :unwraps_before AS new_unwraps, hits > 0 AS hit FROM envelope.stats;
+SELECT envelope.cache_flush();
+SELECT entries FROM envelope.stats;

@@ -7,6 +7,7 @@ extern "C" {
 }
 
 #include "pg/kms_registry.hpp"
+#include "pg/shared_cache.hpp"
 #include "pg/shared_state.hpp"
 #include "pg_envelope/kms.hpp"
 
@@ -34,6 +35,7 @@ void define_gucs(GucContext context) {
       "Run once at server start, as the server's operating-system user.", &master_key_command, "",
       context, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
   pg_envelope::define_kms_gucs();
+  if (context == PGC_POSTMASTER) pg_envelope::shared_cache::define_gucs();
 #if PG_VERSION_NUM >= 150000
   MarkGUCPrefixReserved("envelope");
 #else

@@ -6,6 +6,7 @@
 #include "key_store.hpp"
 #include "kms_registry.hpp"
 #include "pg_envelope/kms.hpp"
+#include "shared_cache.hpp"
 #include "shared_state.hpp"
 
 namespace pg_envelope::keyring {
@@ -35,19 +36,29 @@ std::string version_label(const std::string& name, std::uint32_t version) {
               "decrypted again.");
 }
 
-CachedDek& load(DekCache& c, const DekRecord& rec) {
+// `generation`: the key generation read before `rec` was, so a DEK loaded from rows
+// that changed meanwhile is never put into the shared cache.
+CachedDek& load(DekCache& c, const DekRecord& rec, std::uint64_t generation) {
   if (rec.key.destroyed || rec.destroyed || rec.wrapped.empty()) throw_destroyed(rec.key.name);
-  KmsProvider& kms = kms_provider(rec.key.kms);
-  DekBinding binding{rec.key.name, rec.key.key_id, rec.version};
+  DekId id{rec.key.key_id, rec.version};
   SecureBytes dek;
-  {
-    KmsWait wait;
-    dek = kms.unwrap(rec.key.kek, binding, rec.wrapped);
+  if (!shared_cache::get(id, dek)) {
+    KmsProvider& kms = kms_provider(rec.key.kms);
+    DekBinding binding{rec.key.name, rec.key.key_id, rec.version};
+    try {
+      KmsWait wait;
+      dek = kms.unwrap(rec.key.kek, binding, rec.wrapped);
+    } catch (...) {
+      shared_cache::count_kms_unwrap(false);
+      throw;
+    }
+    shared_cache::count_kms_unwrap(true);
+    if (dek.size() != kAes256KeySize)
+      throw Error(sqlstate::kDataException, "the KMS returned a data key of the wrong length for " +
+                                                version_label(rec.key.name, rec.version));
+    shared_cache::put(id, dek, generation);
   }
-  if (dek.size() != kAes256KeySize)
-    throw Error(sqlstate::kDataException, "the KMS returned a data key of the wrong length for " +
-                                              version_label(rec.key.name, rec.version));
-  return c.insert(DekId{rec.key.key_id, rec.version}, rec.key.name, dek);
+  return c.insert(id, rec.key.name, dek);
 }
 
 }  // namespace
@@ -55,6 +66,7 @@ CachedDek& load(DekCache& c, const DekRecord& rec) {
 CachedDek& for_decrypt(DekId id) {
   DekCache& c = cache();
   if (CachedDek* d = c.find(id)) return *d;
+  std::uint64_t generation = key_generation();
   std::optional<DekRecord> rec = key_store::find_dek(id);
   if (!rec)
     throw Error(sqlstate::kUndefinedObject,
@@ -63,12 +75,13 @@ CachedDek& for_decrypt(DekId id) {
                 "The value was encrypted in a database whose key tables (envelope.key, envelope.data_key) were "
                 "not copied here, or the key row was deleted.",
                 "Restore the key tables from a dump of the database the value came from.");
-  return load(c, *rec);
+  return load(c, *rec, generation);
 }
 
 CachedDek& for_encrypt(std::string_view key_name) {
   DekCache& c = cache();
   if (CachedDek* d = c.find_current(key_name)) return *d;
+  std::uint64_t generation = key_generation();
   std::optional<KeyRecord> key = key_store::find_key(key_name);
   if (!key)
     throw Error(sqlstate::kUndefinedObject, "key \"" + std::string(key_name) + "\" does not exist", "",
@@ -81,7 +94,7 @@ CachedDek& for_encrypt(std::string_view key_name) {
     if (!rec)
       throw Error(sqlstate::kUndefinedObject, "the current data key of key \"" + key->name + "\" is missing",
                   "envelope.data_key has no row for " + version_label(key->name, id.version) + ".");
-    d = &load(c, *rec);
+    d = &load(c, *rec, generation);
   }
   c.set_current(key->name, id);
   return *d;

@@ -12,6 +12,7 @@ extern "C" {
 #include "storage/shmem.h"
 }
 
+#include "shared_cache.hpp"
 #include "shared_state.hpp"
 
 namespace pg_envelope {
@@ -35,7 +36,8 @@ void shmem_request() {
 #if PG_VERSION_NUM >= 150000
   if (prev_shmem_request_hook) prev_shmem_request_hook();
 #endif
-  RequestAddinShmemSpace(MAXALIGN(sizeof(SharedState)));
+  RequestAddinShmemSpace(MAXALIGN(sizeof(SharedState)) + shared_cache::shmem_size());
+  shared_cache::request_lwlock();
 }
 
 void shmem_startup() {
@@ -44,6 +46,7 @@ void shmem_startup() {
   LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
   shared = static_cast<SharedState*>(ShmemInitStruct("pg_envelope shared state", sizeof(SharedState), &found));
   if (!found) pg_atomic_init_u64(&shared->key_generation, 1);
+  shared_cache::attach(found);
   LWLockRelease(AddinShmemInitLock);
 }
 

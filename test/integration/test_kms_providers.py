@@ -147,10 +147,15 @@ def test_round_trip_and_unwrap_counts(pg, kms):
            (SECRET_PLAIN,))
     rows = pg.sql("SELECT id, envelope.decrypt_field(v, id::text) FROM t ORDER BY id")
     assert rows == [(i, f"{SECRET_PLAIN}{i}") for i in range(1, 51)]
-    # A new backend has an empty per-backend cache: exactly one more unwrap for 50 rows.
+    # A new backend finds the DEK in the shared-memory cache: no KMS call at all...
     before = kms.emu.calls(kms.unwrap_op)
-    conn = pg.connect()
-    cur = conn.cursor()
+    cur = pg.connect().cursor()
+    cur.execute("SELECT count(*) FROM t WHERE envelope.decrypt_field(v, id::text) = %s || id", (SECRET_PLAIN,))
+    assert cur.fetchone()[0] == 50
+    assert kms.emu.calls(kms.unwrap_op) == before
+    # ...and after a flush, exactly one unwrap for its 50 rows.
+    pg.sql("SELECT envelope.cache_flush()")
+    cur = pg.connect().cursor()
     cur.execute("SELECT count(*) FROM t WHERE envelope.decrypt_field(v, id::text) = %s || id", (SECRET_PLAIN,))
     assert cur.fetchone()[0] == 50
     assert kms.emu.calls(kms.unwrap_op) == before + 1
@@ -183,6 +188,7 @@ def test_unknown_and_disabled_kek(pg, kms):
     pg.sql("SELECT envelope.create_key('k1', kms => 'ext', kek => %s)", (kms.kek,))
     pg.sql("CREATE TABLE t AS SELECT envelope.encrypt_field('x', 'k1') AS v")
     expected = disable_kek(kms)
+    pg.sql("SELECT envelope.cache_flush()")  # so the KMS is asked again
     err = expect_error(pg, "SELECT envelope.decrypt_field(v) FROM t")
     assert err["sqlstate"] == expected, err
     assert 'KMS "ext"' in err["message"]
@@ -216,6 +222,7 @@ def test_retries_exhausted_is_a_clear_error(pg, kms):
 def test_hang_times_out_within_bound(pg, kms):
     configure(pg, kms)
     pg.sql("CREATE TABLE t AS SELECT envelope.encrypt_field('x', 'k1') AS v")
+    pg.sql("SELECT envelope.cache_flush()")  # the next backend must ask the KMS
     kms.emu.inject_hang(count=None, op=kms.unwrap_op, max_seconds=30)
     conn = pg.connect()
     cur = conn.cursor()
@@ -252,6 +259,7 @@ def test_timeout_settings_apply_after_first_use(pg, kms):
 def test_cancel_during_hung_call(pg, kms, how):
     configure(pg, kms)
     pg.sql("CREATE TABLE t AS SELECT envelope.encrypt_field('x', 'k1') AS v")
+    pg.sql("SELECT envelope.cache_flush()")  # the next backend must ask the KMS
     kms.emu.inject_hang(count=None, op=kms.unwrap_op, max_seconds=30)
     conn = pg.connect()
     cur = conn.cursor()
@@ -282,6 +290,7 @@ def test_cancel_during_hung_call(pg, kms, how):
 def test_kms_down(pg, kms):
     configure(pg, kms)
     pg.sql("CREATE TABLE t AS SELECT envelope.encrypt_field('x', 'k1') AS v")
+    pg.sql("SELECT envelope.cache_flush()")  # the next backend must ask the KMS
     kms.emu.down()
     conn = pg.connect()
     cur = conn.cursor()
@@ -311,6 +320,7 @@ def test_tampered_wrapped_dek(pg, kms):
     # Flip a byte in the middle of the stored wrapped DEK.
     pg.sql("UPDATE envelope.data_key SET wrapped = set_byte(wrapped, octet_length(wrapped) / 2, "
            "get_byte(wrapped, octet_length(wrapped) / 2) # 1)")
+    pg.sql("SELECT envelope.cache_flush()")
     err = expect_error(pg, "SELECT envelope.decrypt_field(v) FROM t")
     assert err["sqlstate"] in ("22000", "22023"), err
     assert 'KMS "ext"' in err["message"], err
@@ -323,6 +333,7 @@ def test_wrapped_dek_swapped_between_keys(pg, kms):
     pg.sql("UPDATE envelope.data_key d SET wrapped = (SELECT wrapped FROM envelope.data_key d2 "
            "JOIN envelope.key k USING (key_id) WHERE k.name = 'k2') "
            "FROM envelope.key k WHERE k.key_id = d.key_id AND k.name = 'k1'")
+    pg.sql("SELECT envelope.cache_flush()")
     err = expect_error(pg, "SELECT envelope.decrypt_field(v) FROM t")
     assert err["sqlstate"] == "22000", err
 

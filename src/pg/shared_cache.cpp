@@ -1,0 +1,209 @@
+// Shared-memory DEK cache (see shared_cache.hpp). A fixed array of entries under one
+// LWLock of the "pg_envelope" tranche; clock (second-chance) eviction.
+#include "guard.hpp"
+
+extern "C" {
+#include "port/atomics.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/guc.h"
+#include "utils/timestamp.h"
+}
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "pg_envelope/crypto.hpp"
+#include "shared_cache.hpp"
+#include "shared_state.hpp"
+
+namespace pg_envelope::shared_cache {
+
+namespace {
+
+struct Entry {
+  std::uint32_t key_id;  // 0: empty
+  std::uint32_t version;
+  std::uint64_t generation;
+  TimestampTz loaded_at;
+  std::uint32_t referenced;
+  std::uint8_t masked[kAes256KeySize];
+};
+
+struct Cache {
+  LWLock* lock;
+  int capacity;
+  int hand;
+  pg_atomic_uint64 hits, misses, stores, evictions, kms_unwraps, kms_errors, flushes;
+  Entry entries[FLEXIBLE_ARRAY_MEMBER];
+};
+
+int capacity_guc = 1024;
+int ttl_seconds = 3600;
+Cache* cache = nullptr;
+
+// The masking secret: drawn once in the postmaster, inherited by every backend,
+// never in shared memory.
+std::uint8_t mask_secret[32];
+bool mask_ready = false;
+
+void mask_for(DekId id, std::uint8_t out[kAes256KeySize]) {
+  std::uint8_t info[8 + 24] = "";
+  store_be32(info, id.key_id);
+  store_be32(info + 4, id.version);
+  std::memcpy(info + 8, "pg_envelope cache mask v1", 24);
+  hkdf_sha256({mask_secret, sizeof mask_secret}, {}, {info, sizeof info}, {out, kAes256KeySize});
+}
+
+bool fresh(const Entry& e, std::uint64_t generation, TimestampTz now) {
+  return e.key_id != 0 && e.generation == generation &&
+         (ttl_seconds <= 0 || now - e.loaded_at < static_cast<TimestampTz>(ttl_seconds) * USECS_PER_SEC);
+}
+
+void clear(Entry& e) {
+  secure_zero(&e, sizeof e);  // key bytes included, masked or not
+}
+
+}  // namespace
+
+std::size_t shmem_size() {
+  return MAXALIGN(offsetof(Cache, entries) + sizeof(Entry) * static_cast<std::size_t>(capacity_guc));
+}
+
+void request_lwlock() { RequestNamedLWLockTranche("pg_envelope", 1); }
+
+void define_gucs() {
+  DefineCustomIntVariable("envelope.cache_entries", "Number of DEKs the shared-memory cache holds.", nullptr,
+                          &capacity_guc, 1024, 16, 1 << 20, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable("envelope.cache_ttl", "How long a DEK stays in the shared cache (0: no limit).", nullptr,
+                          &ttl_seconds, 3600, 0, 365 * 86400, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr, nullptr);
+}
+
+void attach(bool found) {
+  if (!mask_ready) {  // in the postmaster, before any backend forks
+    random_bytes({mask_secret, sizeof mask_secret});
+    mask_ready = true;
+  }
+  (void)found;
+  bool exists = false;
+  cache = static_cast<Cache*>(ShmemInitStruct("pg_envelope DEK cache", shmem_size(), &exists));
+  if (!exists) {
+    std::memset(cache, 0, shmem_size());
+    cache->lock = &(GetNamedLWLockTranche("pg_envelope"))->lock;
+    cache->capacity = capacity_guc;
+    for (pg_atomic_uint64* c : {&cache->hits, &cache->misses, &cache->stores, &cache->evictions, &cache->kms_unwraps,
+                                &cache->kms_errors, &cache->flushes})
+      pg_atomic_init_u64(c, 0);
+  }
+  // Keep the (masked) keys out of core dumps: the pages wholly inside the entries.
+  long page = sysconf(_SC_PAGESIZE);
+  auto begin = reinterpret_cast<std::uintptr_t>(cache->entries);
+  auto end = begin + sizeof(Entry) * static_cast<std::size_t>(cache->capacity);
+  std::uintptr_t first = (begin + page - 1) & ~static_cast<std::uintptr_t>(page - 1);
+  std::uintptr_t last = end & ~static_cast<std::uintptr_t>(page - 1);
+  if (last > first) (void)madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTDUMP);
+}
+
+bool get(DekId id, SecureBytes& out) {
+  if (cache == nullptr) return false;
+  std::uint64_t generation = key_generation();
+  TimestampTz now = GetCurrentTimestamp();
+  std::uint8_t masked[kAes256KeySize];
+  bool hit = false;
+  pg_call([] { LWLockAcquire(cache->lock, LW_SHARED); });
+  for (int i = 0; i < cache->capacity; ++i) {
+    Entry& e = cache->entries[i];
+    if (e.key_id == id.key_id && e.version == id.version && fresh(e, generation, now)) {
+      std::memcpy(masked, e.masked, sizeof masked);
+      e.referenced = 1;  // a benign race under LW_SHARED: only a hint for the clock
+      hit = true;
+      break;
+    }
+  }
+  LWLockRelease(cache->lock);
+  pg_atomic_fetch_add_u64(hit ? &cache->hits : &cache->misses, 1);
+  if (!hit) return false;
+  std::uint8_t mask[kAes256KeySize];
+  mask_for(id, mask);
+  out = SecureBytes(kAes256KeySize);
+  for (std::size_t i = 0; i < kAes256KeySize; ++i) out.data()[i] = masked[i] ^ mask[i];
+  secure_zero(mask, sizeof mask);
+  secure_zero(masked, sizeof masked);
+  return true;
+}
+
+void put(DekId id, const SecureBytes& dek, std::uint64_t generation) {
+  if (cache == nullptr || dek.size() != kAes256KeySize) return;
+  std::uint8_t masked[kAes256KeySize];
+  mask_for(id, masked);
+  for (std::size_t i = 0; i < kAes256KeySize; ++i) masked[i] ^= dek.data()[i];
+  TimestampTz now = GetCurrentTimestamp();
+  bool evicted = false;
+  pg_call([] { LWLockAcquire(cache->lock, LW_EXCLUSIVE); });
+  if (generation == key_generation()) {
+    Entry* slot = nullptr;
+    for (int i = 0; i < cache->capacity && slot == nullptr; ++i) {
+      Entry& e = cache->entries[i];
+      if (e.key_id == id.key_id && e.version == id.version) slot = &e;
+    }
+    for (int i = 0; i < cache->capacity && slot == nullptr; ++i)
+      if (cache->entries[i].key_id == 0 || !fresh(cache->entries[i], generation, now)) slot = &cache->entries[i];
+    while (slot == nullptr) {  // clock: a second chance for recently used entries
+      Entry& e = cache->entries[cache->hand];
+      cache->hand = (cache->hand + 1) % cache->capacity;
+      if (e.referenced) {
+        e.referenced = 0;
+      } else {
+        slot = &e;
+        evicted = true;
+      }
+    }
+    clear(*slot);
+    slot->key_id = id.key_id;
+    slot->version = id.version;
+    slot->generation = generation;
+    slot->loaded_at = now;
+    slot->referenced = 1;
+    std::memcpy(slot->masked, masked, sizeof masked);
+    pg_atomic_fetch_add_u64(&cache->stores, 1);
+  }
+  LWLockRelease(cache->lock);
+  if (evicted) pg_atomic_fetch_add_u64(&cache->evictions, 1);
+  secure_zero(masked, sizeof masked);
+}
+
+void flush() {
+  if (cache == nullptr) return;
+  pg_call([] { LWLockAcquire(cache->lock, LW_EXCLUSIVE); });
+  for (int i = 0; i < cache->capacity; ++i) clear(cache->entries[i]);
+  LWLockRelease(cache->lock);
+  pg_atomic_fetch_add_u64(&cache->flushes, 1);
+}
+
+void count_kms_unwrap(bool ok) {
+  if (cache != nullptr) pg_atomic_fetch_add_u64(ok ? &cache->kms_unwraps : &cache->kms_errors, 1);
+}
+
+Stats stats() {
+  Stats s{};
+  if (cache == nullptr) return s;
+  std::uint64_t generation = key_generation();
+  TimestampTz now = GetCurrentTimestamp();
+  pg_call([] { LWLockAcquire(cache->lock, LW_SHARED); });
+  for (int i = 0; i < cache->capacity; ++i)
+    if (fresh(cache->entries[i], generation, now)) ++s.entries;
+  LWLockRelease(cache->lock);
+  s.capacity = cache->capacity;
+  s.hits = static_cast<std::int64_t>(pg_atomic_read_u64(&cache->hits));
+  s.misses = static_cast<std::int64_t>(pg_atomic_read_u64(&cache->misses));
+  s.stores = static_cast<std::int64_t>(pg_atomic_read_u64(&cache->stores));
+  s.evictions = static_cast<std::int64_t>(pg_atomic_read_u64(&cache->evictions));
+  s.kms_unwraps = static_cast<std::int64_t>(pg_atomic_read_u64(&cache->kms_unwraps));
+  s.kms_errors = static_cast<std::int64_t>(pg_atomic_read_u64(&cache->kms_errors));
+  s.flushes = static_cast<std::int64_t>(pg_atomic_read_u64(&cache->flushes));
+  return s;
+}
+
+}  // namespace pg_envelope::shared_cache

@@ -1,0 +1,39 @@
+// envelope.cache_flush() and envelope.cache_stats() (behind the envelope.stats view).
+#include "pg/guard.hpp"
+
+extern "C" {
+#include "access/htup_details.h"
+#include "funcapi.h"
+}
+
+#include "pg/keyring.hpp"
+#include "pg/shared_cache.hpp"
+#include "pg/shared_state.hpp"
+
+using namespace pg_envelope;
+
+// cache_flush() RETURNS void: every backend stops using its cached DEKs before this
+// returns (the key generation moves), and the shared cache is zeroed.
+PGENV_FUNCTION(envelope_cache_flush) {
+  require_preloaded();
+  invalidate_keys_at_commit();
+  shared_cache::flush();
+  keyring::forget_all();
+  PG_RETURN_VOID();
+}
+
+// cache_stats() RETURNS record: the counters of the shared DEK cache.
+PGENV_FUNCTION(envelope_cache_stats) {
+  require_preloaded();
+  shared_cache::Stats s = shared_cache::stats();
+  TupleDesc desc;
+  if (pg_call([&] { return get_call_result_type(fcinfo, nullptr, &desc); }) != TYPEFUNC_COMPOSITE)
+    throw Error(sqlstate::kInternalError, "cache_stats must return a record");
+  desc = pg_call([desc] { return BlessTupleDesc(desc); });
+  Datum values[9] = {Int64GetDatum(s.capacity),  Int64GetDatum(s.entries),   Int64GetDatum(s.hits),
+                     Int64GetDatum(s.misses),    Int64GetDatum(s.stores),    Int64GetDatum(s.evictions),
+                     Int64GetDatum(s.kms_unwraps), Int64GetDatum(s.kms_errors), Int64GetDatum(s.flushes)};
+  bool nulls[9] = {};
+  HeapTuple tuple = pg_call([&] { return heap_form_tuple(desc, values, nulls); });
+  return HeapTupleGetDatum(tuple);
+}
