@@ -167,7 +167,8 @@ CREATE FUNCTION envelope.cache_flush() RETURNS void
   AS 'MODULE_PATHNAME', 'envelope_cache_flush' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 CREATE FUNCTION envelope.cache_stats(
     OUT capacity bigint, OUT entries bigint, OUT hits bigint, OUT misses bigint, OUT stores bigint,
-    OUT evictions bigint, OUT kms_unwraps bigint, OUT kms_errors bigint, OUT flushes bigint)
+    OUT evictions bigint, OUT kms_unwraps bigint, OUT kms_errors bigint, OUT flushes bigint,
+    OUT single_flight_waits bigint)
   AS 'MODULE_PATHNAME', 'envelope_cache_stats' LANGUAGE C VOLATILE PARALLEL SAFE;
 CREATE VIEW envelope.stats AS SELECT * FROM envelope.cache_stats();
 REVOKE ALL ON envelope.stats FROM PUBLIC;

@@ -34,17 +34,19 @@ inline constexpr const char* kInternalError = "XX000";
 class Error : public std::runtime_error {
  public:
   Error(const char* sqlstate, std::string message, std::string detail = {}, std::string hint = {})
-      : std::runtime_error(std::move(message)),
-        sqlstate_(sqlstate),
-        detail_(std::move(detail)),
-        hint_(std::move(hint)) {}
+      : std::runtime_error(std::move(message)), detail_(std::move(detail)), hint_(std::move(hint)) {
+    // Copied: a SQLSTATE may come from a buffer that does not outlive the throw.
+    std::size_t i = 0;
+    for (; sqlstate != nullptr && i < 5 && sqlstate[i] != '\0'; ++i) sqlstate_[i] = sqlstate[i];
+    sqlstate_[i] = '\0';
+  }
 
   const char* sqlstate() const noexcept { return sqlstate_; }
   const std::string& detail() const noexcept { return detail_; }
   const std::string& hint() const noexcept { return hint_; }
 
  private:
-  const char* sqlstate_;  // always one of the static strings above
+  char sqlstate_[6];
   std::string detail_;
   std::string hint_;
 };

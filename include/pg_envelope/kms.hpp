@@ -59,7 +59,7 @@ class KmsProvider {
 // every later call can report it (the key is read once, in the postmaster).
 struct MasterKeyStatus {
   enum class State { kNotLoaded, kNotConfigured, kLoaded, kFailed } state = State::kNotLoaded;
-  const char* sqlstate = nullptr;
+  std::string sqlstate;  // empty: 55000
   std::string message;  // why it failed; never contains key material
   std::string source;   // the setting it was read from; empty when the settings conflict
 };

@@ -37,7 +37,7 @@ void install_master_key(SecureBytes key) {
   local_slot() = make_local_kms(key.view());
   MasterKeyStatus& s = status_slot();
   s.state = MasterKeyStatus::State::kLoaded;
-  s.sqlstate = nullptr;
+  s.sqlstate.clear();
   s.message.clear();
 }
 
@@ -64,7 +64,7 @@ KmsProvider& local_kms() {
                   "Generate a key with \"openssl rand -hex 32\", store it in a file readable only by the "
                   "server's user, set envelope.master_key_file to its path and restart the server.");
     default:
-      throw Error(s.sqlstate ? s.sqlstate : sqlstate::kObjectNotInPrerequisiteState,
+      throw Error(s.sqlstate.empty() ? sqlstate::kObjectNotInPrerequisiteState : s.sqlstate.c_str(),
                   "the local KMS master key could not be loaded" + (s.source.empty() ? "" : " from " + s.source),
                   s.message + " The key is read once, when the server starts.",
                   s.source.empty() ? "Correct the master key settings and restart the server."

@@ -2,6 +2,8 @@
 // whenever the shared key generation moves (a key was rotated or destroyed anywhere).
 #include "guard.hpp"
 
+#include <cstdio>
+
 #include "keyring.hpp"
 #include "key_store.hpp"
 #include "kms_registry.hpp"
@@ -42,21 +44,46 @@ CachedDek& load(DekCache& c, const DekRecord& rec, std::uint64_t generation) {
   if (rec.key.destroyed || rec.destroyed || rec.wrapped.empty()) throw_destroyed(rec.key.name);
   DekId id{rec.key.key_id, rec.version};
   SecureBytes dek;
-  if (!shared_cache::get(id, dek)) {
-    KmsProvider& kms = kms_provider(rec.key.kms);
-    DekBinding binding{rec.key.name, rec.key.key_id, rec.version};
-    try {
-      KmsWait wait;
-      dek = kms.unwrap(rec.key.kek, binding, rec.wrapped);
-    } catch (...) {
-      shared_cache::count_kms_unwrap(false);
-      throw;
+  shared_cache::Failure failure{};
+  switch (shared_cache::claim(id, generation, kms_wait_budget_ms(), dek, failure)) {
+    case shared_cache::Claim::kHit:
+      break;
+    case shared_cache::Claim::kFailed:
+      // Another backend's KMS call for this DEK failed moments ago: its error, again,
+      // rather than one more call to a KMS that is failing.
+      throw Error(failure.sqlstate[0] ? failure.sqlstate : "58000", failure.message, failure.detail, failure.hint);
+    case shared_cache::Claim::kLoad: {
+      // This backend unwraps it; the others wait for the outcome.
+      KmsProvider* kms = nullptr;
+      try {
+        kms = &kms_provider(rec.key.kms);
+        DekBinding binding{rec.key.name, rec.key.key_id, rec.version};
+        KmsWait wait;
+        dek = kms->unwrap(rec.key.kek, binding, rec.wrapped);
+        if (dek.size() != kAes256KeySize)
+          throw Error(sqlstate::kDataException, "the KMS returned a data key of the wrong length for " +
+                                                    version_label(rec.key.name, rec.version));
+      } catch (const Error& e) {
+        shared_cache::count_kms_unwrap(false);
+        shared_cache::Failure f{};
+        // A cancel or statement_timeout is this session's business, not the KMS's.
+        if (std::string_view(e.sqlstate()) != "57014")
+          std::snprintf(f.sqlstate, sizeof f.sqlstate, "%s", e.sqlstate());
+        std::snprintf(f.message, sizeof f.message, "%s", e.what());
+        std::snprintf(f.detail, sizeof f.detail, "%s", e.detail().c_str());
+        std::snprintf(f.hint, sizeof f.hint, "%s", e.hint().c_str());
+        shared_cache::abandon(id, f);
+        throw;
+      } catch (...) {
+        // Not a KMS answer (out of memory, a cancel): release the claim, remember nothing.
+        shared_cache::Failure f{};
+        shared_cache::abandon(id, f);
+        throw;
+      }
+      shared_cache::count_kms_unwrap(true);
+      shared_cache::complete(id, dek, generation);
+      break;
     }
-    shared_cache::count_kms_unwrap(true);
-    if (dek.size() != kAes256KeySize)
-      throw Error(sqlstate::kDataException, "the KMS returned a data key of the wrong length for " +
-                                                version_label(rec.key.name, rec.version));
-    shared_cache::put(id, dek, generation);
   }
   return c.insert(id, rec.key.name, dek);
 }

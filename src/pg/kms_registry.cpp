@@ -84,6 +84,8 @@ KmsProvider& kms_provider(std::string_view kms_name) {
   return *slot.provider;
 }
 
+long kms_wait_budget_ms() { return static_cast<long>(retry_budget_ms) + 1000; }
+
 KmsWait::KmsWait() { pgstat_report_wait_start(PG_WAIT_EXTENSION); }
 KmsWait::~KmsWait() { pgstat_report_wait_end(); }
 

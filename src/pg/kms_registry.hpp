@@ -24,6 +24,10 @@ class KmsWait {
   KmsWait& operator=(const KmsWait&) = delete;
 };
 
+// How long a backend waits for another backend's KMS call for the same DEK: the
+// whole retry budget of that call plus a margin.
+long kms_wait_budget_ms();
+
 // GUCs envelope.kms_* (timeouts, retry budget, CA file).
 void define_kms_gucs();
 

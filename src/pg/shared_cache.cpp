@@ -3,7 +3,10 @@
 #include "guard.hpp"
 
 extern "C" {
+#include "miscadmin.h"
+#include "pgstat.h"
 #include "port/atomics.h"
+#include "storage/condition_variable.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/guc.h"
@@ -23,7 +26,15 @@ namespace pg_envelope::shared_cache {
 
 namespace {
 
+enum : std::uint32_t { kEmpty = 0, kReady = 1, kLoading = 2, kFailedState = 3 };
+
+// How long a failed unwrap is remembered, so an outage is not hammered.
+constexpr long kFailureMemoryMs = 2000;
+
 struct Entry {
+  std::uint32_t state;
+  std::int32_t owner_pid;  // kLoading: the claimant
+  Failure failure;  // kFailedState
   std::uint32_t key_id;  // 0: empty
   std::uint32_t version;
   std::uint64_t generation;
@@ -36,7 +47,8 @@ struct Cache {
   LWLock* lock;
   int capacity;
   int hand;
-  pg_atomic_uint64 hits, misses, stores, evictions, kms_unwraps, kms_errors, flushes;
+  ConditionVariable loaded;  // broadcast when a claimed load completes or fails
+  pg_atomic_uint64 hits, misses, stores, evictions, kms_unwraps, kms_errors, flushes, waits;
   Entry entries[FLEXIBLE_ARRAY_MEMBER];
 };
 
@@ -58,7 +70,7 @@ void mask_for(DekId id, std::uint8_t out[kAes256KeySize]) {
 }
 
 bool fresh(const Entry& e, std::uint64_t generation, TimestampTz now) {
-  return e.key_id != 0 && e.generation == generation &&
+  return e.state == kReady && e.key_id != 0 && e.generation == generation &&
          (ttl_seconds <= 0 || now - e.loaded_at < static_cast<TimestampTz>(ttl_seconds) * USECS_PER_SEC);
 }
 
@@ -94,8 +106,9 @@ void attach(bool found) {
     cache->lock = &(GetNamedLWLockTranche("pg_envelope"))->lock;
     cache->capacity = capacity_guc;
     for (pg_atomic_uint64* c : {&cache->hits, &cache->misses, &cache->stores, &cache->evictions, &cache->kms_unwraps,
-                                &cache->kms_errors, &cache->flushes})
+                                &cache->kms_errors, &cache->flushes, &cache->waits})
       pg_atomic_init_u64(c, 0);
+    ConditionVariableInit(&cache->loaded);
   }
   // Keep the (masked) keys out of core dumps: the pages wholly inside the entries.
   long page = sysconf(_SC_PAGESIZE);
@@ -106,72 +119,161 @@ void attach(bool found) {
   if (last > first) (void)madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTDUMP);
 }
 
-bool get(DekId id, SecureBytes& out) {
-  if (cache == nullptr) return false;
-  std::uint64_t generation = key_generation();
-  TimestampTz now = GetCurrentTimestamp();
-  std::uint8_t masked[kAes256KeySize];
-  bool hit = false;
-  pg_call([] { LWLockAcquire(cache->lock, LW_SHARED); });
+namespace {
+
+// The entry for `id`, or a slot to reuse (empty, stale, or evicted by the clock).
+// Called with the lock held exclusively.
+Entry& slot_for(DekId id, std::uint64_t generation, TimestampTz now, bool& evicted) {
   for (int i = 0; i < cache->capacity; ++i) {
     Entry& e = cache->entries[i];
-    if (e.key_id == id.key_id && e.version == id.version && fresh(e, generation, now)) {
-      std::memcpy(masked, e.masked, sizeof masked);
-      e.referenced = 1;  // a benign race under LW_SHARED: only a hint for the clock
-      hit = true;
-      break;
+    if (e.state != kEmpty && e.key_id == id.key_id && e.version == id.version) return e;
+  }
+  for (int i = 0; i < cache->capacity; ++i) {
+    Entry& e = cache->entries[i];
+    if (e.state == kEmpty || (e.state == kReady && !fresh(e, generation, now))) return e;
+  }
+  for (int rounds = 0; rounds < 2 * cache->capacity + 1; ++rounds) {  // clock: a second chance
+    Entry& e = cache->entries[cache->hand];
+    cache->hand = (cache->hand + 1) % cache->capacity;
+    if (e.state == kLoading) continue;  // never steal a load in flight
+    if (e.referenced) {
+      e.referenced = 0;
+    } else {
+      evicted = true;
+      return e;
     }
   }
-  LWLockRelease(cache->lock);
-  pg_atomic_fetch_add_u64(hit ? &cache->hits : &cache->misses, 1);
-  if (!hit) return false;
+  evicted = true;  // every entry is loading: reuse the one under the hand
+  return cache->entries[cache->hand];
+}
+
+void store(Entry& slot, DekId id, const std::uint8_t masked[kAes256KeySize], std::uint64_t generation,
+           TimestampTz now) {
+  clear(slot);
+  slot.state = kReady;
+  slot.key_id = id.key_id;
+  slot.version = id.version;
+  slot.generation = generation;
+  slot.loaded_at = now;
+  slot.referenced = 1;
+  std::memcpy(slot.masked, masked, kAes256KeySize);
+  pg_atomic_fetch_add_u64(&cache->stores, 1);
+}
+
+void masked_copy(DekId id, const SecureBytes& dek, std::uint8_t out[kAes256KeySize]) {
+  mask_for(id, out);
+  for (std::size_t i = 0; i < kAes256KeySize; ++i) out[i] ^= dek.data()[i];
+}
+
+void unmask(DekId id, const std::uint8_t masked[kAes256KeySize], SecureBytes& out) {
   std::uint8_t mask[kAes256KeySize];
   mask_for(id, mask);
   out = SecureBytes(kAes256KeySize);
   for (std::size_t i = 0; i < kAes256KeySize; ++i) out.data()[i] = masked[i] ^ mask[i];
   secure_zero(mask, sizeof mask);
-  secure_zero(masked, sizeof masked);
-  return true;
 }
+
+}  // namespace
 
 void put(DekId id, const SecureBytes& dek, std::uint64_t generation) {
   if (cache == nullptr || dek.size() != kAes256KeySize) return;
   std::uint8_t masked[kAes256KeySize];
-  mask_for(id, masked);
-  for (std::size_t i = 0; i < kAes256KeySize; ++i) masked[i] ^= dek.data()[i];
+  masked_copy(id, dek, masked);
   TimestampTz now = GetCurrentTimestamp();
   bool evicted = false;
   pg_call([] { LWLockAcquire(cache->lock, LW_EXCLUSIVE); });
-  if (generation == key_generation()) {
-    Entry* slot = nullptr;
-    for (int i = 0; i < cache->capacity && slot == nullptr; ++i) {
-      Entry& e = cache->entries[i];
-      if (e.key_id == id.key_id && e.version == id.version) slot = &e;
-    }
-    for (int i = 0; i < cache->capacity && slot == nullptr; ++i)
-      if (cache->entries[i].key_id == 0 || !fresh(cache->entries[i], generation, now)) slot = &cache->entries[i];
-    while (slot == nullptr) {  // clock: a second chance for recently used entries
-      Entry& e = cache->entries[cache->hand];
-      cache->hand = (cache->hand + 1) % cache->capacity;
-      if (e.referenced) {
-        e.referenced = 0;
-      } else {
-        slot = &e;
-        evicted = true;
-      }
-    }
-    clear(*slot);
-    slot->key_id = id.key_id;
-    slot->version = id.version;
-    slot->generation = generation;
-    slot->loaded_at = now;
-    slot->referenced = 1;
-    std::memcpy(slot->masked, masked, sizeof masked);
-    pg_atomic_fetch_add_u64(&cache->stores, 1);
-  }
+  if (generation == key_generation()) store(slot_for(id, generation, now, evicted), id, masked, generation, now);
   LWLockRelease(cache->lock);
   if (evicted) pg_atomic_fetch_add_u64(&cache->evictions, 1);
   secure_zero(masked, sizeof masked);
+}
+
+Claim claim(DekId id, std::uint64_t generation, long wait_ms, SecureBytes& out, Failure& failure) {
+  if (cache == nullptr) return Claim::kLoad;
+  TimestampTz deadline = GetCurrentTimestamp() + static_cast<TimestampTz>(wait_ms) * 1000;
+  bool waited = false;
+  for (;;) {
+    TimestampTz now = GetCurrentTimestamp();
+    std::uint8_t masked[kAes256KeySize];
+    Claim result = Claim::kLoad;
+    bool wait = false, evicted = false;
+    pg_call([] { LWLockAcquire(cache->lock, LW_EXCLUSIVE); });
+    Entry& e = slot_for(id, generation, now, evicted);
+    bool mine = e.state != kEmpty && e.key_id == id.key_id && e.version == id.version;
+    if (mine && fresh(e, generation, now)) {
+      std::memcpy(masked, e.masked, sizeof masked);
+      e.referenced = 1;
+      result = Claim::kHit;
+    } else if (mine && e.state == kLoading && e.generation == generation && now < deadline) {
+      wait = true;  // another backend is unwrapping it
+    } else if (mine && e.state == kFailedState && e.generation == generation &&
+               now - e.loaded_at < kFailureMemoryMs * 1000) {
+      failure = e.failure;
+      result = Claim::kFailed;
+    } else {
+      // Nobody has it (or the claimant ran out of time): this backend loads it.
+      clear(e);
+      e.state = kLoading;
+      e.owner_pid = MyProcPid;
+      e.key_id = id.key_id;
+      e.version = id.version;
+      e.generation = generation;
+      e.loaded_at = now;
+      result = Claim::kLoad;
+    }
+    LWLockRelease(cache->lock);
+    if (evicted && !wait && result == Claim::kLoad) pg_atomic_fetch_add_u64(&cache->evictions, 1);
+    if (!wait) {
+      if (result == Claim::kHit) {
+        unmask(id, masked, out);
+        secure_zero(masked, sizeof masked);
+      }
+      pg_atomic_fetch_add_u64(result == Claim::kHit ? &cache->hits : &cache->misses, 1);
+      if (waited) pg_atomic_fetch_add_u64(&cache->waits, 1);
+      return result;
+    }
+    // Sleep until a load completes (or 100 ms pass), interruptibly.
+    waited = true;
+    pg_call([] {
+      ConditionVariablePrepareToSleep(&cache->loaded);
+      (void)ConditionVariableTimedSleep(&cache->loaded, 100, PG_WAIT_EXTENSION);
+      ConditionVariableCancelSleep();
+    });
+  }
+}
+
+void complete(DekId id, const SecureBytes& dek, std::uint64_t generation) {
+  put(id, dek, generation);
+  if (cache != nullptr) {
+    // A generation change meanwhile: put() stored nothing; release the claim anyway.
+    pg_call([] { LWLockAcquire(cache->lock, LW_EXCLUSIVE); });
+    for (int i = 0; i < cache->capacity; ++i) {
+      Entry& e = cache->entries[i];
+      if (e.state == kLoading && e.key_id == id.key_id && e.version == id.version && e.owner_pid == MyProcPid)
+        clear(e);
+    }
+    LWLockRelease(cache->lock);
+    ConditionVariableBroadcast(&cache->loaded);
+  }
+}
+
+void abandon(DekId id, const Failure& failure) {
+  if (cache == nullptr) return;
+  pg_call([] { LWLockAcquire(cache->lock, LW_EXCLUSIVE); });
+  for (int i = 0; i < cache->capacity; ++i) {
+    Entry& e = cache->entries[i];
+    if (e.state == kLoading && e.key_id == id.key_id && e.version == id.version && e.owner_pid == MyProcPid) {
+      if (failure.sqlstate[0] == '\0') {
+        clear(e);
+        continue;
+      }
+      e.state = kFailedState;
+      e.loaded_at = GetCurrentTimestamp();
+      e.failure = failure;
+    }
+  }
+  LWLockRelease(cache->lock);
+  ConditionVariableBroadcast(&cache->loaded);
 }
 
 void flush() {
@@ -203,6 +305,7 @@ Stats stats() {
   s.kms_unwraps = static_cast<std::int64_t>(pg_atomic_read_u64(&cache->kms_unwraps));
   s.kms_errors = static_cast<std::int64_t>(pg_atomic_read_u64(&cache->kms_errors));
   s.flushes = static_cast<std::int64_t>(pg_atomic_read_u64(&cache->flushes));
+  s.waits = static_cast<std::int64_t>(pg_atomic_read_u64(&cache->waits));
   return s;
 }
 

@@ -19,8 +19,22 @@ void request_lwlock();
 void attach(bool found);
 void define_gucs();  // envelope.cache_entries (postmaster), envelope.cache_ttl (reload)
 
-// The DEK if it is cached, fresh and of the current generation.
-bool get(DekId id, SecureBytes& out);
+// Single flight: the first backend to miss a DEK claims it and unwraps it (kLoad);
+// the others wait for its result (kHit) instead of calling the KMS too. A load that
+// failed moments ago is not retried by everyone (kFailed, with the failure in
+// `failure`). Waits are interruptible and bounded by `wait_ms`.
+enum class Claim { kHit, kLoad, kFailed };
+struct Failure {  // the error the claimant raised, re-raised as it was (no secrets in it)
+  char sqlstate[6];
+  char message[256];
+  char detail[512];
+  char hint[256];
+};
+Claim claim(DekId id, std::uint64_t generation, long wait_ms, SecureBytes& out, Failure& failure);
+// The claimant's outcome: complete() stores the DEK (like put), abandon() records
+// the failure briefly; both wake the waiters.
+void complete(DekId id, const SecureBytes& dek, std::uint64_t generation);
+void abandon(DekId id, const Failure& failure);
 
 // Caches a DEK that was loaded from the key tables read at `generation`; ignored
 // when the generation has moved since (the rows may have changed).
@@ -31,7 +45,7 @@ void flush();
 
 // Counters for envelope.stats.
 struct Stats {
-  std::int64_t capacity, entries, hits, misses, stores, evictions, kms_unwraps, kms_errors, flushes;
+  std::int64_t capacity, entries, hits, misses, stores, evictions, kms_unwraps, kms_errors, flushes, waits;
 };
 Stats stats();
 void count_kms_unwrap(bool ok);

@@ -30,10 +30,11 @@ PGENV_FUNCTION(envelope_cache_stats) {
   if (pg_call([&] { return get_call_result_type(fcinfo, nullptr, &desc); }) != TYPEFUNC_COMPOSITE)
     throw Error(sqlstate::kInternalError, "cache_stats must return a record");
   desc = pg_call([desc] { return BlessTupleDesc(desc); });
-  Datum values[9] = {Int64GetDatum(s.capacity),  Int64GetDatum(s.entries),   Int64GetDatum(s.hits),
-                     Int64GetDatum(s.misses),    Int64GetDatum(s.stores),    Int64GetDatum(s.evictions),
-                     Int64GetDatum(s.kms_unwraps), Int64GetDatum(s.kms_errors), Int64GetDatum(s.flushes)};
-  bool nulls[9] = {};
+  Datum values[10] = {Int64GetDatum(s.capacity),    Int64GetDatum(s.entries),    Int64GetDatum(s.hits),
+                      Int64GetDatum(s.misses),      Int64GetDatum(s.stores),     Int64GetDatum(s.evictions),
+                      Int64GetDatum(s.kms_unwraps), Int64GetDatum(s.kms_errors), Int64GetDatum(s.flushes),
+                      Int64GetDatum(s.waits)};
+  bool nulls[10] = {};
   HeapTuple tuple = pg_call([&] { return heap_form_tuple(desc, values, nulls); });
   return HeapTupleGetDatum(tuple);
 }

@@ -79,3 +79,68 @@ def test_flush_and_key_changes_reach_other_backends(setup):
     with pytest.raises(Exception) as e:
         cur.execute("SELECT envelope.decrypt_field(v) FROM t LIMIT 1")
     assert getattr(e.value, "pgcode", None) == "55000"
+
+
+def test_single_flight_50_concurrent_cold_backends(cluster_factory):
+    """50 backends miss the same DEK at once while the KMS answers in 300 ms: exactly
+    one of them calls the KMS, the others wait for its result."""
+    import threading
+
+    pg = cluster_factory.create("flight", settings={"max_connections": 80})
+    emu = vault.start(keys=("pg-envelope",))
+    try:
+        token = pg.write_file("vault.token", "emulator-root-token\n")
+        pg.sql("CREATE EXTENSION pg_envelope")
+        pg.sql("SELECT envelope.create_kms('vault', 'vault-transit', %s::jsonb)",
+               (json.dumps({"address": emu.url, "token_file": str(token)}),))
+        pg.sql("SELECT envelope.create_key('k1', kms => 'vault', kek => 'pg-envelope')")
+        pg.sql("CREATE TABLE t AS SELECT envelope.encrypt_field('cold', 'k1') AS v")
+        pg.sql("SELECT envelope.cache_flush()")
+        conns = [pg.connect() for _ in range(50)]
+        emu.reset_stats()
+        emu.inject_latency(300, count=None, op="decrypt")
+        barrier = threading.Barrier(50)
+        results, errors = [], []
+
+        def worker(conn):
+            try:
+                cur = conn.cursor()
+                barrier.wait(timeout=30)
+                cur.execute("SELECT envelope.decrypt_field(v) FROM t")
+                results.append(cur.fetchone()[0])
+            except Exception as e:  # reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=worker, args=(c,)) for c in conns]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not errors, errors[:3]
+        assert results == ["cold"] * 50
+        assert emu.calls("decrypt") == 1
+        assert pg.scalar("SELECT single_flight_waits > 0 FROM envelope.stats")
+        for c in conns:
+            c.close()
+    finally:
+        emu.stop()
+
+
+def test_failed_unwrap_not_hammered(setup):
+    """While the KMS fails, concurrent misses of the same DEK do not each retry:
+    a failure is remembered for a moment and reported to the others."""
+    pg, emu = setup
+    pg.sql("SELECT envelope.cache_flush()")
+    emu.reset_stats()
+    pg.write_file("vault.token", "revoked-token\n")  # the KMS now answers 403
+    codes = []
+    for _ in range(10):
+        conn = pg.connect()
+        try:
+            conn.cursor().execute("SELECT envelope.decrypt_field(v) FROM t LIMIT 1")
+        except Exception as e:
+            codes.append(getattr(e, "pgcode", None))
+        finally:
+            conn.close()
+    assert codes == ["42501"] * 10  # the same error for everyone...
+    assert 1 <= emu.rejected("decrypt") + emu.calls("decrypt") < 10  # ...but not 10 KMS calls
