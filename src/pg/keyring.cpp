@@ -38,6 +38,21 @@ std::string version_label(const std::string& name, std::uint32_t version) {
               "decrypted again.");
 }
 
+// Once per backend until the KMS answers again: serving DEKs past their TTL.
+bool warned_stale = false;
+
+void warn_stale(const DekRecord& rec) {
+  if (warned_stale) return;
+  warned_stale = true;
+  std::string msg = "KMS \"" + rec.key.kms + "\" is unreachable; using the cached data key of " +
+                    version_label(rec.key.name, rec.version) + " past its TTL";
+  pg_call([&msg] {
+    ereport(WARNING, (errmsg_internal("%s", msg.c_str()),
+                      errdetail("The data key stays usable until envelope.cache_max_stale runs out."),
+                      errhint("Restore access to the KMS.")));
+  });
+}
+
 // `generation`: the key generation read before `rec` was, so a DEK loaded from rows
 // that changed meanwhile is never put into the shared cache.
 CachedDek& load(DekCache& c, const DekRecord& rec, std::uint64_t generation) {
@@ -45,8 +60,10 @@ CachedDek& load(DekCache& c, const DekRecord& rec, std::uint64_t generation) {
   DekId id{rec.key.key_id, rec.version};
   SecureBytes dek;
   shared_cache::Failure failure{};
-  switch (shared_cache::claim(id, generation, kms_wait_budget_ms(), dek, failure)) {
+  bool stale = false;
+  switch (shared_cache::claim(id, generation, kms_wait_budget_ms(), dek, failure, stale)) {
     case shared_cache::Claim::kHit:
+      if (stale) warn_stale(rec);
       break;
     case shared_cache::Claim::kFailed:
       // Another backend's KMS call for this DEK failed moments ago: its error, again,
@@ -65,6 +82,12 @@ CachedDek& load(DekCache& c, const DekRecord& rec, std::uint64_t generation) {
                                                     version_label(rec.key.name, rec.version));
       } catch (const Error& e) {
         shared_cache::count_kms_unwrap(false);
+        std::string_view state = e.sqlstate();
+        // Unreachable (not refused): a DEK still inside its max-stale window keeps serving.
+        if ((state == "58000" || state == "08006") && shared_cache::fall_back_to_stale(id, dek)) {
+          warn_stale(rec);
+          return c.insert(id, rec.key.name, dek);
+        }
         shared_cache::Failure f{};
         // A cancel or statement_timeout is this session's business, not the KMS's.
         if (std::string_view(e.sqlstate()) != "57014")
@@ -81,6 +104,7 @@ CachedDek& load(DekCache& c, const DekRecord& rec, std::uint64_t generation) {
         throw;
       }
       shared_cache::count_kms_unwrap(true);
+      warned_stale = false;
       shared_cache::complete(id, dek, generation);
       break;
     }

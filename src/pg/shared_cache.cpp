@@ -35,10 +35,14 @@ struct Entry {
   std::uint32_t state;
   std::int32_t owner_pid;  // kLoading: the claimant
   Failure failure;  // kFailedState
+  Oid dbid;
   std::uint32_t key_id;  // 0: empty
   std::uint32_t version;
   std::uint64_t generation;
   TimestampTz loaded_at;
+  TimestampTz stale_loaded_at;  // kLoading over a stale DEK: when that DEK was loaded
+  TimestampTz retry_after;      // a stale DEK in use: when to ask the KMS again
+  std::uint32_t has_stale;      // kLoading: `masked` still holds the stale DEK
   std::uint32_t referenced;
   std::uint8_t masked[kAes256KeySize];
 };
@@ -54,6 +58,7 @@ struct Cache {
 
 int capacity_guc = 1024;
 int ttl_seconds = 3600;
+int max_stale_seconds = 3600;
 Cache* cache = nullptr;
 
 // The masking secret: drawn once in the postmaster, inherited by every backend,
@@ -61,17 +66,31 @@ Cache* cache = nullptr;
 std::uint8_t mask_secret[32];
 bool mask_ready = false;
 
+// Key ids are unique within a database only (a restored copy in the same cluster has
+// the same ids, with different DEKs once rotated), so entries belong to a database.
+bool same_dek(const Entry& e, DekId id) {
+  return e.dbid == MyDatabaseId && e.key_id == id.key_id && e.version == id.version;
+}
+
 void mask_for(DekId id, std::uint8_t out[kAes256KeySize]) {
-  std::uint8_t info[8 + 24] = "";
-  store_be32(info, id.key_id);
-  store_be32(info + 4, id.version);
-  std::memcpy(info + 8, "pg_envelope cache mask v1", 24);
+  static constexpr char kLabel[] = "pg_envelope cache mask v1";
+  std::uint8_t info[12 + sizeof kLabel - 1];
+  store_be32(info, MyDatabaseId);
+  store_be32(info + 4, id.key_id);
+  store_be32(info + 8, id.version);
+  std::memcpy(info + 12, kLabel, sizeof kLabel - 1);
   hkdf_sha256({mask_secret, sizeof mask_secret}, {}, {info, sizeof info}, {out, kAes256KeySize});
 }
 
 bool fresh(const Entry& e, std::uint64_t generation, TimestampTz now) {
   return e.state == kReady && e.key_id != 0 && e.generation == generation &&
          (ttl_seconds <= 0 || now - e.loaded_at < static_cast<TimestampTz>(ttl_seconds) * USECS_PER_SEC);
+}
+
+// Past its TTL but inside envelope.cache_max_stale: usable while the KMS is down.
+bool stale_usable(const Entry& e, std::uint64_t generation, TimestampTz now) {
+  if (e.state != kReady || e.generation != generation || ttl_seconds <= 0 || max_stale_seconds <= 0) return false;
+  return now - e.loaded_at < static_cast<TimestampTz>(ttl_seconds + max_stale_seconds) * USECS_PER_SEC;
 }
 
 void clear(Entry& e) {
@@ -91,6 +110,10 @@ void define_gucs() {
                           &capacity_guc, 1024, 16, 1 << 20, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable("envelope.cache_ttl", "How long a DEK stays in the shared cache (0: no limit).", nullptr,
                           &ttl_seconds, 3600, 0, 365 * 86400, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable("envelope.cache_max_stale",
+                          "How long past its TTL a cached DEK keeps serving while the KMS is unreachable.", nullptr,
+                          &max_stale_seconds, 3600, 0, 365 * 86400, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr,
+                          nullptr);
 }
 
 void attach(bool found) {
@@ -126,7 +149,7 @@ namespace {
 Entry& slot_for(DekId id, std::uint64_t generation, TimestampTz now, bool& evicted) {
   for (int i = 0; i < cache->capacity; ++i) {
     Entry& e = cache->entries[i];
-    if (e.state != kEmpty && e.key_id == id.key_id && e.version == id.version) return e;
+    if (e.state != kEmpty && same_dek(e, id)) return e;
   }
   for (int i = 0; i < cache->capacity; ++i) {
     Entry& e = cache->entries[i];
@@ -151,6 +174,7 @@ void store(Entry& slot, DekId id, const std::uint8_t masked[kAes256KeySize], std
            TimestampTz now) {
   clear(slot);
   slot.state = kReady;
+  slot.dbid = MyDatabaseId;
   slot.key_id = id.key_id;
   slot.version = id.version;
   slot.generation = generation;
@@ -188,7 +212,8 @@ void put(DekId id, const SecureBytes& dek, std::uint64_t generation) {
   secure_zero(masked, sizeof masked);
 }
 
-Claim claim(DekId id, std::uint64_t generation, long wait_ms, SecureBytes& out, Failure& failure) {
+Claim claim(DekId id, std::uint64_t generation, long wait_ms, SecureBytes& out, Failure& failure, bool& stale) {
+  stale = false;
   if (cache == nullptr) return Claim::kLoad;
   TimestampTz deadline = GetCurrentTimestamp() + static_cast<TimestampTz>(wait_ms) * 1000;
   bool waited = false;
@@ -199,11 +224,15 @@ Claim claim(DekId id, std::uint64_t generation, long wait_ms, SecureBytes& out, 
     bool wait = false, evicted = false;
     pg_call([] { LWLockAcquire(cache->lock, LW_EXCLUSIVE); });
     Entry& e = slot_for(id, generation, now, evicted);
-    bool mine = e.state != kEmpty && e.key_id == id.key_id && e.version == id.version;
+    bool mine = e.state != kEmpty && same_dek(e, id);
     if (mine && fresh(e, generation, now)) {
       std::memcpy(masked, e.masked, sizeof masked);
       e.referenced = 1;
       result = Claim::kHit;
+    } else if (mine && stale_usable(e, generation, now) && now < e.retry_after) {
+      std::memcpy(masked, e.masked, sizeof masked);  // the KMS failed moments ago: keep serving
+      result = Claim::kHit;
+      stale = true;
     } else if (mine && e.state == kLoading && e.generation == generation && now < deadline) {
       wait = true;  // another backend is unwrapping it
     } else if (mine && e.state == kFailedState && e.generation == generation &&
@@ -211,10 +240,22 @@ Claim claim(DekId id, std::uint64_t generation, long wait_ms, SecureBytes& out, 
       failure = e.failure;
       result = Claim::kFailed;
     } else {
-      // Nobody has it (or the claimant ran out of time): this backend loads it.
+      // Nobody has it (or the claimant ran out of time): this backend loads it. A
+      // stale DEK stays in the entry as the fallback should the KMS be unreachable.
+      bool keep_stale = mine && stale_usable(e, generation, now);
+      std::uint8_t kept[kAes256KeySize];
+      TimestampTz kept_at = e.loaded_at;
+      if (keep_stale) std::memcpy(kept, e.masked, sizeof kept);
       clear(e);
+      if (keep_stale) {
+        std::memcpy(e.masked, kept, sizeof kept);
+        e.has_stale = 1;
+        e.stale_loaded_at = kept_at;
+        secure_zero(kept, sizeof kept);
+      }
       e.state = kLoading;
       e.owner_pid = MyProcPid;
+      e.dbid = MyDatabaseId;
       e.key_id = id.key_id;
       e.version = id.version;
       e.generation = generation;
@@ -249,7 +290,7 @@ void complete(DekId id, const SecureBytes& dek, std::uint64_t generation) {
     pg_call([] { LWLockAcquire(cache->lock, LW_EXCLUSIVE); });
     for (int i = 0; i < cache->capacity; ++i) {
       Entry& e = cache->entries[i];
-      if (e.state == kLoading && e.key_id == id.key_id && e.version == id.version && e.owner_pid == MyProcPid)
+      if (e.state == kLoading && same_dek(e, id) && e.owner_pid == MyProcPid)
         clear(e);
     }
     LWLockRelease(cache->lock);
@@ -257,12 +298,38 @@ void complete(DekId id, const SecureBytes& dek, std::uint64_t generation) {
   }
 }
 
+bool fall_back_to_stale(DekId id, SecureBytes& out) {
+  if (cache == nullptr) return false;
+  std::uint8_t masked[kAes256KeySize];
+  bool found = false;
+  pg_call([] { LWLockAcquire(cache->lock, LW_EXCLUSIVE); });
+  for (int i = 0; i < cache->capacity && !found; ++i) {
+    Entry& e = cache->entries[i];
+    if (e.state == kLoading && e.has_stale && same_dek(e, id) &&
+        e.owner_pid == MyProcPid) {
+      TimestampTz now = GetCurrentTimestamp();
+      e.state = kReady;
+      e.has_stale = 0;
+      e.loaded_at = e.stale_loaded_at;
+      e.retry_after = now + kFailureMemoryMs * 1000;
+      std::memcpy(masked, e.masked, sizeof masked);
+      found = true;
+    }
+  }
+  LWLockRelease(cache->lock);
+  if (!found) return false;
+  ConditionVariableBroadcast(&cache->loaded);
+  unmask(id, masked, out);
+  secure_zero(masked, sizeof masked);
+  return true;
+}
+
 void abandon(DekId id, const Failure& failure) {
   if (cache == nullptr) return;
   pg_call([] { LWLockAcquire(cache->lock, LW_EXCLUSIVE); });
   for (int i = 0; i < cache->capacity; ++i) {
     Entry& e = cache->entries[i];
-    if (e.state == kLoading && e.key_id == id.key_id && e.version == id.version && e.owner_pid == MyProcPid) {
+    if (e.state == kLoading && same_dek(e, id) && e.owner_pid == MyProcPid) {
       if (failure.sqlstate[0] == '\0') {
         clear(e);
         continue;
@@ -274,6 +341,16 @@ void abandon(DekId id, const Failure& failure) {
   }
   LWLockRelease(cache->lock);
   ConditionVariableBroadcast(&cache->loaded);
+}
+
+void evict_key(std::uint32_t key_id) {
+  if (cache == nullptr) return;
+  pg_call([] { LWLockAcquire(cache->lock, LW_EXCLUSIVE); });
+  for (int i = 0; i < cache->capacity; ++i) {
+    Entry& e = cache->entries[i];
+    if (e.state != kLoading && e.dbid == MyDatabaseId && e.key_id == key_id) clear(e);
+  }
+  LWLockRelease(cache->lock);
 }
 
 void flush() {

@@ -30,7 +30,11 @@ struct Failure {  // the error the claimant raised, re-raised as it was (no secr
   char detail[512];
   char hint[256];
 };
-Claim claim(DekId id, std::uint64_t generation, long wait_ms, SecureBytes& out, Failure& failure);
+// `stale` is set on a hit that serves a DEK past its TTL because the KMS failed.
+Claim claim(DekId id, std::uint64_t generation, long wait_ms, SecureBytes& out, Failure& failure, bool& stale);
+// The claimant's KMS is unreachable: if the entry still holds a DEK inside
+// envelope.cache_max_stale, put it back in service and return it.
+bool fall_back_to_stale(DekId id, SecureBytes& out);
 // The claimant's outcome: complete() stores the DEK (like put), abandon() records
 // the failure briefly; both wake the waiters.
 void complete(DekId id, const SecureBytes& dek, std::uint64_t generation);
@@ -39,6 +43,9 @@ void abandon(DekId id, const Failure& failure);
 // Caches a DEK that was loaded from the key tables read at `generation`; ignored
 // when the generation has moved since (the rows may have changed).
 void put(DekId id, const SecureBytes& dek, std::uint64_t generation);
+
+// Zeroes the entries of one key of this database (crypto-shredding).
+void evict_key(std::uint32_t key_id);
 
 // Zeroes every entry.
 void flush();

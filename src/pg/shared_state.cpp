@@ -56,6 +56,13 @@ void bump() {
 
 void xact_callback(XactEvent event, void*) {
   if (!bump_registered) return;
+  // The commit of a prepared transaction runs no callback here, so it could not make
+  // other backends drop DEKs they re-cached from the old rows meanwhile: refuse.
+  // (No C++ object lives in this frame; ereport may longjmp out of it.)
+  if (event == XACT_EVENT_PRE_PREPARE)
+    ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                    errmsg("cannot PREPARE a transaction that rotated, re-wrapped or destroyed pg_envelope keys"),
+                    errhint("Commit it directly.")));
   if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT) bump();
   if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_COMMIT ||
       event == XACT_EVENT_PARALLEL_ABORT || event == XACT_EVENT_PREPARE)

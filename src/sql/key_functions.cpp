@@ -5,6 +5,7 @@
 
 #include "pg/key_store.hpp"
 #include "pg/keyring.hpp"
+#include "pg/shared_cache.hpp"
 #include "pg/shared_state.hpp"
 #include "pg_envelope/crypto.hpp"
 #include "pg/kms_registry.hpp"
@@ -134,6 +135,7 @@ PGENV_FUNCTION(envelope_destroy_key) {
   KeyRecord key = existing_key(text_arg(fcinfo, 0, "key name"));
   key_store::destroy_key(key.key_id);
   invalidate_keys_at_commit();
+  shared_cache::evict_key(key.key_id);  // no copy of its DEKs stays in shared memory
   keyring::forget_all();
   PG_RETURN_VOID();
 }
