@@ -184,8 +184,7 @@ class AwsKms final : public KmsProvider {
     rq.userpwd = SecretString(cred.access_key.view());
     rq.userpwd.append(":");
     rq.userpwd.append(cred.secret_key.view());
-    auto dumped = body.dump();
-    rq.body = SecretString(std::string_view(dumped.data(), dumped.size()));
+    remote::set_json_body(rq, body);
     std::string type;
     HttpResult r = http_call(rq, ctx_.http, [&](const HttpResponse& resp) {
       if (resp.status == 200) return Verdict::kSuccess;
@@ -196,7 +195,7 @@ class AwsKms final : public KmsProvider {
       return Verdict::kFail;
     });
     if (r.failure != HttpFailure::kNone) remote::fail_transport(r, name_, op);
-    if (r.response.status == 200) return remote::parse_body(r.response);
+    if (r.response.status == 200) return remote::success_object(r, name_, op);
     type = error_type(r.response);
     std::string detail = "KEK \"" + std::string(kek) + "\" in region " + region_ + " at " + endpoint_ + " (HTTP " +
                          std::to_string(r.response.status) + ", " + std::to_string(r.attempts) + " attempt(s)).";

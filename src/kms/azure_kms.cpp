@@ -255,17 +255,11 @@ class AzureKeyVaultKms final : public KmsProvider {
     HttpRequest rq;
     rq.url = vault_url_ + key_path + "/" + op + "?" + kApiVersion;
     rq.headers.push_back("Content-Type: application/json");
-    auto dumped = body.dump();
-    rq.body = SecretString(std::string_view(dumped.data(), dumped.size()));
+    remote::set_json_body(rq, body);
     HttpResult r = token_.call(rq, ctx_, judge);
     if (r.failure != HttpFailure::kNone) remote::fail_transport(r, name_, op);
     long s = r.response.status;
-    if (s >= 200 && s < 300) {
-      json out = remote::parse_body(r.response);
-      if (!out.is_object())
-        remote::fail(FailureKind::kBadRequest, name_, op, "malformed response", "The response is not a JSON object.");
-      return out;
-    }
+    if (s >= 200 && s < 300) return remote::success_object(r, name_, op);
 
     VaultError e = vault_error(r.response);
     std::string type = (e.code.empty() ? "HTTP " + std::to_string(s) : e.code) + (e.inner.empty() ? "" : " (" + e.inner + ")");

@@ -202,6 +202,18 @@ void fail_transport(const HttpResult& r, const std::string& kms, const std::stri
   }
 }
 
+void set_json_body(HttpRequest& rq, const json& body) {
+  auto dumped = body.dump();
+  rq.body = SecretString(std::string_view(dumped.data(), dumped.size()));
+}
+
+json success_object(const HttpResult& r, const std::string& kms, const char* op) {
+  json out = parse_body(r.response);
+  if (!out.is_object())
+    fail(FailureKind::kBadRequest, kms, op, "malformed response", "The response is not a JSON object.");
+  return out;
+}
+
 json parse_body(const HttpResponse& response) {
   return json::parse(response.body.data(), response.body.data() + response.body.size(), nullptr, false);
 }

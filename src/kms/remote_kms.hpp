@@ -59,6 +59,13 @@ enum class FailureKind { kAuth, kPermission, kNotFound, kDisabled, kInvalidCiphe
 // Maps a transport-level failure (no usable response) to an error.
 [[noreturn]] void fail_transport(const HttpResult& r, const std::string& kms, const std::string& op);
 
+// Sets a JSON request body (serialised into wiping memory).
+void set_json_body(HttpRequest& rq, const json& body);
+
+// The JSON object of a successful (2xx) response; a malformed one is an error naming
+// the KMS and operation.
+json success_object(const HttpResult& r, const std::string& kms, const char* op);
+
 // Parses a JSON body without exceptions (bodies may hold key material, and parser
 // messages quote input): a discarded value when it is not JSON.
 json parse_body(const HttpResponse& response);

@@ -125,8 +125,7 @@ class VaultTransitKms final : public KmsProvider {
     SecretString hdr("X-Vault-Token: ");
     hdr.append(tok.view());
     rq.secret_headers.push_back(std::move(hdr));
-    auto dumped = body.dump();
-    rq.body = SecretString(std::string_view(dumped.data(), dumped.size()));
+    remote::set_json_body(rq, body);
     HttpResult r = http_call(rq, ctx_.http, [](const HttpResponse& resp) {
       if (resp.status >= 200 && resp.status < 300) return Verdict::kSuccess;
       if (resp.status == 429 || resp.status == 500 || resp.status == 502 || resp.status == 503 || resp.status == 504)

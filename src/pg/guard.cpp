@@ -25,6 +25,13 @@ void* pg_alloc(Size size) {
   return p;
 }
 
+struct varlena* pg_varlena(std::span<const std::uint8_t> bytes) {
+  auto* v = static_cast<struct varlena*>(pg_alloc(VARHDRSZ + bytes.size()));
+  SET_VARSIZE(v, VARHDRSZ + bytes.size());
+  if (!bytes.empty()) std::memcpy(VARDATA(v), bytes.data(), bytes.size());
+  return v;
+}
+
 namespace {
 
 // Plain storage for an error crossing the boundary: no destructors may be pending

@@ -14,7 +14,9 @@
 
 #include "pg_includes.hpp"
 
+#include <cstdint>
 #include <exception>
+#include <span>
 #include <type_traits>
 
 #include "pg_envelope/error.hpp"
@@ -62,6 +64,9 @@ auto pg_call(F&& f) -> decltype(f()) {
 
 // palloc that reports exhaustion as std::bad_alloc instead of a longjmp.
 void* pg_alloc(Size size);
+
+// A palloc'd varlena (text/bytea/encrypted_* layout) holding a copy of `bytes`.
+struct varlena* pg_varlena(std::span<const std::uint8_t> bytes);
 
 // Runs impl with the boundary described above. Never returns on error.
 Datum run_guarded(FunctionCallInfo fcinfo, Datum (*impl)(FunctionCallInfo));

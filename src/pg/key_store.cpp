@@ -181,11 +181,8 @@ std::vector<DekRecord> live_deks(std::uint32_t key_id) {
 
 void update_wrapped(std::uint32_t key_id, std::uint32_t version, ByteView wrapped) {
   SpiSession spi;
-  bytea* b = static_cast<bytea*>(pg_alloc(VARHDRSZ + wrapped.size()));
-  SET_VARSIZE(b, VARHDRSZ + wrapped.size());
-  std::memcpy(VARDATA(b), wrapped.data(), wrapped.size());
   Oid types[3] = {INT4OID, INT4OID, BYTEAOID};
-  Datum values[3] = {int_datum(key_id), int_datum(version), PointerGetDatum(b)};
+  Datum values[3] = {int_datum(key_id), int_datum(version), PointerGetDatum(pg_varlena(wrapped))};
   spi.exec("UPDATE envelope.data_key SET wrapped = $3 WHERE key_id OPERATOR(pg_catalog.=) $1 "
            "AND version OPERATOR(pg_catalog.=) $2",
            3, types, values, nullptr, false, SPI_OK_UPDATE);
@@ -236,11 +233,8 @@ void insert_key(const KeyRecord& key) {
 
 void insert_dek(std::uint32_t key_id, std::uint32_t version, ByteView wrapped) {
   SpiSession spi;
-  bytea* b = static_cast<bytea*>(pg_alloc(VARHDRSZ + wrapped.size()));
-  SET_VARSIZE(b, VARHDRSZ + wrapped.size());
-  std::memcpy(VARDATA(b), wrapped.data(), wrapped.size());
   Oid types[3] = {INT4OID, INT4OID, BYTEAOID};
-  Datum values[3] = {int_datum(key_id), int_datum(version), PointerGetDatum(b)};
+  Datum values[3] = {int_datum(key_id), int_datum(version), PointerGetDatum(pg_varlena(wrapped))};
   spi.exec("INSERT INTO envelope.data_key (key_id, version, wrapped) VALUES ($1, $2, $3)", 3, types, values,
            nullptr, false, SPI_OK_INSERT);
   spi.finish();

@@ -26,12 +26,7 @@ std::string type_label(FunctionCallInfo fcinfo, int typoid_arg) {
   return out;
 }
 
-Datum make_varlena(ByteView bytes) {
-  auto* v = static_cast<struct varlena*>(pg_alloc(VARHDRSZ + bytes.size()));
-  SET_VARSIZE(v, VARHDRSZ + bytes.size());
-  std::memcpy(VARDATA(v), bytes.data(), bytes.size());
-  return PointerGetDatum(v);
-}
+Datum make_varlena(ByteView bytes) { return PointerGetDatum(pg_varlena(bytes)); }
 
 }  // namespace
 
@@ -72,9 +67,5 @@ PGENV_FUNCTION(envelope_encrypted_recv) {
 
 PGENV_FUNCTION(envelope_encrypted_send) {
   auto* v = static_cast<struct varlena*>(pg_call([fcinfo] { return PG_DETOAST_DATUM_PACKED(PG_GETARG_DATUM(0)); }));
-  std::size_t n = VARSIZE_ANY_EXHDR(v);
-  auto* out = static_cast<bytea*>(pg_alloc(VARHDRSZ + n));
-  SET_VARSIZE(out, VARHDRSZ + n);
-  std::memcpy(VARDATA(out), VARDATA_ANY(v), n);
-  PG_RETURN_BYTEA_P(out);
+  PG_RETURN_BYTEA_P(pg_varlena({reinterpret_cast<const std::uint8_t*>(VARDATA_ANY(v)), VARSIZE_ANY_EXHDR(v)}));
 }

@@ -15,7 +15,13 @@ from kms_emulators import vault  # noqa: E402
 
 @pytest.fixture
 def setup(cluster_factory):
-    pg = cluster_factory.create("cache")
+    pg, emu = cache_cluster(cluster_factory)
+    yield pg, emu
+    emu.stop()
+
+
+def cache_cluster(cluster_factory, **settings):
+    pg = cluster_factory.create("cache", settings=settings)
     emu = vault.start(keys=("pg-envelope",))
     token = pg.write_file("vault.token", "emulator-root-token\n")
     pg.sql("CREATE EXTENSION pg_envelope")
@@ -24,8 +30,8 @@ def setup(cluster_factory):
     pg.sql("SELECT envelope.create_key('k1', kms => 'vault', kek => 'pg-envelope')")
     pg.sql("CREATE TABLE t AS SELECT g AS id, envelope.encrypt_field('value ' || g, 'k1') AS v "
            "FROM generate_series(1, 10) g")
-    yield pg, emu
-    emu.stop()
+    pg.sql("SELECT envelope.cache_flush()")
+    return pg, emu
 
 
 def decrypt_in_new_connection(pg):
@@ -144,20 +150,6 @@ def test_failed_unwrap_not_hammered(setup):
             conn.close()
     assert codes == ["42501"] * 10  # the same error for everyone...
     assert 1 <= emu.rejected("decrypt") + emu.calls("decrypt") < 10  # ...but not 10 KMS calls
-
-
-def cache_cluster(cluster_factory, **settings):
-    pg = cluster_factory.create("ttl", settings=settings)
-    emu = vault.start(keys=("pg-envelope",))
-    token = pg.write_file("vault.token", "emulator-root-token\n")
-    pg.sql("CREATE EXTENSION pg_envelope")
-    pg.sql("SELECT envelope.create_kms('vault', 'vault-transit', %s::jsonb)",
-           (json.dumps({"address": emu.url, "token_file": str(token)}),))
-    pg.sql("SELECT envelope.create_key('k1', kms => 'vault', kek => 'pg-envelope')")
-    pg.sql("CREATE TABLE t AS SELECT g AS id, envelope.encrypt_field('value ' || g, 'k1') AS v "
-           "FROM generate_series(1, 10) g")
-    pg.sql("SELECT envelope.cache_flush()")
-    return pg, emu
 
 
 def test_ttl_expiry_one_refetch(cluster_factory):
