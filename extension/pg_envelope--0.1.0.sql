@@ -165,11 +165,17 @@ CREATE FUNCTION envelope.drop_kms(name text) RETURNS void
 ------------------------------------------------------------------------------
 CREATE FUNCTION envelope.cache_flush() RETURNS void
   AS 'MODULE_PATHNAME', 'envelope_cache_flush' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION envelope.cache_evict(key_name text) RETURNS bigint
+  AS 'MODULE_PATHNAME', 'envelope_cache_evict' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 CREATE FUNCTION envelope.cache_stats(
     OUT capacity bigint, OUT entries bigint, OUT hits bigint, OUT misses bigint, OUT stores bigint,
-    OUT evictions bigint, OUT kms_unwraps bigint, OUT kms_errors bigint, OUT flushes bigint,
-    OUT single_flight_waits bigint)
+    OUT evictions bigint, OUT kms_calls bigint, OUT kms_unwraps bigint, OUT kms_errors bigint,
+    OUT kms_time_ms double precision, OUT kms_avg_ms double precision, OUT kms_max_ms double precision,
+    OUT flushes bigint, OUT single_flight_waits bigint, OUT core_dump_excluded boolean,
+    OUT stats_reset timestamptz)
   AS 'MODULE_PATHNAME', 'envelope_cache_stats' LANGUAGE C VOLATILE PARALLEL SAFE;
+CREATE FUNCTION envelope.stats_reset() RETURNS void
+  AS 'MODULE_PATHNAME', 'envelope_stats_reset' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 CREATE VIEW envelope.stats AS SELECT * FROM envelope.cache_stats();
 REVOKE ALL ON envelope.stats FROM PUBLIC;
 
@@ -181,6 +187,7 @@ REVOKE ALL ON FUNCTION
   envelope.decrypt_field(envelope.encrypted_text, text), envelope.decrypt_field(envelope.encrypted_bytea, text),
   envelope.decrypt_field(envelope.encrypted_jsonb, text),
   envelope.create_key(text, text, text), envelope.rotate_key(text), envelope.destroy_key(text),
-  envelope.rewrap_key(text, text), envelope.cache_flush(), envelope.cache_stats(),
+  envelope.rewrap_key(text, text), envelope.cache_flush(), envelope.cache_evict(text), envelope.cache_stats(),
+  envelope.stats_reset(),
   envelope.create_kms(text, text, jsonb), envelope.alter_kms(text, jsonb), envelope.drop_kms(text)
   FROM PUBLIC;

@@ -126,3 +126,31 @@ SELECT envelope.decrypt_field(c) FROM rw;
 SELECT kms_unwraps - :unwraps_before AS new_unwraps, hits > 0 AS hit FROM envelope.stats;
 SELECT envelope.cache_flush();
 SELECT entries FROM envelope.stats;
+
+-- Per-key eviction: cache_evict() zeroes one key's shared entries and reports how
+-- many there were; the other keys' DEKs stay cached.
+SELECT envelope.decrypt_field(c) FROM rw;
+SELECT envelope.decrypt_field(c) FROM kv WHERE name = 'alpha';
+SELECT entries FROM envelope.stats;
+SELECT envelope.cache_evict('k_rw') AS evicted;
+SELECT entries FROM envelope.stats;
+\c
+SELECT kms_unwraps AS unwraps_before FROM envelope.stats \gset
+SELECT envelope.decrypt_field(c) FROM kv WHERE name = 'alpha';
+SELECT kms_unwraps - :unwraps_before AS new_unwraps FROM envelope.stats;
+SELECT envelope.decrypt_field(c) FROM rw;
+SELECT kms_unwraps - :unwraps_before AS new_unwraps FROM envelope.stats;
+SELECT envelope.cache_evict('no_such_key');
+SELECT envelope.cache_evict(NULL);
+
+-- stats_reset() zeroes the counters (not the cache); KMS calls are counted and timed.
+SELECT envelope.stats_reset();
+SELECT entries, hits, misses, kms_calls, kms_unwraps, kms_errors, kms_time_ms, kms_avg_ms, kms_max_ms,
+       stats_reset > now() - interval '1 minute' AS reset_just_now
+  FROM envelope.stats;
+SELECT envelope.cache_evict('k_rw') AS evicted;
+\c
+SELECT envelope.decrypt_field(c) FROM rw;
+SELECT kms_calls, kms_unwraps, kms_errors, misses, kms_time_ms > 0 AS timed, kms_avg_ms = kms_time_ms AS avg_of_one,
+       kms_max_ms = kms_time_ms AS max_of_one
+  FROM envelope.stats;

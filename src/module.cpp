@@ -8,6 +8,7 @@ extern "C" {
 
 #include "pg/kms_registry.hpp"
 #include "pg/shared_cache.hpp"
+#include "pg/keyring.hpp"
 #include "pg/shared_state.hpp"
 #include "pg_envelope/kms.hpp"
 
@@ -99,4 +100,5 @@ void _PG_init(void) {
   pg_envelope::set_loaded_at_startup();
   load_master_key();
   pg_envelope::request_shared_state();
+  pg_envelope::keyring::register_callbacks();
 }

@@ -1,4 +1,4 @@
-// Cryptographic primitives, all through OpenSSL: AES-GCM, HKDF-SHA256, the CSPRNG
+// Cryptographic primitives, all through OpenSSL: AES-GCM, HKDF-SHA256, SHA-256, the CSPRNG
 // and constant-time comparison. Pure C++: no PostgreSQL headers.
 #pragma once
 
@@ -30,6 +30,9 @@ bool constant_time_equal(ByteView a, ByteView b) noexcept;
 
 // HKDF-SHA256 (RFC 5869) extract-and-expand into out.size() bytes.
 void hkdf_sha256(ByteView ikm, ByteView salt, ByteView info, std::span<std::uint8_t> out);
+
+// SHA-256 of `data` (OpenSSL's one-shot digest).
+void sha256(ByteView data, std::uint8_t out[32]);
 
 // AES-GCM with a fixed key (16, 24 or 32 bytes). The key schedule is computed once,
 // so sealing and opening many short values with one key is cheap. Not thread-safe;

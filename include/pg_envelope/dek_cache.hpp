@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -19,6 +20,9 @@ struct CachedDek {
   DekId id;
   std::string key_name;
   AesGcm aead;
+  // Until when (the caller's clock) the DEK may be used without asking the shared
+  // cache again; the shared cache's TTL or max-stale retry interval.
+  std::int64_t valid_until = INT64_MAX;
 };
 
 class DekCache {
@@ -28,8 +32,10 @@ class DekCache {
   // The DEK, or nullptr when it is not cached.
   virtual CachedDek* find(DekId id) noexcept = 0;
 
-  // Caches an unwrapped DEK (its bytes are copied into the key schedule and not kept).
-  virtual CachedDek& insert(DekId id, std::string key_name, const SecureBytes& dek) = 0;
+  // Caches an unwrapped DEK (its bytes are copied into the key schedule and not
+  // kept), replacing any entry for `id`.
+  virtual CachedDek& insert(DekId id, std::string key_name, const SecureBytes& dek,
+                            std::int64_t valid_until = INT64_MAX) = 0;
 
   // Which DEK encrypts new values for a key name (its current version), or nullptr.
   virtual CachedDek* find_current(std::string_view key_name) noexcept = 0;

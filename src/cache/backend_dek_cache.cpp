@@ -30,13 +30,21 @@ class BackendDekCache final : public DekCache {
     return last_;
   }
 
-  CachedDek& insert(DekId id, std::string key_name, const SecureBytes& dek) override {
-    if (auto it = deks_.find(id); it != deks_.end()) return *it->second;
+  CachedDek& insert(DekId id, std::string key_name, const SecureBytes& dek, std::int64_t valid_until) override {
+    if (auto it = deks_.find(id); it != deks_.end()) {
+      // A refreshed DEK (same identity, new validity): replace the key schedule.
+      auto entry = std::make_unique<CachedDek>(id, std::move(key_name), dek.view());
+      entry->valid_until = valid_until;
+      if (last_ == it->second.get()) last_ = entry.get();
+      it->second = std::move(entry);
+      return *it->second;
+    }
     while (deks_.size() >= capacity_ && !order_.empty()) {
       evict(order_.front());
       order_.pop_front();
     }
     auto entry = std::make_unique<CachedDek>(id, std::move(key_name), dek.view());
+    entry->valid_until = valid_until;
     CachedDek& ref = *entry;
     deks_.emplace(id, std::move(entry));
     order_.push_back(id);

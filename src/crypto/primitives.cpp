@@ -72,6 +72,12 @@ bool constant_time_equal(ByteView a, ByteView b) noexcept {
   return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
+void sha256(ByteView data, std::uint8_t out[32]) {
+  unsigned int n = 0;
+  if (EVP_Digest(data.data(), data.size(), out, &n, EVP_sha256(), nullptr) != 1 || n != 32)
+    throw Error(sqlstate::kInternalError, "SHA-256 failed");
+}
+
 void hkdf_sha256(ByteView ikm, ByteView salt, ByteView info, std::span<std::uint8_t> out) {
   EVP_KDF* kdf = EVP_KDF_fetch(nullptr, OSSL_KDF_NAME_HKDF, nullptr);
   if (kdf == nullptr) throw Error(sqlstate::kInternalError, "HKDF is not available in OpenSSL");

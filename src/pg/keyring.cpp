@@ -1,6 +1,17 @@
-// DEK lookup: backend cache first, then key tables + KMS unwrap. The cache is dropped
-// whenever the shared key generation moves (a key was rotated or destroyed anywhere).
+// DEK lookup: the backend's first-level cache, then the key tables and the shared
+// cache, then a KMS unwrap. The first-level cache is dropped whenever the shared key
+// generation moves (a key was created, rotated, re-wrapped, destroyed or evicted
+// anywhere) or the key table itself is dropped or truncated (the extension dropped
+// and created again, so key ids may be reused); each of its DEKs is used only until
+// the shared cache's TTL for it, checked at the start of each statement.
 #include "guard.hpp"
+
+extern "C" {
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+}
 
 #include <cstdio>
 
@@ -17,16 +28,41 @@ namespace {
 
 constexpr std::size_t kBackendCacheCapacity = 4096;
 
+// The OID of envelope.data_key when the first-level cache was filled from it, and
+// whether a relcache invalidation for it (DROP, TRUNCATE) or for all relations
+// arrived since. Set from the invalidation callback: plain values only.
+Oid key_table_oid = InvalidOid;
+volatile bool key_table_changed = false;
+
+void relcache_changed(Datum, Oid relid) {
+  if (relid == InvalidOid || relid == key_table_oid) key_table_changed = true;
+}
+
 DekCache& cache() {
   static std::unique_ptr<DekCache> c = make_backend_dek_cache(kBackendCacheCapacity);
   static std::uint64_t seen_generation = 0;
   std::uint64_t g = key_generation();
-  if (g != seen_generation) {
+  if (g != seen_generation || key_table_changed) {
     c->clear();
     seen_generation = g;
+    key_table_changed = false;
+    key_table_oid = InvalidOid;
   }
   return *c;
 }
+
+// Before filling the cache from the key tables: note which table they are.
+void note_key_table() {
+  if (key_table_oid != InvalidOid) return;
+  key_table_oid = pg_call([] {
+    Oid nsp = get_namespace_oid("envelope", true);
+    return nsp == InvalidOid ? InvalidOid : get_relname_relid("data_key", nsp);
+  });
+}
+
+// The clock the first-level cache's validity is checked against: the start of the
+// current statement (free to read; a statement keeps the DEKs it started with).
+std::int64_t statement_now() { return GetCurrentStatementStartTimestamp(); }
 
 std::string version_label(const std::string& name, std::uint32_t version) {
   return "key \"" + name + "\" version " + std::to_string(version);
@@ -58,10 +94,12 @@ void warn_stale(const DekRecord& rec) {
 CachedDek& load(DekCache& c, const DekRecord& rec, std::uint64_t generation) {
   if (rec.key.destroyed || rec.destroyed || rec.wrapped.empty()) throw_destroyed(rec.key.name);
   DekId id{rec.key.key_id, rec.version};
+  shared_cache::Ident ident = shared_cache::ident_of(id, rec.wrapped);
   SecureBytes dek;
   shared_cache::Failure failure{};
   bool stale = false;
-  switch (shared_cache::claim(id, generation, kms_wait_budget_ms(), dek, failure, stale)) {
+  std::int64_t valid_until = 0;
+  switch (shared_cache::claim(ident, generation, kms_wait_budget_ms(), dek, failure, stale, valid_until)) {
     case shared_cache::Claim::kHit:
       if (stale) warn_stale(rec);
       break;
@@ -71,52 +109,49 @@ CachedDek& load(DekCache& c, const DekRecord& rec, std::uint64_t generation) {
       throw Error(failure.sqlstate[0] ? failure.sqlstate : "58000", failure.message, failure.detail, failure.hint);
     case shared_cache::Claim::kLoad: {
       // This backend unwraps it; the others wait for the outcome.
-      KmsProvider* kms = nullptr;
       try {
-        kms = &kms_provider(rec.key.kms);
+        KmsProvider& kms = kms_provider(rec.key.kms);
         DekBinding binding{rec.key.name, rec.key.key_id, rec.version};
         KmsWait wait;
-        dek = kms->unwrap(rec.key.kek, binding, rec.wrapped);
+        dek = timed_kms_call(true, [&] { return kms.unwrap(rec.key.kek, binding, rec.wrapped); });
         if (dek.size() != kAes256KeySize)
           throw Error(sqlstate::kDataException, "the KMS returned a data key of the wrong length for " +
                                                     version_label(rec.key.name, rec.version));
       } catch (const Error& e) {
-        shared_cache::count_kms_unwrap(false);
         std::string_view state = e.sqlstate();
         // Unreachable (not refused): a DEK still inside its max-stale window keeps serving.
-        if ((state == "58000" || state == "08006") && shared_cache::fall_back_to_stale(id, dek)) {
+        if ((state == "58000" || state == "08006") && shared_cache::fall_back_to_stale(ident, dek, valid_until)) {
           warn_stale(rec);
-          return c.insert(id, rec.key.name, dek);
+          return c.insert(id, rec.key.name, dek, valid_until);
         }
         shared_cache::Failure f{};
         // A cancel or statement_timeout is this session's business, not the KMS's.
-        if (std::string_view(e.sqlstate()) != "57014")
-          std::snprintf(f.sqlstate, sizeof f.sqlstate, "%s", e.sqlstate());
+        if (state != "57014") std::snprintf(f.sqlstate, sizeof f.sqlstate, "%s", e.sqlstate());
         std::snprintf(f.message, sizeof f.message, "%s", e.what());
         std::snprintf(f.detail, sizeof f.detail, "%s", e.detail().c_str());
         std::snprintf(f.hint, sizeof f.hint, "%s", e.hint().c_str());
-        shared_cache::abandon(id, f);
+        shared_cache::abandon(ident, f);
         throw;
       } catch (...) {
         // Not a KMS answer (out of memory, a cancel): release the claim, remember nothing.
         shared_cache::Failure f{};
-        shared_cache::abandon(id, f);
+        shared_cache::abandon(ident, f);
         throw;
       }
-      shared_cache::count_kms_unwrap(true);
       warned_stale = false;
-      shared_cache::complete(id, dek, generation);
+      valid_until = shared_cache::complete(ident, dek, generation);
       break;
     }
   }
-  return c.insert(id, rec.key.name, dek);
+  return c.insert(id, rec.key.name, dek, valid_until);
 }
 
 }  // namespace
 
 CachedDek& for_decrypt(DekId id) {
   DekCache& c = cache();
-  if (CachedDek* d = c.find(id)) return *d;
+  if (CachedDek* d = c.find(id); d != nullptr && d->valid_until > statement_now()) return *d;
+  note_key_table();
   std::uint64_t generation = key_generation();
   std::optional<DekRecord> rec = key_store::find_dek(id);
   if (!rec)
@@ -131,7 +166,9 @@ CachedDek& for_decrypt(DekId id) {
 
 CachedDek& for_encrypt(std::string_view key_name) {
   DekCache& c = cache();
-  if (CachedDek* d = c.find_current(key_name)) return *d;
+  std::int64_t now = statement_now();
+  if (CachedDek* d = c.find_current(key_name); d != nullptr && d->valid_until > now) return *d;
+  note_key_table();
   std::uint64_t generation = key_generation();
   std::optional<KeyRecord> key = key_store::find_key(key_name);
   if (!key)
@@ -140,7 +177,7 @@ CachedDek& for_encrypt(std::string_view key_name) {
   if (key->destroyed) throw_destroyed(key->name);
   DekId id{key->key_id, key->current_version};
   CachedDek* d = c.find(id);
-  if (d == nullptr) {
+  if (d == nullptr || d->valid_until <= now) {
     std::optional<DekRecord> rec = key_store::find_dek(id);
     if (!rec)
       throw Error(sqlstate::kUndefinedObject, "the current data key of key \"" + key->name + "\" is missing",
@@ -152,5 +189,7 @@ CachedDek& for_encrypt(std::string_view key_name) {
 }
 
 void forget_all() noexcept { cache().clear(); }
+
+void register_callbacks() { CacheRegisterRelcacheCallback(relcache_changed, 0); }
 
 }  // namespace pg_envelope::keyring

@@ -14,4 +14,8 @@ CachedDek& for_encrypt(std::string_view key_name);
 // Drops this backend's cached DEKs (other backends follow the shared generation).
 void forget_all() noexcept;
 
+// Registers the relcache callback that notices the key table being dropped or
+// truncated (from _PG_init).
+void register_callbacks();
+
 }  // namespace pg_envelope::keyring

@@ -14,6 +14,7 @@ extern "C" {
 
 #include "key_store.hpp"
 #include "kms_registry.hpp"
+#include "shared_cache.hpp"
 #include "shared_state.hpp"
 
 namespace pg_envelope {
@@ -85,6 +86,22 @@ KmsProvider& kms_provider(std::string_view kms_name) {
 }
 
 long kms_wait_budget_ms() { return static_cast<long>(retry_budget_ms) + 1000; }
+
+void record_kms_call(const std::exception_ptr& failure, bool unwrap, std::chrono::steady_clock::time_point start) {
+  auto micros =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start).count();
+  bool ok = true, cancelled = false;
+  if (failure) {
+    ok = false;
+    try {
+      std::rethrow_exception(failure);
+    } catch (const Error& e) {
+      cancelled = std::string_view(e.sqlstate()) == "57014";
+    } catch (...) {
+    }
+  }
+  shared_cache::record_kms_call(ok || cancelled, ok && unwrap, static_cast<std::int64_t>(micros));
+}
 
 KmsWait::KmsWait() { pgstat_report_wait_start(PG_WAIT_EXTENSION); }
 KmsWait::~KmsWait() { pgstat_report_wait_end(); }

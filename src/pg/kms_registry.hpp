@@ -3,7 +3,11 @@
 // anywhere (the shared key generation moves).
 #pragma once
 
+#include <chrono>
+#include <cstdint>
 #include <string_view>
+
+#include <exception>
 
 #include "pg_envelope/kms.hpp"
 
@@ -23,6 +27,24 @@ class KmsWait {
   KmsWait(const KmsWait&) = delete;
   KmsWait& operator=(const KmsWait&) = delete;
 };
+
+// One call to a KMS, counted and timed in envelope.stats (kms_calls, kms_errors,
+// kms_time_ms, kms_max_ms; kms_unwraps when `unwrap`). A cancel or
+// statement_timeout is counted as a call, not as a KMS error.
+void record_kms_call(const std::exception_ptr& failure, bool unwrap, std::chrono::steady_clock::time_point start);
+
+template <class F>
+auto timed_kms_call(bool unwrap, F&& call) -> decltype(call()) {
+  auto start = std::chrono::steady_clock::now();
+  try {
+    auto result = call();
+    record_kms_call(nullptr, unwrap, start);
+    return result;
+  } catch (...) {
+    record_kms_call(std::current_exception(), unwrap, start);
+    throw;
+  }
+}
 
 // How long a backend waits for another backend's KMS call for the same DEK: the
 // whole retry budget of that call plus a margin.

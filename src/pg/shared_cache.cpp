@@ -16,6 +16,7 @@ extern "C" {
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 
 #include "pg_envelope/crypto.hpp"
@@ -28,17 +29,19 @@ namespace {
 
 enum : std::uint32_t { kEmpty = 0, kReady = 1, kLoading = 2, kFailedState = 3 };
 
-// How long a failed unwrap is remembered, so an outage is not hammered.
+// How long a failed unwrap is remembered, so an outage is not hammered; also how
+// long a stale DEK serves before the KMS is asked again.
 constexpr long kFailureMemoryMs = 2000;
 
 struct Entry {
   std::uint32_t state;
   std::int32_t owner_pid;  // kLoading: the claimant
-  Failure failure;  // kFailedState
+  Failure failure;         // kFailedState
   Oid dbid;
   std::uint32_t key_id;  // 0: empty
   std::uint32_t version;
-  std::uint64_t generation;
+  std::uint8_t digest[16];  // of the wrapped DEK (see Ident)
+  std::uint64_t generation;  // kLoading, kFailedState: the key generation the claimant read the rows at
   TimestampTz loaded_at;
   TimestampTz stale_loaded_at;  // kLoading over a stale DEK: when that DEK was loaded
   TimestampTz retry_after;      // a stale DEK in use: when to ask the KMS again
@@ -51,56 +54,98 @@ struct Cache {
   LWLock* lock;
   int capacity;
   int hand;
+  bool dump_excluded;
   ConditionVariable loaded;  // broadcast when a claimed load completes or fails
-  pg_atomic_uint64 hits, misses, stores, evictions, kms_unwraps, kms_errors, flushes, waits;
-  Entry entries[FLEXIBLE_ARRAY_MEMBER];
+  pg_atomic_uint64 hits, misses, stores, evictions, kms_calls, kms_unwraps, kms_errors, flushes, waits;
+  pg_atomic_uint64 kms_time_us, kms_max_us;
+  pg_atomic_uint64 reset_at;  // TimestampTz of the last reset_stats() (or of start-up)
+  // The entries follow on their own pages (see entries_offset()), so that
+  // MADV_DONTDUMP covers every one of them and nothing else.
 };
 
 int capacity_guc = 1024;
 int ttl_seconds = 3600;
 int max_stale_seconds = 3600;
 Cache* cache = nullptr;
+Entry* entries = nullptr;  // cache->capacity entries, page-aligned
 
 // The masking secret: drawn once in the postmaster, inherited by every backend,
 // never in shared memory.
 std::uint8_t mask_secret[32];
 bool mask_ready = false;
 
-// Key ids are unique within a database only (a restored copy in the same cluster has
-// the same ids, with different DEKs once rotated), so entries belong to a database.
-bool same_dek(const Entry& e, DekId id) {
-  return e.dbid == MyDatabaseId && e.key_id == id.key_id && e.version == id.version;
+std::size_t page_size() { return static_cast<std::size_t>(sysconf(_SC_PAGESIZE)); }
+
+std::size_t entries_bytes(int capacity) {
+  std::size_t page = page_size();
+  return (sizeof(Entry) * static_cast<std::size_t>(capacity) + page - 1) / page * page;
 }
 
-void mask_for(DekId id, std::uint8_t out[kAes256KeySize]) {
+// Key ids are unique within a database only, and may be reused there once the key
+// tables are dropped and created again: entries belong to a database and carry the
+// digest of the wrapped DEK they were unwrapped from.
+bool same_dek(const Entry& e, const Ident& ident) {
+  return e.dbid == MyDatabaseId && e.key_id == ident.id.key_id && e.version == ident.id.version &&
+         std::memcmp(e.digest, ident.wrapped_digest, sizeof e.digest) == 0;
+}
+
+void mask_for(const Ident& ident, std::uint8_t out[kAes256KeySize]) {
   static constexpr char kLabel[] = "pg_envelope cache mask v1";
-  std::uint8_t info[12 + sizeof kLabel - 1];
+  std::uint8_t info[12 + sizeof ident.wrapped_digest + sizeof kLabel - 1];
   store_be32(info, MyDatabaseId);
-  store_be32(info + 4, id.key_id);
-  store_be32(info + 8, id.version);
-  std::memcpy(info + 12, kLabel, sizeof kLabel - 1);
+  store_be32(info + 4, ident.id.key_id);
+  store_be32(info + 8, ident.id.version);
+  std::memcpy(info + 12, ident.wrapped_digest, sizeof ident.wrapped_digest);
+  std::memcpy(info + 12 + sizeof ident.wrapped_digest, kLabel, sizeof kLabel - 1);
   hkdf_sha256({mask_secret, sizeof mask_secret}, {}, {info, sizeof info}, {out, kAes256KeySize});
 }
 
-bool fresh(const Entry& e, std::uint64_t generation, TimestampTz now) {
-  return e.state == kReady && e.key_id != 0 && e.generation == generation &&
-         (ttl_seconds <= 0 || now - e.loaded_at < static_cast<TimestampTz>(ttl_seconds) * USECS_PER_SEC);
+TimestampTz ttl_us() { return static_cast<TimestampTz>(ttl_seconds) * USECS_PER_SEC; }
+
+bool fresh(const Entry& e, TimestampTz now) {
+  return e.state == kReady && e.key_id != 0 && (ttl_seconds <= 0 || now - e.loaded_at < ttl_us());
 }
 
-// Past its TTL but inside envelope.cache_max_stale: usable while the KMS is down.
-bool stale_usable(const Entry& e, std::uint64_t generation, TimestampTz now) {
-  if (e.state != kReady || e.generation != generation || ttl_seconds <= 0 || max_stale_seconds <= 0) return false;
-  return now - e.loaded_at < static_cast<TimestampTz>(ttl_seconds + max_stale_seconds) * USECS_PER_SEC;
+TimestampTz fresh_until(TimestampTz loaded_at) { return ttl_seconds <= 0 ? kForever : loaded_at + ttl_us(); }
+
+// A DEK loaded at `loaded_at`, past its TTL, still inside envelope.cache_max_stale:
+// usable while the KMS is down.
+bool stale_window(TimestampTz loaded_at, TimestampTz now) {
+  if (ttl_seconds <= 0 || max_stale_seconds <= 0) return false;
+  return now - loaded_at < static_cast<TimestampTz>(ttl_seconds + max_stale_seconds) * USECS_PER_SEC;
+}
+
+bool stale_usable(const Entry& e, TimestampTz now) { return e.state == kReady && stale_window(e.loaded_at, now); }
+
+// How long a backend may keep a stale DEK: until the KMS is asked again, and never
+// past the max-stale window.
+TimestampTz stale_until(TimestampTz loaded_at, TimestampTz retry_after) {
+  TimestampTz end = loaded_at + static_cast<TimestampTz>(ttl_seconds + max_stale_seconds) * USECS_PER_SEC;
+  return retry_after < end ? retry_after : end;
 }
 
 void clear(Entry& e) {
   secure_zero(&e, sizeof e);  // key bytes included, masked or not
 }
 
+void lock_exclusive() {
+  pg_call([] { LWLockAcquire(cache->lock, LW_EXCLUSIVE); });
+}
+
 }  // namespace
 
+Ident ident_of(DekId id, ByteView wrapped) {
+  Ident ident{};
+  ident.id = id;
+  std::uint8_t d[32];
+  sha256(wrapped, d);
+  std::memcpy(ident.wrapped_digest, d, sizeof ident.wrapped_digest);
+  return ident;
+}
+
 std::size_t shmem_size() {
-  return MAXALIGN(offsetof(Cache, entries) + sizeof(Entry) * static_cast<std::size_t>(capacity_guc));
+  // The header, up to a page of alignment, then the entries on whole pages.
+  return MAXALIGN(sizeof(Cache)) + page_size() + entries_bytes(capacity_guc);
 }
 
 void request_lwlock() { RequestNamedLWLockTranche("pg_envelope", 1); }
@@ -124,74 +169,87 @@ void attach(bool found) {
   (void)found;
   bool exists = false;
   cache = static_cast<Cache*>(ShmemInitStruct("pg_envelope DEK cache", shmem_size(), &exists));
+  std::size_t page = page_size();
+  auto first = (reinterpret_cast<std::uintptr_t>(cache) + MAXALIGN(sizeof(Cache)) + page - 1) &
+               ~static_cast<std::uintptr_t>(page - 1);
+  entries = reinterpret_cast<Entry*>(first);
   if (!exists) {
     std::memset(cache, 0, shmem_size());
     cache->lock = &(GetNamedLWLockTranche("pg_envelope"))->lock;
     cache->capacity = capacity_guc;
-    for (pg_atomic_uint64* c : {&cache->hits, &cache->misses, &cache->stores, &cache->evictions, &cache->kms_unwraps,
-                                &cache->kms_errors, &cache->flushes, &cache->waits})
+    for (pg_atomic_uint64* c : {&cache->hits, &cache->misses, &cache->stores, &cache->evictions, &cache->kms_calls,
+                                &cache->kms_unwraps, &cache->kms_errors, &cache->flushes, &cache->waits,
+                                &cache->kms_time_us, &cache->kms_max_us, &cache->reset_at})
       pg_atomic_init_u64(c, 0);
+    pg_atomic_write_u64(&cache->reset_at, static_cast<std::uint64_t>(GetCurrentTimestamp()));
     ConditionVariableInit(&cache->loaded);
   }
-  // Keep the (masked) keys out of core dumps: the pages wholly inside the entries.
-  long page = sysconf(_SC_PAGESIZE);
-  auto begin = reinterpret_cast<std::uintptr_t>(cache->entries);
-  auto end = begin + sizeof(Entry) * static_cast<std::size_t>(cache->capacity);
-  std::uintptr_t first = (begin + page - 1) & ~static_cast<std::uintptr_t>(page - 1);
-  std::uintptr_t last = end & ~static_cast<std::uintptr_t>(page - 1);
-  if (last > first) (void)madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTDUMP);
+  // Keep the (masked) keys out of core dumps. The entries start and end on page
+  // boundaries; with huge pages the kernel may refuse a range that is not aligned
+  // to them, which is logged and shown in envelope.stats.
+  int rc = madvise(entries, entries_bytes(cache->capacity), MADV_DONTDUMP);
+  int err = errno;
+  if (!exists) {
+    cache->dump_excluded = rc == 0;
+    if (rc != 0)
+      ereport(LOG, (errmsg("pg_envelope: could not exclude the shared DEK cache from core dumps: %s",
+                           std::strerror(err)),
+                    errhint("The cached keys are masked; with huge_pages = on or try, the range may not be "
+                            "aligned to a huge page. Set huge_pages = off to exclude it.")));
+  }
 }
 
 namespace {
 
-// The entry for `id`, or a slot to reuse (empty, stale, or evicted by the clock).
-// Called with the lock held exclusively.
-Entry& slot_for(DekId id, std::uint64_t generation, TimestampTz now, bool& evicted) {
+// The entry for `ident`, or a slot to reuse (empty, expired, or evicted by the
+// clock). Called with the lock held exclusively.
+Entry& slot_for(const Ident& ident, TimestampTz now, bool& evicted) {
   for (int i = 0; i < cache->capacity; ++i) {
-    Entry& e = cache->entries[i];
-    if (e.state != kEmpty && same_dek(e, id)) return e;
+    Entry& e = entries[i];
+    if (e.state != kEmpty && same_dek(e, ident)) return e;
   }
   for (int i = 0; i < cache->capacity; ++i) {
-    Entry& e = cache->entries[i];
-    if (e.state == kEmpty || (e.state == kReady && !fresh(e, generation, now))) return e;
+    Entry& e = entries[i];
+    if (e.state == kEmpty) return e;
+    if (e.state == kReady && !fresh(e, now) && !stale_usable(e, now)) return e;
+    if (e.state == kFailedState && now - e.loaded_at >= kFailureMemoryMs * 1000) return e;
   }
   for (int rounds = 0; rounds < 2 * cache->capacity + 1; ++rounds) {  // clock: a second chance
-    Entry& e = cache->entries[cache->hand];
+    Entry& e = entries[cache->hand];
     cache->hand = (cache->hand + 1) % cache->capacity;
     if (e.state == kLoading) continue;  // never steal a load in flight
     if (e.referenced) {
       e.referenced = 0;
     } else {
-      evicted = true;
+      evicted = e.state == kReady;
       return e;
     }
   }
   evicted = true;  // every entry is loading: reuse the one under the hand
-  return cache->entries[cache->hand];
+  return entries[cache->hand];
 }
 
-void store(Entry& slot, DekId id, const std::uint8_t masked[kAes256KeySize], std::uint64_t generation,
-           TimestampTz now) {
+void store(Entry& slot, const Ident& ident, const std::uint8_t masked[kAes256KeySize], TimestampTz now) {
   clear(slot);
   slot.state = kReady;
   slot.dbid = MyDatabaseId;
-  slot.key_id = id.key_id;
-  slot.version = id.version;
-  slot.generation = generation;
+  slot.key_id = ident.id.key_id;
+  slot.version = ident.id.version;
+  std::memcpy(slot.digest, ident.wrapped_digest, sizeof slot.digest);
   slot.loaded_at = now;
   slot.referenced = 1;
   std::memcpy(slot.masked, masked, kAes256KeySize);
   pg_atomic_fetch_add_u64(&cache->stores, 1);
 }
 
-void masked_copy(DekId id, const SecureBytes& dek, std::uint8_t out[kAes256KeySize]) {
-  mask_for(id, out);
+void masked_copy(const Ident& ident, const SecureBytes& dek, std::uint8_t out[kAes256KeySize]) {
+  mask_for(ident, out);
   for (std::size_t i = 0; i < kAes256KeySize; ++i) out[i] ^= dek.data()[i];
 }
 
-void unmask(DekId id, const std::uint8_t masked[kAes256KeySize], SecureBytes& out) {
+void unmask(const Ident& ident, const std::uint8_t masked[kAes256KeySize], SecureBytes& out) {
   std::uint8_t mask[kAes256KeySize];
-  mask_for(id, mask);
+  mask_for(ident, mask);
   out = SecureBytes(kAes256KeySize);
   for (std::size_t i = 0; i < kAes256KeySize; ++i) out.data()[i] = masked[i] ^ mask[i];
   secure_zero(mask, sizeof mask);
@@ -199,21 +257,23 @@ void unmask(DekId id, const std::uint8_t masked[kAes256KeySize], SecureBytes& ou
 
 }  // namespace
 
-void put(DekId id, const SecureBytes& dek, std::uint64_t generation) {
+void put(const Ident& ident, const SecureBytes& dek, std::uint64_t generation) {
   if (cache == nullptr || dek.size() != kAes256KeySize) return;
   std::uint8_t masked[kAes256KeySize];
-  masked_copy(id, dek, masked);
+  masked_copy(ident, dek, masked);
   TimestampTz now = GetCurrentTimestamp();
   bool evicted = false;
-  pg_call([] { LWLockAcquire(cache->lock, LW_EXCLUSIVE); });
-  if (generation == key_generation()) store(slot_for(id, generation, now, evicted), id, masked, generation, now);
+  lock_exclusive();
+  if (generation == key_generation()) store(slot_for(ident, now, evicted), ident, masked, now);
   LWLockRelease(cache->lock);
   if (evicted) pg_atomic_fetch_add_u64(&cache->evictions, 1);
   secure_zero(masked, sizeof masked);
 }
 
-Claim claim(DekId id, std::uint64_t generation, long wait_ms, SecureBytes& out, Failure& failure, bool& stale) {
+Claim claim(const Ident& ident, std::uint64_t generation, long wait_ms, SecureBytes& out, Failure& failure,
+            bool& stale, std::int64_t& valid_until) {
   stale = false;
+  valid_until = 0;
   if (cache == nullptr) return Claim::kLoad;
   TimestampTz deadline = GetCurrentTimestamp() + static_cast<TimestampTz>(wait_ms) * 1000;
   bool waited = false;
@@ -222,15 +282,18 @@ Claim claim(DekId id, std::uint64_t generation, long wait_ms, SecureBytes& out, 
     std::uint8_t masked[kAes256KeySize];
     Claim result = Claim::kLoad;
     bool wait = false, evicted = false;
-    pg_call([] { LWLockAcquire(cache->lock, LW_EXCLUSIVE); });
-    Entry& e = slot_for(id, generation, now, evicted);
-    bool mine = e.state != kEmpty && same_dek(e, id);
-    if (mine && fresh(e, generation, now)) {
+    lock_exclusive();
+    Entry& e = slot_for(ident, now, evicted);
+    bool mine = e.state != kEmpty && same_dek(e, ident);
+    if (mine && fresh(e, now)) {
       std::memcpy(masked, e.masked, sizeof masked);
       e.referenced = 1;
+      valid_until = fresh_until(e.loaded_at);
       result = Claim::kHit;
-    } else if (mine && stale_usable(e, generation, now) && now < e.retry_after) {
+    } else if (mine && stale_usable(e, now) && now < e.retry_after) {
       std::memcpy(masked, e.masked, sizeof masked);  // the KMS failed moments ago: keep serving
+      e.referenced = 1;
+      valid_until = stale_until(e.loaded_at, e.retry_after);
       result = Claim::kHit;
       stale = true;
     } else if (mine && e.state == kLoading && e.generation == generation && now < deadline) {
@@ -241,10 +304,18 @@ Claim claim(DekId id, std::uint64_t generation, long wait_ms, SecureBytes& out, 
       result = Claim::kFailed;
     } else {
       // Nobody has it (or the claimant ran out of time): this backend loads it. A
-      // stale DEK stays in the entry as the fallback should the KMS be unreachable.
-      bool keep_stale = mine && stale_usable(e, generation, now);
+      // stale DEK stays in the entry as the fallback should the KMS be unreachable,
+      // including one a claimant that ran out of time was keeping.
+      TimestampTz kept_at = 0;
+      bool keep_stale = false;
+      if (mine && stale_usable(e, now)) {
+        keep_stale = true;
+        kept_at = e.loaded_at;
+      } else if (mine && e.state == kLoading && e.has_stale && stale_window(e.stale_loaded_at, now)) {
+        keep_stale = true;
+        kept_at = e.stale_loaded_at;
+      }
       std::uint8_t kept[kAes256KeySize];
-      TimestampTz kept_at = e.loaded_at;
       if (keep_stale) std::memcpy(kept, e.masked, sizeof kept);
       clear(e);
       if (keep_stale) {
@@ -256,8 +327,9 @@ Claim claim(DekId id, std::uint64_t generation, long wait_ms, SecureBytes& out, 
       e.state = kLoading;
       e.owner_pid = MyProcPid;
       e.dbid = MyDatabaseId;
-      e.key_id = id.key_id;
-      e.version = id.version;
+      e.key_id = ident.id.key_id;
+      e.version = ident.id.version;
+      std::memcpy(e.digest, ident.wrapped_digest, sizeof e.digest);
       e.generation = generation;
       e.loaded_at = now;
       result = Claim::kLoad;
@@ -266,7 +338,7 @@ Claim claim(DekId id, std::uint64_t generation, long wait_ms, SecureBytes& out, 
     if (evicted && !wait && result == Claim::kLoad) pg_atomic_fetch_add_u64(&cache->evictions, 1);
     if (!wait) {
       if (result == Claim::kHit) {
-        unmask(id, masked, out);
+        unmask(ident, masked, out);
         secure_zero(masked, sizeof masked);
       }
       pg_atomic_fetch_add_u64(result == Claim::kHit ? &cache->hits : &cache->misses, 1);
@@ -283,35 +355,38 @@ Claim claim(DekId id, std::uint64_t generation, long wait_ms, SecureBytes& out, 
   }
 }
 
-void complete(DekId id, const SecureBytes& dek, std::uint64_t generation) {
-  put(id, dek, generation);
+std::int64_t complete(const Ident& ident, const SecureBytes& dek, std::uint64_t generation) {
+  TimestampTz now = GetCurrentTimestamp();
+  put(ident, dek, generation);
   if (cache != nullptr) {
     // A generation change meanwhile: put() stored nothing; release the claim anyway.
-    pg_call([] { LWLockAcquire(cache->lock, LW_EXCLUSIVE); });
+    lock_exclusive();
     for (int i = 0; i < cache->capacity; ++i) {
-      Entry& e = cache->entries[i];
-      if (e.state == kLoading && same_dek(e, id) && e.owner_pid == MyProcPid)
-        clear(e);
+      Entry& e = entries[i];
+      if (e.state == kLoading && same_dek(e, ident) && e.owner_pid == MyProcPid) clear(e);
     }
     LWLockRelease(cache->lock);
     ConditionVariableBroadcast(&cache->loaded);
   }
+  return fresh_until(now);
 }
 
-bool fall_back_to_stale(DekId id, SecureBytes& out) {
+bool fall_back_to_stale(const Ident& ident, SecureBytes& out, std::int64_t& valid_until) {
   if (cache == nullptr) return false;
   std::uint8_t masked[kAes256KeySize];
   bool found = false;
-  pg_call([] { LWLockAcquire(cache->lock, LW_EXCLUSIVE); });
+  TimestampTz now = GetCurrentTimestamp();
+  lock_exclusive();
   for (int i = 0; i < cache->capacity && !found; ++i) {
-    Entry& e = cache->entries[i];
-    if (e.state == kLoading && e.has_stale && same_dek(e, id) &&
-        e.owner_pid == MyProcPid) {
-      TimestampTz now = GetCurrentTimestamp();
+    Entry& e = entries[i];
+    if (e.state == kLoading && e.has_stale && same_dek(e, ident) && e.owner_pid == MyProcPid &&
+        stale_window(e.stale_loaded_at, now)) {
       e.state = kReady;
       e.has_stale = 0;
       e.loaded_at = e.stale_loaded_at;
       e.retry_after = now + kFailureMemoryMs * 1000;
+      e.referenced = 1;
+      valid_until = stale_until(e.loaded_at, e.retry_after);
       std::memcpy(masked, e.masked, sizeof masked);
       found = true;
     }
@@ -319,22 +394,26 @@ bool fall_back_to_stale(DekId id, SecureBytes& out) {
   LWLockRelease(cache->lock);
   if (!found) return false;
   ConditionVariableBroadcast(&cache->loaded);
-  unmask(id, masked, out);
+  unmask(ident, masked, out);
   secure_zero(masked, sizeof masked);
   return true;
 }
 
-void abandon(DekId id, const Failure& failure) {
+void abandon(const Ident& ident, const Failure& failure) {
   if (cache == nullptr) return;
-  pg_call([] { LWLockAcquire(cache->lock, LW_EXCLUSIVE); });
+  lock_exclusive();
   for (int i = 0; i < cache->capacity; ++i) {
-    Entry& e = cache->entries[i];
-    if (e.state == kLoading && same_dek(e, id) && e.owner_pid == MyProcPid) {
-      if (failure.sqlstate[0] == '\0') {
-        clear(e);
-        continue;
-      }
+    Entry& e = entries[i];
+    if (e.state == kLoading && same_dek(e, ident) && e.owner_pid == MyProcPid) {
+      std::uint64_t generation = e.generation;
+      clear(e);  // the stale DEK too: it is past its window, or the KMS refused the key
+      if (failure.sqlstate[0] == '\0') continue;
       e.state = kFailedState;
+      e.dbid = MyDatabaseId;
+      e.key_id = ident.id.key_id;
+      e.version = ident.id.version;
+      std::memcpy(e.digest, ident.wrapped_digest, sizeof e.digest);
+      e.generation = generation;
       e.loaded_at = GetCurrentTimestamp();
       e.failure = failure;
     }
@@ -343,46 +422,105 @@ void abandon(DekId id, const Failure& failure) {
   ConditionVariableBroadcast(&cache->loaded);
 }
 
-void evict_key(std::uint32_t key_id) {
-  if (cache == nullptr) return;
-  pg_call([] { LWLockAcquire(cache->lock, LW_EXCLUSIVE); });
+std::int64_t evict_key(std::uint32_t key_id) {
+  if (cache == nullptr) return 0;
+  std::int64_t n = 0;
+  lock_exclusive();
   for (int i = 0; i < cache->capacity; ++i) {
-    Entry& e = cache->entries[i];
-    if (e.state != kLoading && e.dbid == MyDatabaseId && e.key_id == key_id) clear(e);
+    Entry& e = entries[i];
+    if (e.state == kEmpty || e.dbid != MyDatabaseId || e.key_id != key_id) continue;
+    if (e.state == kLoading) {
+      // The claimant keeps its claim (its result is not stored: the generation has
+      // moved), but the stale DEK it was keeping goes now.
+      if (e.has_stale) ++n;
+      secure_zero(e.masked, sizeof e.masked);
+      e.has_stale = 0;
+      continue;
+    }
+    if (e.state == kReady) ++n;
+    clear(e);
+  }
+  LWLockRelease(cache->lock);
+  return n;
+}
+
+namespace {
+
+// Called from the commit callback. LWLockAcquire raises no error for a lock that is
+// not already held, and nothing here throws.
+void evict_at_commit(bool all_keys, std::uint32_t key_id) noexcept {
+  if (cache == nullptr) return;
+  LWLockAcquire(cache->lock, LW_EXCLUSIVE);
+  for (int i = 0; i < cache->capacity; ++i) {
+    Entry& e = entries[i];
+    if (e.state == kEmpty || e.dbid != MyDatabaseId || (!all_keys && e.key_id != key_id)) continue;
+    if (e.state == kLoading) {
+      secure_zero(e.masked, sizeof e.masked);
+      e.has_stale = 0;
+    } else {
+      clear(e);
+    }
   }
   LWLockRelease(cache->lock);
 }
 
+}  // namespace
+
+void evict_key_at_commit(std::uint32_t key_id) noexcept { evict_at_commit(false, key_id); }
+void evict_database_at_commit() noexcept { evict_at_commit(true, 0); }
+
 void flush() {
   if (cache == nullptr) return;
-  pg_call([] { LWLockAcquire(cache->lock, LW_EXCLUSIVE); });
-  for (int i = 0; i < cache->capacity; ++i) clear(cache->entries[i]);
+  lock_exclusive();
+  for (int i = 0; i < cache->capacity; ++i) clear(entries[i]);
   LWLockRelease(cache->lock);
   pg_atomic_fetch_add_u64(&cache->flushes, 1);
 }
 
-void count_kms_unwrap(bool ok) {
-  if (cache != nullptr) pg_atomic_fetch_add_u64(ok ? &cache->kms_unwraps : &cache->kms_errors, 1);
+void record_kms_call(bool ok, bool unwrap, std::int64_t micros) {
+  if (cache == nullptr) return;
+  pg_atomic_fetch_add_u64(&cache->kms_calls, 1);
+  if (!ok) pg_atomic_fetch_add_u64(&cache->kms_errors, 1);
+  if (ok && unwrap) pg_atomic_fetch_add_u64(&cache->kms_unwraps, 1);
+  auto us = static_cast<std::uint64_t>(micros < 0 ? 0 : micros);
+  pg_atomic_fetch_add_u64(&cache->kms_time_us, us);
+  std::uint64_t max = pg_atomic_read_u64(&cache->kms_max_us);
+  while (us > max && !pg_atomic_compare_exchange_u64(&cache->kms_max_us, &max, us)) {
+  }
+}
+
+void reset_stats() {
+  if (cache == nullptr) return;
+  for (pg_atomic_uint64* c : {&cache->hits, &cache->misses, &cache->stores, &cache->evictions, &cache->kms_calls,
+                              &cache->kms_unwraps, &cache->kms_errors, &cache->flushes, &cache->waits,
+                              &cache->kms_time_us, &cache->kms_max_us})
+    pg_atomic_write_u64(c, 0);
+  pg_atomic_write_u64(&cache->reset_at, static_cast<std::uint64_t>(GetCurrentTimestamp()));
 }
 
 Stats stats() {
   Stats s{};
   if (cache == nullptr) return s;
-  std::uint64_t generation = key_generation();
   TimestampTz now = GetCurrentTimestamp();
   pg_call([] { LWLockAcquire(cache->lock, LW_SHARED); });
   for (int i = 0; i < cache->capacity; ++i)
-    if (fresh(cache->entries[i], generation, now)) ++s.entries;
+    if (fresh(entries[i], now)) ++s.entries;
   LWLockRelease(cache->lock);
+  auto read = [](pg_atomic_uint64& c) { return static_cast<std::int64_t>(pg_atomic_read_u64(&c)); };
   s.capacity = cache->capacity;
-  s.hits = static_cast<std::int64_t>(pg_atomic_read_u64(&cache->hits));
-  s.misses = static_cast<std::int64_t>(pg_atomic_read_u64(&cache->misses));
-  s.stores = static_cast<std::int64_t>(pg_atomic_read_u64(&cache->stores));
-  s.evictions = static_cast<std::int64_t>(pg_atomic_read_u64(&cache->evictions));
-  s.kms_unwraps = static_cast<std::int64_t>(pg_atomic_read_u64(&cache->kms_unwraps));
-  s.kms_errors = static_cast<std::int64_t>(pg_atomic_read_u64(&cache->kms_errors));
-  s.flushes = static_cast<std::int64_t>(pg_atomic_read_u64(&cache->flushes));
-  s.waits = static_cast<std::int64_t>(pg_atomic_read_u64(&cache->waits));
+  s.hits = read(cache->hits);
+  s.misses = read(cache->misses);
+  s.stores = read(cache->stores);
+  s.evictions = read(cache->evictions);
+  s.kms_calls = read(cache->kms_calls);
+  s.kms_unwraps = read(cache->kms_unwraps);
+  s.kms_errors = read(cache->kms_errors);
+  s.flushes = read(cache->flushes);
+  s.waits = read(cache->waits);
+  s.kms_time_ms = static_cast<double>(read(cache->kms_time_us)) / 1000.0;
+  s.kms_max_ms = static_cast<double>(read(cache->kms_max_us)) / 1000.0;
+  s.reset_at = read(cache->reset_at);
+  s.dump_excluded = cache->dump_excluded;
   return s;
 }
 

@@ -1,8 +1,12 @@
 // The shared-memory DEK cache: unwrapped DEKs shared by every backend, so a new
 // connection decrypts without a KMS call. Entries are masked at rest with a secret
 // of the postmaster's private memory, excluded from core dumps, zeroed on eviction,
-// and valid only for the key generation they were loaded in and for
-// envelope.cache_ttl. The lock is never held across a KMS call.
+// and served for envelope.cache_ttl (then, while the KMS is unreachable, for up to
+// envelope.cache_max_stale more). The lock is never held across a KMS call.
+//
+// A key change invalidates only that key's entries (destroy_key, cache_evict); the
+// shared key generation makes backends drop their first-level caches, and a DEK
+// loaded from key rows read before a key change is never stored.
 #pragma once
 
 #include <cstdint>
@@ -17,7 +21,20 @@ namespace pg_envelope::shared_cache {
 std::size_t shmem_size();
 void request_lwlock();
 void attach(bool found);
-void define_gucs();  // envelope.cache_entries (postmaster), envelope.cache_ttl (reload)
+void define_gucs();  // envelope.cache_entries (postmaster), cache_ttl and cache_max_stale (reload)
+
+// A DEK's identity: this database, key id, version, and a digest of the wrapped DEK
+// read from the key table, so a key id reused with another DEK (the extension
+// dropped and created again, key rows restored from another database) never meets
+// the DEK cached for the old rows.
+struct Ident {
+  DekId id;
+  std::uint8_t wrapped_digest[16];
+};
+Ident ident_of(DekId id, ByteView wrapped);
+
+// Timestamps are PostgreSQL's TimestampTz (µs since 2000-01-01).
+constexpr std::int64_t kForever = INT64_MAX;
 
 // Single flight: the first backend to miss a DEK claims it and unwraps it (kLoad);
 // the others wait for its result (kHit) instead of calling the KMS too. A load that
@@ -30,31 +47,50 @@ struct Failure {  // the error the claimant raised, re-raised as it was (no secr
   char detail[512];
   char hint[256];
 };
-// `stale` is set on a hit that serves a DEK past its TTL because the KMS failed.
-Claim claim(DekId id, std::uint64_t generation, long wait_ms, SecureBytes& out, Failure& failure, bool& stale);
+// On a hit, `out` is the DEK and `valid_until` how long a backend may keep using it
+// without asking again; `stale` is set when it is served past its TTL because the
+// KMS failed.
+Claim claim(const Ident& ident, std::uint64_t generation, long wait_ms, SecureBytes& out, Failure& failure,
+            bool& stale, std::int64_t& valid_until);
 // The claimant's KMS is unreachable: if the entry still holds a DEK inside
-// envelope.cache_max_stale, put it back in service and return it.
-bool fall_back_to_stale(DekId id, SecureBytes& out);
-// The claimant's outcome: complete() stores the DEK (like put), abandon() records
-// the failure briefly; both wake the waiters.
-void complete(DekId id, const SecureBytes& dek, std::uint64_t generation);
-void abandon(DekId id, const Failure& failure);
+// envelope.cache_max_stale, put it back in service and return it (valid for a short
+// retry interval).
+bool fall_back_to_stale(const Ident& ident, SecureBytes& out, std::int64_t& valid_until);
+// The claimant's outcome: complete() stores the DEK (like put) and returns until when
+// it is fresh; abandon() records the failure briefly; both wake the waiters.
+std::int64_t complete(const Ident& ident, const SecureBytes& dek, std::uint64_t generation);
+void abandon(const Ident& ident, const Failure& failure);
 
 // Caches a DEK that was loaded from the key tables read at `generation`; ignored
 // when the generation has moved since (the rows may have changed).
-void put(DekId id, const SecureBytes& dek, std::uint64_t generation);
+void put(const Ident& ident, const SecureBytes& dek, std::uint64_t generation);
 
-// Zeroes the entries of one key of this database (crypto-shredding).
-void evict_key(std::uint32_t key_id);
+// Zeroes the entries of one key of this database (crypto-shredding, cache_evict);
+// returns how many held a DEK.
+std::int64_t evict_key(std::uint32_t key_id);
+
+// The same from the commit callback (PostgreSQL's frames: no C++ exception may
+// leave them, so these take the lock directly); the second zeroes every entry of
+// this database.
+void evict_key_at_commit(std::uint32_t key_id) noexcept;
+void evict_database_at_commit() noexcept;
 
 // Zeroes every entry.
 void flush();
 
-// Counters for envelope.stats.
+// Counters for envelope.stats; reset() zeroes them (not the entries).
 struct Stats {
-  std::int64_t capacity, entries, hits, misses, stores, evictions, kms_unwraps, kms_errors, flushes, waits;
+  std::int64_t capacity, entries, hits, misses, stores, evictions, kms_calls, kms_unwraps, kms_errors, flushes,
+      waits;
+  double kms_time_ms, kms_max_ms;
+  std::int64_t reset_at;  // TimestampTz
+  bool dump_excluded;     // madvise(MADV_DONTDUMP) took effect on the entries
 };
 Stats stats();
-void count_kms_unwrap(bool ok);
+void reset_stats();
+
+// One KMS call of this backend: `ok` false when the KMS (or the way to it) failed;
+// `unwrap` counts it as a DEK unwrap as well.
+void record_kms_call(bool ok, bool unwrap, std::int64_t micros);
 
 }  // namespace pg_envelope::shared_cache

@@ -27,6 +27,13 @@ SharedState* shared = nullptr;
 bool preloaded = false;
 bool bump_registered = false;
 
+// Keys whose shared-cache entries are zeroed again at commit. Plain arrays: the
+// transaction callback runs in PostgreSQL's frames and holds no C++ object.
+constexpr int kMaxPendingEvictions = 64;
+std::uint32_t pending_evictions[kMaxPendingEvictions];
+int n_pending_evictions = 0;
+bool pending_flush = false;  // more keys than that: flush this database's entries
+
 shmem_startup_hook_type prev_shmem_startup_hook = nullptr;
 #if PG_VERSION_NUM >= 150000
 shmem_request_hook_type prev_shmem_request_hook = nullptr;
@@ -63,10 +70,19 @@ void xact_callback(XactEvent event, void*) {
     ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
                     errmsg("cannot PREPARE a transaction that rotated, re-wrapped or destroyed pg_envelope keys"),
                     errhint("Commit it directly.")));
-  if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT) bump();
+  if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT) {
+    bump();  // first: a DEK loaded from the old rows is no longer stored after this
+    if (pending_flush)
+      shared_cache::evict_database_at_commit();
+    else
+      for (int i = 0; i < n_pending_evictions; ++i) shared_cache::evict_key_at_commit(pending_evictions[i]);
+  }
   if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_COMMIT ||
-      event == XACT_EVENT_PARALLEL_ABORT || event == XACT_EVENT_PREPARE)
+      event == XACT_EVENT_PARALLEL_ABORT || event == XACT_EVENT_PREPARE) {
     bump_registered = false;
+    n_pending_evictions = 0;
+    pending_flush = false;
+  }
 }
 
 }  // namespace
@@ -102,6 +118,17 @@ std::uint64_t key_generation() noexcept {
 void invalidate_keys_at_commit() {
   bump();
   bump_registered = true;
+}
+
+void evict_key_now_and_at_commit(std::uint32_t key_id) {
+  invalidate_keys_at_commit();
+  shared_cache::evict_key(key_id);
+  for (int i = 0; i < n_pending_evictions; ++i)
+    if (pending_evictions[i] == key_id) return;
+  if (n_pending_evictions < kMaxPendingEvictions)
+    pending_evictions[n_pending_evictions++] = key_id;
+  else
+    pending_flush = true;
 }
 
 }  // namespace pg_envelope

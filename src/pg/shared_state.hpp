@@ -17,12 +17,19 @@ void require_preloaded();
 // Registers the shared-memory request (called from _PG_init in the postmaster).
 void request_shared_state();
 
-// The key generation: bumped whenever a key is destroyed or rotated. A backend drops
-// its DEK cache when the generation it last saw differs. 0 when not preloaded.
+// The key generation: bumped whenever a key is created, rotated, re-wrapped,
+// destroyed or evicted, or a KMS altered. A backend drops its first-level DEK cache
+// when the generation it last saw differs, and a DEK unwrapped from key rows read at
+// an older generation is not put into the shared cache. 0 when not preloaded.
 std::uint64_t key_generation() noexcept;
 
 // Bumps the generation now and again when the current transaction commits, so no
 // backend can re-cache a DEK from the pre-commit row version.
 void invalidate_keys_at_commit();
+
+// invalidate_keys_at_commit(), and zeroes the key's shared-cache entries now and
+// again when the transaction commits (a backend may have re-cached one from the
+// pre-commit rows meanwhile).
+void evict_key_now_and_at_commit(std::uint32_t key_id);
 
 }  // namespace pg_envelope

@@ -1,11 +1,14 @@
-// envelope.cache_flush() and envelope.cache_stats() (behind the envelope.stats view).
+// envelope.cache_flush(), cache_evict(), cache_stats() (behind the envelope.stats
+// view) and stats_reset().
 #include "pg/guard.hpp"
 
 extern "C" {
 #include "access/htup_details.h"
 #include "funcapi.h"
+#include "utils/timestamp.h"
 }
 
+#include "pg/key_store.hpp"
 #include "pg/keyring.hpp"
 #include "pg/shared_cache.hpp"
 #include "pg/shared_state.hpp"
@@ -22,7 +25,28 @@ PGENV_FUNCTION(envelope_cache_flush) {
   PG_RETURN_VOID();
 }
 
-// cache_stats() RETURNS record: the counters of the shared DEK cache.
+// cache_evict(key_name text) RETURNS bigint: the same for one key of this database:
+// its DEKs leave the shared cache (zeroed) and every backend's own cache before this
+// returns; the next use unwraps them again through the KMS. Returns how many shared
+// entries held one of its DEKs.
+PGENV_FUNCTION(envelope_cache_evict) {
+  require_preloaded();
+  if (PG_ARGISNULL(0)) throw Error(sqlstate::kNullValueNotAllowed, "key name must not be null");
+  Datum d = PG_GETARG_DATUM(0);
+  char* s = pg_call([d] { return TextDatumGetCString(d); });
+  std::string name(s);
+  pfree(s);
+  std::optional<KeyRecord> key = key_store::find_key(name);
+  if (!key)
+    throw Error(sqlstate::kUndefinedObject, "key \"" + name + "\" does not exist", "",
+                "The keys of this database are listed in envelope.keys.");
+  invalidate_keys_at_commit();
+  std::int64_t n = shared_cache::evict_key(key->key_id);
+  keyring::forget_all();
+  PG_RETURN_INT64(n);
+}
+
+// cache_stats() RETURNS record: the counters of the shared DEK cache and of KMS calls.
 PGENV_FUNCTION(envelope_cache_stats) {
   require_preloaded();
   shared_cache::Stats s = shared_cache::stats();
@@ -30,11 +54,24 @@ PGENV_FUNCTION(envelope_cache_stats) {
   if (pg_call([&] { return get_call_result_type(fcinfo, nullptr, &desc); }) != TYPEFUNC_COMPOSITE)
     throw Error(sqlstate::kInternalError, "cache_stats must return a record");
   desc = pg_call([desc] { return BlessTupleDesc(desc); });
-  Datum values[10] = {Int64GetDatum(s.capacity),    Int64GetDatum(s.entries),    Int64GetDatum(s.hits),
-                      Int64GetDatum(s.misses),      Int64GetDatum(s.stores),     Int64GetDatum(s.evictions),
-                      Int64GetDatum(s.kms_unwraps), Int64GetDatum(s.kms_errors), Int64GetDatum(s.flushes),
-                      Int64GetDatum(s.waits)};
-  bool nulls[10] = {};
+  constexpr int kColumns = 16;
+  if (desc->natts != kColumns) throw Error(sqlstate::kInternalError, "cache_stats returns the wrong columns");
+  double avg = s.kms_calls > 0 ? s.kms_time_ms / static_cast<double>(s.kms_calls) : 0.0;
+  Datum values[kColumns] = {Int64GetDatum(s.capacity),   Int64GetDatum(s.entries),     Int64GetDatum(s.hits),
+                            Int64GetDatum(s.misses),     Int64GetDatum(s.stores),      Int64GetDatum(s.evictions),
+                            Int64GetDatum(s.kms_calls),  Int64GetDatum(s.kms_unwraps), Int64GetDatum(s.kms_errors),
+                            Float8GetDatum(s.kms_time_ms), Float8GetDatum(avg),        Float8GetDatum(s.kms_max_ms),
+                            Int64GetDatum(s.flushes),    Int64GetDatum(s.waits),       BoolGetDatum(s.dump_excluded),
+                            TimestampTzGetDatum(s.reset_at)};
+  bool nulls[kColumns] = {};
+  nulls[10] = s.kms_calls == 0;  // no average of nothing
   HeapTuple tuple = pg_call([&] { return heap_form_tuple(desc, values, nulls); });
   return HeapTupleGetDatum(tuple);
+}
+
+// stats_reset() RETURNS void: zeroes the counters of envelope.stats (not the cache).
+PGENV_FUNCTION(envelope_stats_reset) {
+  require_preloaded();
+  shared_cache::reset_stats();
+  PG_RETURN_VOID();
 }

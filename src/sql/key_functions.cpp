@@ -62,7 +62,10 @@ KeyRecord existing_key(const std::string& name) {
 void check_kms_unwraps_existing(KmsProvider& kms, const std::optional<DekRecord>& probe) {
   if (!probe) return;
   try {
-    kms.unwrap(probe->key.kek, DekBinding{probe->key.name, probe->key.key_id, probe->version}, probe->wrapped);
+    timed_kms_call(true, [&] {
+      return kms.unwrap(probe->key.kek, DekBinding{probe->key.name, probe->key.key_id, probe->version},
+                        probe->wrapped);
+    });
   } catch (const Error& e) {
     if (std::string_view(e.sqlstate()) != sqlstate::kDataException) throw;  // timeouts, auth...: as they are
     throw Error(e.sqlstate(),
@@ -79,9 +82,10 @@ void store_new_dek(const KeyRecord& key, std::uint32_t version) {
   {
     KmsWait wait;  // only around the KMS calls, not the SPI ones
     check_kms_unwraps_existing(kms, probe);
-    dek = kms.generate_data_key(key.kek, DekBinding{key.name, key.key_id, version});
+    DekBinding binding{key.name, key.key_id, version};
+    dek = timed_kms_call(false, [&] { return kms.generate_data_key(key.kek, binding); });
     // Prove the wrapped form opens before anything depends on it.
-    SecureBytes check = kms.unwrap(key.kek, DekBinding{key.name, key.key_id, version}, dek.wrapped);
+    SecureBytes check = timed_kms_call(true, [&] { return kms.unwrap(key.kek, binding, dek.wrapped); });
     if (!constant_time_equal(check.view(), dek.plaintext.view()))
       throw Error(sqlstate::kInternalError,
                   "KMS \"" + key.kms + "\" returned a wrapped data key that does not unwrap to the same key");
@@ -110,6 +114,9 @@ PGENV_FUNCTION(envelope_create_key) {
   key.current_version = 1;
   key_store::insert_key(key);
   store_new_dek(key, 1);
+  // Backends drop their first-level caches: one may still know a key of the same id
+  // from key tables that were dropped since.
+  invalidate_keys_at_commit();
   PG_RETURN_INT32(1);
 }
 
@@ -134,8 +141,8 @@ PGENV_FUNCTION(envelope_destroy_key) {
   require_preloaded();
   KeyRecord key = existing_key(text_arg(fcinfo, 0, "key name"));
   key_store::destroy_key(key.key_id);
-  invalidate_keys_at_commit();
-  shared_cache::evict_key(key.key_id);  // no copy of its DEKs stays in shared memory
+  // No copy of its DEKs stays in shared memory, nor in any backend's cache.
+  evict_key_now_and_at_commit(key.key_id);
   keyring::forget_all();
   PG_RETURN_VOID();
 }
@@ -153,22 +160,30 @@ PGENV_FUNCTION(envelope_rewrap_key) {
   kms.validate_kek(new_kek);
   std::vector<DekRecord> deks = key_store::live_deks(key.key_id);
   std::vector<Bytes> rewrapped;
+  std::vector<SecureBytes> unwrapped;
   {
     KmsWait wait;
     for (const DekRecord& d : deks) {
       DekBinding binding{key.name, key.key_id, d.version};
-      Bytes w = kms.rewrap(key.kek, new_kek, binding, d.wrapped);
+      Bytes w = timed_kms_call(false, [&] { return kms.rewrap(key.kek, new_kek, binding, d.wrapped); });
       // Never store a wrapped DEK that does not open to the same key.
-      SecureBytes before = kms.unwrap(key.kek, binding, d.wrapped);
-      SecureBytes after = kms.unwrap(new_kek, binding, w);
+      SecureBytes before = timed_kms_call(true, [&] { return kms.unwrap(key.kek, binding, d.wrapped); });
+      SecureBytes after = timed_kms_call(true, [&] { return kms.unwrap(new_kek, binding, w); });
       if (!constant_time_equal(before.view(), after.view()))
         throw Error(sqlstate::kInternalError, "KMS \"" + key.kms + "\" re-wrapped a data key of key \"" + key.name +
                                                   "\" into a different key");
       rewrapped.push_back(std::move(w));
+      unwrapped.push_back(std::move(after));
     }
   }
   for (std::size_t i = 0; i < deks.size(); ++i) key_store::update_wrapped(key.key_id, deks[i].version, rewrapped[i]);
   if (new_kek != key.kek) key_store::set_kek(key.key_id, new_kek);
+  // The shared cache knows a DEK by its wrapped form: cache the new forms now (the
+  // same DEKs), so that no backend needs the KMS once this commits. Should it roll
+  // back, no key row has these forms and the entries age out unused.
+  for (std::size_t i = 0; i < deks.size(); ++i)
+    shared_cache::put(shared_cache::ident_of(DekId{key.key_id, deks[i].version}, rewrapped[i]), unwrapped[i],
+                      key_generation());
   invalidate_keys_at_commit();
   PG_RETURN_INT32(static_cast<int32>(deks.size()));
 }

@@ -200,7 +200,8 @@ def test_kms_down_serves_within_max_stale_then_fails(cluster_factory):
 def test_databases_never_share_deks(setup, tmp_path):
     """A restored copy in the same cluster has the same key ids; once both rotate,
     version 2 is a different DEK in each. The shared cache must keep them apart:
-    values written in each database decrypt there."""
+    values written in each database decrypt there, and a new backend of one database
+    never encrypts with the DEK the other database cached."""
     pg, emu = setup
     dump = tmp_path / "db.sql"
     pg.pg_dump("postgres", "--file", dump)
@@ -208,15 +209,252 @@ def test_databases_never_share_deks(setup, tmp_path):
     pg.psql("copy", "--file", dump)
     assert pg.scalar("SELECT envelope.rotate_key('k1')") == 2
     assert pg.scalar("SELECT envelope.rotate_key('k1')", dbname="copy") == 2
+    assert pg.scalar("SELECT key_id FROM envelope.key") == pg.scalar("SELECT key_id FROM envelope.key",
+                                                                      dbname="copy")
     pg.sql("CREATE TABLE n AS SELECT envelope.encrypt_field('original', 'k1') AS v")        # caches v2 here
     pg.sql("CREATE TABLE n AS SELECT envelope.encrypt_field('copy', 'k1') AS v", dbname="copy")
-    pg.sql("SELECT envelope.cache_flush()")  # decrypt with each database's own DEK from its key tables
-    for db, want in (("postgres", "original"), ("copy", "copy")):
-        conn = pg.connect(db)
+    # From the shared cache, then from each database's own key tables (the copy
+    # first, so it cannot find the DEK the original database put back).
+    for flush in (False, True):
+        if flush:
+            pg.sql("SELECT envelope.cache_flush()")
+        for db, want in (("copy", "copy"), ("postgres", "original")):
+            conn = pg.connect(db)
+            cur = conn.cursor()
+            cur.execute("SELECT envelope.decrypt_field(v) FROM n")
+            assert cur.fetchone() == (want,), (db, flush)
+            conn.close()
+
+
+def copy_rows(pg, source, table, src_db, dst_db):
+    """Copies the rows of `source` (a table or a query) in one database into `table`
+    of another (COPY out, COPY in)."""
+    import io
+    buf = io.StringIO()
+    src = pg.connect(src_db)
+    src.cursor().copy_expert(f"COPY {source} TO STDOUT", buf)
+    src.close()
+    buf.seek(0)
+    dst = pg.connect(dst_db)
+    dst.cursor().copy_expert(f"COPY {table} FROM STDIN", buf)
+    dst.close()
+
+
+def test_reused_key_id_never_meets_the_old_dek(setup, tmp_path):
+    """The extension is dropped and created again, and key rows from another
+    database are restored: the same key id and version now name another DEK. Neither
+    a long-lived backend's own cache nor the shared cache may hand out the old DEK
+    (values encrypted with it could never be decrypted again)."""
+    pg, emu = setup
+    dump = tmp_path / "db.sql"
+    pg.pg_dump("postgres", "--file", dump)
+    pg.sql("CREATE DATABASE other")
+    pg.psql("other", "--file", dump)
+    assert pg.scalar("SELECT envelope.rotate_key('k1')") == 2
+    assert pg.scalar("SELECT envelope.rotate_key('k1')", dbname="other") == 2
+    long_lived = pg.connect()
+    cur = long_lived.cursor()
+    cur.execute("SELECT envelope.encrypt_field('before', 'k1')")   # v2 of this database, cached twice
+    pg.sql("DROP TABLE t")
+    pg.sql("DROP EXTENSION pg_envelope CASCADE")
+    pg.sql("CREATE EXTENSION pg_envelope")
+    # (The built-in 'local' KMS row comes with the extension.)
+    copy_rows(pg, "(SELECT * FROM envelope.kms WHERE name <> 'local')", "envelope.kms", "other", "postgres")
+    for table in ("envelope.key", "envelope.data_key"):
+        copy_rows(pg, table, table, "other", "postgres")
+    pg.sql("CREATE TABLE r (who text, v envelope.encrypted_text)")
+    # A new backend goes through the shared cache...
+    pg.sql("INSERT INTO r SELECT 'new backend', envelope.encrypt_field('from a new backend', 'k1')")
+    # ...the long-lived one through its own cache first.
+    cur.execute("INSERT INTO r SELECT 'long-lived', envelope.encrypt_field('from the long-lived one', 'k1')")
+    long_lived.close()
+    pg.sql("SELECT envelope.cache_flush()")   # from here on, only the key rows count
+    rows = dict(pg.sql("SELECT who, envelope.decrypt_field(v) FROM r"))
+    assert rows == {"new backend": "from a new backend", "long-lived": "from the long-lived one"}
+
+
+def test_cache_evict_reaches_other_backends_and_spares_other_keys(setup):
+    pg, emu = setup
+    pg.sql("SELECT envelope.create_key('k2', kms => 'vault', kek => 'pg-envelope')")
+    pg.sql("CREATE TABLE t2 AS SELECT envelope.encrypt_field('two', 'k2') AS v")
+    other = pg.connect()
+    cur = other.cursor()
+
+    def decrypt_both():
+        cur.execute("SELECT (SELECT count(*) FROM t WHERE envelope.decrypt_field(v) = 'value ' || id), "
+                    "(SELECT envelope.decrypt_field(v) FROM t2)")
+        assert cur.fetchone() == (10, "two")
+
+    decrypt_both()
+    emu.reset_stats()
+    assert pg.scalar("SELECT envelope.cache_evict('k1')") == 1
+    decrypt_both()                             # the long-lived backend's own cache is gone too...
+    assert emu.calls("decrypt") == 1           # ...for k1 only: k2 came from the cache
+    assert decrypt_in_new_connection(pg) == 10
+    assert emu.calls("decrypt") == 1
+    with pytest.raises(Exception) as e:
+        pg.sql("SELECT envelope.cache_evict('nope')")
+    assert getattr(e.value, "pgcode", None) == "42704"
+
+
+def test_key_changes_keep_other_keys_cached(setup):
+    """Rotating, re-wrapping or destroying one key does not send every other key's
+    DEKs back to the KMS."""
+    pg, emu = setup
+    pg.sql("SELECT envelope.create_key('k2', kms => 'vault', kek => 'pg-envelope')")
+    assert decrypt_in_new_connection(pg) == 10
+    emu.reset_stats()
+    pg.sql("SELECT envelope.rotate_key('k2')")
+    pg.sql("SELECT envelope.rewrap_key('k2')")
+    pg.sql("SELECT envelope.destroy_key('k2')")
+    calls_for_k2 = emu.calls("decrypt")        # rotate_key and rewrap_key check their own wraps
+    assert decrypt_in_new_connection(pg) == 10
+    assert emu.calls("decrypt") == calls_for_k2
+
+
+def test_rewrap_keeps_the_dek_cached(setup):
+    """rewrap_key() changes every wrapped form but not the DEKs: backends reading the
+    new rows still find the DEK in the shared cache."""
+    pg, emu = setup
+    assert decrypt_in_new_connection(pg) == 10
+    assert pg.scalar("SELECT envelope.rewrap_key('k1')") == 1
+    emu.reset_stats()
+    for _ in range(3):
+        assert decrypt_in_new_connection(pg) == 10
+    assert emu.calls("decrypt") == 0
+
+
+def test_capacity_pressure_evicts_without_errors(cluster_factory):
+    """More keys than cache entries, read concurrently in rounds: every value
+    decrypts, the cache never holds more than its capacity, and the evictions are
+    counted."""
+    import threading
+
+    n_keys, capacity = 40, 16
+    pg, emu = cache_cluster(cluster_factory, **{"envelope.cache_entries": capacity})
+    try:
+        conn = pg.connect()
         cur = conn.cursor()
-        cur.execute("SELECT envelope.decrypt_field(v) FROM n")
-        assert cur.fetchone() == (want,)
+        for i in range(n_keys):
+            cur.execute("SELECT envelope.create_key(%s, kms => 'vault', kek => 'pg-envelope')", (f"p{i}",))
+        cur.execute("CREATE TABLE p AS SELECT i, envelope.encrypt_field('secret ' || i, 'p' || i) AS v "
+                    "FROM generate_series(0, %s) i", (n_keys - 1,))
         conn.close()
+        pg.sql("SELECT envelope.cache_flush()")
+        pg.sql("SELECT envelope.stats_reset()")
+        emu.reset_stats()
+        errors, peak = [], []
+
+        def worker(seed):
+            try:
+                for round_ in range(5):
+                    c = pg.connect()
+                    k = c.cursor()
+                    order = "i" if (seed + round_) % 2 == 0 else "i DESC"
+                    k.execute(f"SELECT i, envelope.decrypt_field(v) FROM p ORDER BY {order}")
+                    rows = k.fetchall()
+                    if rows != sorted(((i, f"secret {i}") for i in range(n_keys)), reverse=order != "i"):
+                        errors.append(("wrong rows", seed, round_))
+                    k.execute("SELECT entries FROM envelope.stats")
+                    peak.append(k.fetchone()[0])
+                    c.close()
+            except Exception as e:  # reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=worker, args=(s,)) for s in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not errors, errors[:3]
+        assert max(peak) <= capacity
+        entries, evictions, kms_errors = pg.sql("SELECT entries, evictions, kms_errors FROM envelope.stats")[0]
+        assert entries <= capacity
+        assert evictions >= n_keys - capacity
+        assert kms_errors == 0
+        assert emu.calls("decrypt") >= n_keys          # every DEK was unwrapped at least once
+        pg.assert_no_crash()
+    finally:
+        emu.stop()
+
+
+def test_first_level_cache_follows_the_ttl(cluster_factory):
+    """A long-lived backend does not keep a DEK past the shared cache's TTL: its next
+    statement after the TTL asks again (one refetch), and while the KMS is down it
+    serves only inside max stale, like a new backend would."""
+    import time
+    pg, emu = cache_cluster(cluster_factory, **{"envelope.cache_ttl": "1s", "envelope.cache_max_stale": "2s",
+                                                "envelope.kms_retry_budget": "300ms"})
+    try:
+        conn = pg.connect()
+        cur = conn.cursor()
+        query = "SELECT count(*) FROM t WHERE envelope.decrypt_field(v) = 'value ' || id"
+        emu.reset_stats()
+        cur.execute(query)
+        assert cur.fetchone()[0] == 10
+        cur.execute(query)
+        assert emu.calls("decrypt") == 1
+        time.sleep(1.3)
+        cur.execute(query)
+        assert cur.fetchone()[0] == 10
+        assert emu.calls("decrypt") == 2          # refetched after the TTL
+        t0 = time.monotonic()
+        emu.down()
+        time.sleep(1.3)                            # past the TTL, inside max stale
+        cur.execute(query)
+        assert cur.fetchone()[0] == 10
+        assert len([n for n in conn.notices if "past its TTL" in n]) == 1
+        time.sleep(max(0.0, 3.4 - (time.monotonic() - t0)))   # past TTL + max stale
+        with pytest.raises(Exception) as e:
+            cur.execute(query)
+        assert getattr(e.value, "pgcode", None) == "58000"
+        conn.close()
+    finally:
+        emu.stop()
+
+
+def test_kms_latency_statistics(setup):
+    pg, emu = setup
+    pg.sql("SELECT envelope.stats_reset()")
+    emu.inject_latency(200, count=1, op="decrypt")
+    assert decrypt_in_new_connection(pg) == 10
+    calls, unwraps, errors, avg_ms, max_ms = pg.sql(
+        "SELECT kms_calls, kms_unwraps, kms_errors, kms_avg_ms, kms_max_ms FROM envelope.stats")[0]
+    assert (calls, unwraps, errors) == (1, 1, 0)
+    assert 200 <= max_ms < 5000 and avg_ms == max_ms
+    pg.sql("SELECT envelope.cache_flush()")
+    emu.down()
+    with pytest.raises(Exception):
+        decrypt_in_new_connection(pg)
+    emu.up()
+    assert pg.sql("SELECT kms_calls, kms_errors FROM envelope.stats")[0] == (2, 1)
+    pg.sql("SELECT envelope.stats_reset()")
+    assert pg.sql("SELECT kms_calls, kms_errors, kms_time_ms, kms_avg_ms FROM envelope.stats")[0] == (0, 0, 0, None)
+
+
+def test_cached_keys_excluded_from_core_dumps(cluster_factory):
+    """The page-aligned entry array is marked MADV_DONTDUMP ("dd" in smaps) in every
+    backend, and envelope.stats says so."""
+    pg, emu = cache_cluster(cluster_factory, **{"envelope.cache_entries": 4096, "huge_pages": "off"})
+    try:
+        conn = pg.connect()
+        cur = conn.cursor()
+        cur.execute("SELECT pg_backend_pid(), core_dump_excluded FROM envelope.stats")
+        pid, excluded = cur.fetchone()
+        assert excluded is True
+        smaps = Path(f"/proc/{pid}/smaps").read_text()
+        dd_kb, size_kb = 0, None
+        for line in smaps.splitlines():
+            if line.startswith("Size:"):
+                size_kb = int(line.split()[1])
+            elif line.startswith("VmFlags:") and " dd" in (" " + line.split(":", 1)[1]):
+                dd_kb += size_kb or 0
+        # 4096 entries of over a kilobyte each (the remembered failure takes most):
+        # megabytes, all excluded ([vvar] and [vdso] are a few pages).
+        assert dd_kb >= 4096, dd_kb
+        conn.close()
+    finally:
+        emu.stop()
 
 
 def test_prepare_refused_after_key_change(cluster_factory):

@@ -41,13 +41,26 @@ TEST(DekCache, InsertAndFind) {
   EXPECT_EQ(cache->find({0, 0}), nullptr);
 }
 
-TEST(DekCache, InsertingAnIdTwiceKeepsOneEntry) {
+TEST(DekCache, InsertingAnIdTwiceReplacesTheEntry) {
+  // A DEK refreshed from the shared cache (new validity, or a key id reused with a
+  // different DEK) replaces the old key schedule; one entry stays.
   auto cache = make_backend_dek_cache(8);
   SecureBytes a = random_dek(), b = random_dek();
-  CachedDek& first = cache->insert({5, 1}, "k", a);
-  CachedDek& second = cache->insert({5, 1}, "k", b);
-  EXPECT_EQ(&first, &second);
+  cache->insert({5, 1}, "k", a, 100);
+  ASSERT_EQ(cache->find({5, 1})->valid_until, 100);  // also primes the last-hit shortcut
+  CachedDek& second = cache->insert({5, 1}, "k", b, 200);
   EXPECT_EQ(cache->size(), 1u);
+  ASSERT_EQ(cache->find({5, 1}), &second);
+  EXPECT_EQ(second.valid_until, 200);
+  // The entry now holds b: a value sealed with b opens, one sealed with a does not.
+  std::uint8_t nonce[kGcmNonceSize] = {1}, out[4], tag[kGcmTagSize];
+  const std::uint8_t msg[4] = {'t', 'e', 's', 't'};
+  AesGcm with_b(b.view()), with_a(a.view());
+  with_b.seal({nonce, sizeof nonce}, {}, {msg, sizeof msg}, out, tag);
+  std::uint8_t plain[4];
+  EXPECT_TRUE(second.aead.open({nonce, sizeof nonce}, {}, {out, sizeof out}, tag, plain));
+  with_a.seal({nonce, sizeof nonce}, {}, {msg, sizeof msg}, out, tag);
+  EXPECT_FALSE(second.aead.open({nonce, sizeof nonce}, {}, {out, sizeof out}, tag, plain));
 }
 
 TEST(DekCache, CurrentDek) {

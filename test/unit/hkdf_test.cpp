@@ -136,5 +136,21 @@ TEST(HkdfSha256, InputsAreBoundIntoTheOutput) {
   EXPECT_NE(base, other) << "ikm ignored";
 }
 
+// sha256() (used to fingerprint wrapped DEKs in the shared cache) against the
+// FIPS 180-2 appendix B examples.
+TEST(Sha256, Fips180Examples) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+      {"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+      {"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+       "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"},
+  };
+  for (const auto& [msg, hex] : cases) {
+    std::uint8_t out[32];
+    sha256(as_bytes(msg), out);
+    EXPECT_EQ(Bytes(out, out + 32), from_hex(hex)) << msg;
+  }
+}
+
 }  // namespace
 }  // namespace pg_envelope
