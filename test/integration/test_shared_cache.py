@@ -197,18 +197,24 @@ def test_kms_down_serves_within_max_stale_then_fails(cluster_factory):
         emu.stop()
 
 
+def clone_and_rotate_both(pg, tmp_path, clone):
+    """Restores a dump of "postgres" into a new database `clone`, then rotates k1 in
+    both: the same key id and version 2 name a different DEK in each."""
+    dump = tmp_path / "db.sql"
+    pg.pg_dump("postgres", "--file", dump)
+    pg.sql(f"CREATE DATABASE {clone}")
+    pg.psql(clone, "--file", dump)
+    assert pg.scalar("SELECT envelope.rotate_key('k1')") == 2
+    assert pg.scalar("SELECT envelope.rotate_key('k1')", dbname=clone) == 2
+
+
 def test_databases_never_share_deks(setup, tmp_path):
     """A restored copy in the same cluster has the same key ids; once both rotate,
     version 2 is a different DEK in each. The shared cache must keep them apart:
     values written in each database decrypt there, and a new backend of one database
     never encrypts with the DEK the other database cached."""
     pg, emu = setup
-    dump = tmp_path / "db.sql"
-    pg.pg_dump("postgres", "--file", dump)
-    pg.sql("CREATE DATABASE copy")
-    pg.psql("copy", "--file", dump)
-    assert pg.scalar("SELECT envelope.rotate_key('k1')") == 2
-    assert pg.scalar("SELECT envelope.rotate_key('k1')", dbname="copy") == 2
+    clone_and_rotate_both(pg, tmp_path, "copy")
     assert pg.scalar("SELECT key_id FROM envelope.key") == pg.scalar("SELECT key_id FROM envelope.key",
                                                                       dbname="copy")
     pg.sql("CREATE TABLE n AS SELECT envelope.encrypt_field('original', 'k1') AS v")        # caches v2 here
@@ -246,12 +252,7 @@ def test_reused_key_id_never_meets_the_old_dek(setup, tmp_path):
     a long-lived backend's own cache nor the shared cache may hand out the old DEK
     (values encrypted with it could never be decrypted again)."""
     pg, emu = setup
-    dump = tmp_path / "db.sql"
-    pg.pg_dump("postgres", "--file", dump)
-    pg.sql("CREATE DATABASE other")
-    pg.psql("other", "--file", dump)
-    assert pg.scalar("SELECT envelope.rotate_key('k1')") == 2
-    assert pg.scalar("SELECT envelope.rotate_key('k1')", dbname="other") == 2
+    clone_and_rotate_both(pg, tmp_path, "other")
     long_lived = pg.connect()
     cur = long_lived.cursor()
     cur.execute("SELECT envelope.encrypt_field('before', 'k1')")   # v2 of this database, cached twice
