@@ -103,7 +103,26 @@ void record_kms_call(const std::exception_ptr& failure, bool unwrap, std::chrono
   shared_cache::record_kms_call(ok || cancelled, ok && unwrap, static_cast<std::int64_t>(micros));
 }
 
-KmsWait::KmsWait() { pgstat_report_wait_start(PG_WAIT_EXTENSION); }
+namespace {
+
+std::uint32_t extension_wait_event([[maybe_unused]] const char* name, [[maybe_unused]] std::uint32_t& cached) {
+#if PG_VERSION_NUM >= 170000
+  if (cached == 0) cached = pg_call([name] { return WaitEventExtensionNew(name); });
+  return cached;
+#else
+  return PG_WAIT_EXTENSION;
+#endif
+}
+
+std::uint32_t kms_call_event = 0;
+std::uint32_t dek_wait_event_id = 0;
+
+}  // namespace
+
+std::uint32_t kms_call_wait_event() { return extension_wait_event("EnvelopeKmsCall", kms_call_event); }
+std::uint32_t dek_wait_event() { return extension_wait_event("EnvelopeDekWait", dek_wait_event_id); }
+
+KmsWait::KmsWait() { pgstat_report_wait_start(kms_call_wait_event()); }
 KmsWait::~KmsWait() { pgstat_report_wait_end(); }
 
 void define_kms_gucs() {

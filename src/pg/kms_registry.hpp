@@ -19,7 +19,13 @@ KmsProvider& kms_provider(std::string_view kms_name);
 // Builds (and so validates) a provider for a configuration without registering it.
 std::unique_ptr<KmsProvider> build_kms_provider(const KmsConfig& config);
 
-// Reports the wait event "Extension" while a KMS call is in flight (pg_stat_activity).
+// Wait events for pg_stat_activity: "Extension" before PostgreSQL 17; from 17 on,
+// the custom events "EnvelopeKmsCall" (a KMS call in flight) and "EnvelopeDekWait"
+// (waiting for another backend's unwrap of the same DEK).
+std::uint32_t kms_call_wait_event();
+std::uint32_t dek_wait_event();
+
+// Reports the KMS call wait event while a KMS call is in flight.
 class KmsWait {
  public:
   KmsWait();

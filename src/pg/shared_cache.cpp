@@ -19,6 +19,7 @@ extern "C" {
 #include <cerrno>
 #include <cstring>
 
+#include "kms_registry.hpp"
 #include "pg_envelope/crypto.hpp"
 #include "shared_cache.hpp"
 #include "shared_state.hpp"
@@ -347,9 +348,10 @@ Claim claim(const Ident& ident, std::uint64_t generation, long wait_ms, SecureBy
     }
     // Sleep until a load completes (or 100 ms pass), interruptibly.
     waited = true;
-    pg_call([] {
+    std::uint32_t event = dek_wait_event();
+    pg_call([event] {
       ConditionVariablePrepareToSleep(&cache->loaded);
-      (void)ConditionVariableTimedSleep(&cache->loaded, 100, PG_WAIT_EXTENSION);
+      (void)ConditionVariableTimedSleep(&cache->loaded, 100, event);
       ConditionVariableCancelSleep();
     });
   }
