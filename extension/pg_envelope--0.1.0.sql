@@ -76,7 +76,7 @@ CREATE TABLE envelope.key (
                   CHECK (name ~ '^[A-Za-z0-9_][A-Za-z0-9_.:@/-]{0,62}$'),
   kms             text NOT NULL DEFAULT 'local' REFERENCES envelope.kms (name),
   kek             text NOT NULL,
-  state           text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'destroyed')),
+  state           text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'disabled', 'destroyed')),
   current_version integer NOT NULL CHECK (current_version >= 1),
   created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
   destroyed_at    timestamptz
@@ -149,6 +149,10 @@ CREATE FUNCTION envelope.rotate_key(name text) RETURNS integer
   AS 'MODULE_PATHNAME', 'envelope_rotate_key' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
 CREATE FUNCTION envelope.rewrap_key(name text, kek text DEFAULT NULL) RETURNS integer
   AS 'MODULE_PATHNAME', 'envelope_rewrap_key' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION envelope.disable_key(name text) RETURNS void
+  AS 'MODULE_PATHNAME', 'envelope_disable_key' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+CREATE FUNCTION envelope.enable_key(name text) RETURNS void
+  AS 'MODULE_PATHNAME', 'envelope_enable_key' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
 CREATE FUNCTION envelope.destroy_key(name text) RETURNS void
   AS 'MODULE_PATHNAME', 'envelope_destroy_key' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
 
@@ -187,6 +191,7 @@ REVOKE ALL ON FUNCTION
   envelope.decrypt_field(envelope.encrypted_text, text), envelope.decrypt_field(envelope.encrypted_bytea, text),
   envelope.decrypt_field(envelope.encrypted_jsonb, text),
   envelope.create_key(text, text, text), envelope.rotate_key(text), envelope.destroy_key(text),
+  envelope.disable_key(text), envelope.enable_key(text),
   envelope.rewrap_key(text, text), envelope.cache_flush(), envelope.cache_evict(text), envelope.cache_stats(),
   envelope.stats_reset(),
   envelope.create_kms(text, text, jsonb), envelope.alter_kms(text, jsonb), envelope.drop_kms(text)

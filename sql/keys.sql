@@ -89,6 +89,24 @@ SELECT envelope.destroy_key('k_alpha');
 ROLLBACK;
 SELECT name, envelope.decrypt_field(c) FROM kv WHERE name = 'alpha';
 
+-- disable_key: reversible. Decrypting, encrypting and rotating are refused (55000) at
+-- once, also with the DEK already cached in this backend; enable_key undoes it.
+SELECT envelope.disable_key('k_alpha');
+SELECT error_of($q$SELECT envelope.decrypt_field(c) FROM kv WHERE name = 'alpha'$q$);
+SELECT error_of($q$SELECT envelope.encrypt_field('x', 'k_alpha')$q$);
+SELECT error_of($q$SELECT envelope.rotate_key('k_alpha')$q$);
+SELECT DISTINCT key_state FROM envelope.keys WHERE key_name = 'k_alpha';
+BEGIN;
+SELECT envelope.enable_key('k_alpha');
+ROLLBACK;
+SELECT error_of($q$SELECT envelope.decrypt_field(c) FROM kv WHERE name = 'alpha'$q$);
+SELECT envelope.enable_key('k_alpha');
+SELECT name, envelope.decrypt_field(c) FROM kv WHERE name LIKE 'alpha%' ORDER BY name;
+SELECT envelope.disable_key('no_such_key');
+SELECT envelope.disable_key(NULL) IS NULL AS null_name_does_nothing;
+SELECT error_of($q$SELECT envelope.disable_key('k_beta')$q$);
+SELECT error_of($q$SELECT envelope.enable_key('k_beta')$q$);
+
 -- Destroying twice changes nothing (destroyed_at keeps the first time); the name of a
 -- destroyed key is never reused.
 SELECT destroyed_at AS first_destroyed_at FROM envelope.key WHERE name = 'k_beta' \gset

@@ -127,7 +127,9 @@ std::optional<KeyRecord> find_key(std::string_view name, bool for_update) {
     k.name = get_text(0, 2);
     k.kms = get_text(0, 3);
     k.kek = get_text(0, 4);
-    k.destroyed = get_text(0, 5) == "destroyed";
+    std::string state = get_text(0, 5);
+    k.destroyed = state == "destroyed";
+    k.disabled = state == "disabled";
     k.current_version = static_cast<std::uint32_t>(get_int(0, 6));
     out = std::move(k);
   }
@@ -145,7 +147,9 @@ DekRecord dek_row(int row) {
   r.key.name = get_text(row, 2);
   r.key.kms = get_text(row, 3);
   r.key.kek = get_text(row, 4);
-  r.key.destroyed = get_text(row, 5) == "destroyed";
+  std::string key_state = get_text(row, 5);
+  r.key.destroyed = key_state == "destroyed";
+  r.key.disabled = key_state == "disabled";
   r.key.current_version = static_cast<std::uint32_t>(get_int(row, 6));
   r.version = static_cast<std::uint32_t>(get_int(row, 7));
   r.destroyed = get_text(row, 8) == "destroyed";
@@ -316,6 +320,17 @@ void destroy_key(std::uint32_t key_id) {
       "UPDATE envelope.key SET state = 'destroyed', destroyed_at = pg_catalog.now() "
       "WHERE key_id OPERATOR(pg_catalog.=) $1 AND state OPERATOR(pg_catalog.<>) 'destroyed'",
       1, types, values, nullptr, false, SPI_OK_UPDATE);
+  spi.finish();
+}
+
+void set_key_disabled(std::uint32_t key_id, bool disabled) {
+  SpiSession spi;
+  Oid types[2] = {INT4OID, TEXTOID};
+  Datum values[2] = {int_datum(key_id), text_datum(disabled ? "disabled" : "active")};
+  spi.exec(
+      "UPDATE envelope.key SET state = $2 "
+      "WHERE key_id OPERATOR(pg_catalog.=) $1 AND state OPERATOR(pg_catalog.<>) 'destroyed'",
+      2, types, values, nullptr, false, SPI_OK_UPDATE);
   spi.finish();
 }
 

@@ -21,6 +21,7 @@ struct KeyRecord {
   std::string kms;
   std::string kek;
   bool destroyed = false;
+  bool disabled = false;  // envelope.disable_key(): refused until enable_key()
   std::uint32_t current_version = 0;
 };
 
@@ -61,6 +62,9 @@ std::int64_t count_keys_using_kms(std::string_view name);
 
 // Crypto-shredding: drops every wrapped DEK of the key and marks it destroyed.
 void destroy_key(std::uint32_t key_id);
+
+// Sets a key that is not destroyed to 'active' or 'disabled'.
+void set_key_disabled(std::uint32_t key_id, bool disabled);
 
 }  // namespace key_store
 }  // namespace pg_envelope

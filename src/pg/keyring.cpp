@@ -74,6 +74,12 @@ std::string version_label(const std::string& name, std::uint32_t version) {
               "decrypted again.");
 }
 
+[[noreturn]] void throw_disabled(const std::string& name) {
+  throw Error(sqlstate::kObjectNotInPrerequisiteState, "key \"" + name + "\" is disabled",
+              "envelope.disable_key() stopped its use; its values are intact.",
+              "Enable it again with envelope.enable_key().");
+}
+
 // Once per backend until the KMS answers again: serving DEKs past their TTL.
 bool warned_stale = false;
 
@@ -93,6 +99,7 @@ void warn_stale(const DekRecord& rec) {
 // that changed meanwhile is never put into the shared cache.
 CachedDek& load(DekCache& c, const DekRecord& rec, std::uint64_t generation) {
   if (rec.key.destroyed || rec.destroyed || rec.wrapped.empty()) throw_destroyed(rec.key.name);
+  if (rec.key.disabled) throw_disabled(rec.key.name);
   DekId id{rec.key.key_id, rec.version};
   shared_cache::Ident ident = shared_cache::ident_of(id, rec.wrapped);
   SecureBytes dek;
@@ -175,6 +182,7 @@ CachedDek& for_encrypt(std::string_view key_name) {
     throw Error(sqlstate::kUndefinedObject, "key \"" + std::string(key_name) + "\" does not exist", "",
                 "Create it with envelope.create_key().");
   if (key->destroyed) throw_destroyed(key->name);
+  if (key->disabled) throw_disabled(key->name);
   DekId id{key->key_id, key->current_version};
   CachedDek* d = c.find(id);
   if (d == nullptr || d->valid_until <= now) {

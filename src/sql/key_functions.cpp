@@ -128,6 +128,9 @@ PGENV_FUNCTION(envelope_rotate_key) {
   if (key.destroyed)
     throw Error(sqlstate::kObjectNotInPrerequisiteState, "key \"" + key.name + "\" has been destroyed", "",
                 "Create a new key with envelope.create_key().");
+  if (key.disabled)
+    throw Error(sqlstate::kObjectNotInPrerequisiteState, "key \"" + key.name + "\" is disabled", "",
+                "Enable it with envelope.enable_key() first.");
   std::uint32_t version = key.current_version + 1;
   store_new_dek(key, version);
   key_store::set_current_version(key.key_id, version);
@@ -144,6 +147,33 @@ PGENV_FUNCTION(envelope_destroy_key) {
   // No copy of its DEKs stays in shared memory, nor in any backend's cache.
   evict_key_now_and_at_commit(key.key_id);
   keyring::forget_all();
+  PG_RETURN_VOID();
+}
+
+// disable_key(name text) RETURNS void: the key's values can be neither decrypted nor
+// encrypted until enable_key(); reversible, unlike destroy_key. No backend uses one
+// of its DEKs after this returns, and none is left in shared memory.
+PGENV_FUNCTION(envelope_disable_key) {
+  require_preloaded();
+  KeyRecord key = existing_key(text_arg(fcinfo, 0, "key name"));
+  if (key.destroyed)
+    throw Error(sqlstate::kObjectNotInPrerequisiteState, "key \"" + key.name + "\" has been destroyed");
+  key_store::set_key_disabled(key.key_id, true);
+  evict_key_now_and_at_commit(key.key_id);
+  keyring::forget_all();
+  PG_RETURN_VOID();
+}
+
+// enable_key(name text) RETURNS void: undoes disable_key (its DEKs are unwrapped again
+// through the KMS on next use).
+PGENV_FUNCTION(envelope_enable_key) {
+  require_preloaded();
+  KeyRecord key = existing_key(text_arg(fcinfo, 0, "key name"));
+  if (key.destroyed)
+    throw Error(sqlstate::kObjectNotInPrerequisiteState, "key \"" + key.name + "\" has been destroyed",
+                "A destroyed key cannot be enabled again.");
+  key_store::set_key_disabled(key.key_id, false);
+  invalidate_keys_at_commit();
   PG_RETURN_VOID();
 }
 
@@ -180,8 +210,9 @@ PGENV_FUNCTION(envelope_rewrap_key) {
   if (new_kek != key.kek) key_store::set_kek(key.key_id, new_kek);
   // The shared cache knows a DEK by its wrapped form: cache the new forms now (the
   // same DEKs), so that no backend needs the KMS once this commits. Should it roll
-  // back, no key row has these forms and the entries age out unused.
-  for (std::size_t i = 0; i < deks.size(); ++i)
+  // back, no key row has these forms and the entries age out unused. (Not for a
+  // disabled key: none of its DEKs is cached.)
+  for (std::size_t i = 0; i < deks.size() && !key.disabled; ++i)
     shared_cache::put(shared_cache::ident_of(DekId{key.key_id, deks[i].version}, rewrapped[i]), unwrapped[i],
                       key_generation());
   invalidate_keys_at_commit();

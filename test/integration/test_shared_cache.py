@@ -298,6 +298,29 @@ def test_cache_evict_reaches_other_backends_and_spares_other_keys(setup):
     assert getattr(e.value, "pgcode", None) == "42704"
 
 
+def test_disable_key_reaches_other_backends_and_leaves_no_dek_cached(setup):
+    pg, emu = setup
+    other = pg.connect()
+    cur = other.cursor()
+    query = "SELECT count(*) FROM t WHERE envelope.decrypt_field(v) = 'value ' || id"
+    cur.execute(query)
+    assert cur.fetchone()[0] == 10
+    assert pg.scalar("SELECT entries FROM envelope.stats") == 1
+    pg.sql("SELECT envelope.disable_key('k1')")
+    assert pg.scalar("SELECT entries FROM envelope.stats") == 0   # zeroed in shared memory
+    for q in (query, "SELECT envelope.encrypt_field('x', 'k1')"):
+        with pytest.raises(Exception) as e:
+            cur.execute(q)                     # the long-lived backend had the DEK cached
+        assert getattr(e.value, "pgcode", None) == "55000"
+        assert "disabled" in str(e.value)
+    emu.reset_stats()
+    pg.sql("SELECT envelope.enable_key('k1')")
+    cur.execute(query)
+    assert cur.fetchone()[0] == 10
+    assert emu.calls("decrypt") == 1           # unwrapped again through the KMS
+    other.close()
+
+
 def test_key_changes_keep_other_keys_cached(setup):
     """Rotating, re-wrapping or destroying one key does not send every other key's
     DEKs back to the KMS."""
