@@ -17,6 +17,8 @@
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh"
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 N=${BENCH_N:-1000000}
 PGP_N=${BENCH_PGP_N:-10000}
@@ -166,29 +168,12 @@ echo "  initdb ..."
 as_pg "$PG_BIN/initdb" -D "$PGDATA" -U postgres --auth=trust -E UTF8 --no-locale >"$TMP/initdb.log" 2>&1 ||
   { cat "$TMP/initdb.log" >&2; exit 1; }
 
-cat >>"$PGDATA/postgresql.conf" <<EOF
-
-# ---- pg_envelope bench settings ----
-listen_addresses = ''
-unix_socket_directories = '$SOCK'
-port = $PORT
-shared_preload_libraries = 'pg_envelope'
-envelope.master_key_file = '$TMP/master.key'
-shared_buffers = 1GB
-work_mem = 64MB
-maintenance_work_mem = 512MB
-max_parallel_workers_per_gather = 0
-jit = off
-fsync = off
-synchronous_commit = off
-full_page_writes = off
-autovacuum = off
-max_wal_size = 16GB
-checkpoint_timeout = 1h
-logging_collector = off
-log_min_messages = warning
-log_checkpoints = off
-EOF
+{
+  echo
+  echo "# ---- pg_envelope bench settings ----"
+  echo "port = $PORT"
+  bench_server_settings "$SOCK" "$TMP/master.key"
+} >>"$PGDATA/postgresql.conf"
 
 echo "  starting server ..."
 cp "$PKGLIBDIR/pg_envelope.so" "$TMP/pg_envelope.so.snapshot"   # what the server is about to load
