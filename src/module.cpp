@@ -21,6 +21,7 @@ namespace {
 
 char* master_key_file = nullptr;
 char* master_key_command = nullptr;
+int master_key_command_timeout_ms = 30000;
 
 // When preloaded the settings are PGC_POSTMASTER: read once, by the postmaster. When
 // the library is loaded later (CREATE EXTENSION without preload) PGC_POSTMASTER
@@ -35,6 +36,10 @@ void define_gucs(GucContext context) {
       "envelope.master_key_command", "Command that prints the local KMS master key (64 hex characters).",
       "Run once at server start, as the server's operating-system user.", &master_key_command, "",
       context, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable("envelope.master_key_command_timeout",
+                          "How long envelope.master_key_command may run before it is killed.", nullptr,
+                          &master_key_command_timeout_ms, 30000, 100, 3600000, context, GUC_UNIT_MS, nullptr,
+                          nullptr, nullptr);
   pg_envelope::define_kms_gucs();
   if (context == PGC_POSTMASTER) pg_envelope::shared_cache::define_gucs();
 #if PG_VERSION_NUM >= 150000
@@ -63,7 +68,8 @@ void load_master_key() {
       status.state = MasterKeyStatus::State::kNotConfigured;
     } else {
       pg_envelope::install_master_key(have_file ? pg_envelope::read_master_key_file(master_key_file)
-                                                : pg_envelope::read_master_key_command(master_key_command));
+                                                : pg_envelope::read_master_key_command(master_key_command,
+                                                                                     master_key_command_timeout_ms));
       return;
     }
   } catch (const pg_envelope::Error& e) {

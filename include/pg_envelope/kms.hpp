@@ -69,9 +69,11 @@ struct MasterKeyStatus {
 SecureBytes parse_master_key_hex(std::string_view text);
 
 // Reads the master key from a file (refusing group/world-accessible files) or from a
-// command's standard output. Throw Error on failure.
+// command's standard output. Throw Error on failure. The command runs through
+// /bin/sh -c in a process group of its own; if it has not finished (exited and closed
+// its output) within `timeout_ms`, that group is killed and Error F0000 thrown.
 SecureBytes read_master_key_file(const std::string& path);
-SecureBytes read_master_key_command(const std::string& command);
+SecureBytes read_master_key_command(const std::string& command, int timeout_ms = 30000);
 
 // The process-wide master key: installed once (in the postmaster when preloaded) and
 // inherited by every backend. Never exposed to SQL.

@@ -1,11 +1,15 @@
 // Reading the local KMS master key from envelope.master_key_file or
 // envelope.master_key_command. Runs in the postmaster, before any backend exists.
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
+#include <ctime>
 #include <cstdio>
 #include <cstring>
 
@@ -83,22 +87,80 @@ SecureBytes read_master_key_file(const std::string& path) {
   return parse_master_key_hex({reinterpret_cast<const char*>(buf.data()), used});
 }
 
-SecureBytes read_master_key_command(const std::string& command) {
-  FILE* f = ::popen(command.c_str(), "r");
-  if (f == nullptr)
+namespace {
+
+std::int64_t now_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+[[noreturn]] void command_timed_out(pid_t pid, int fd, int timeout_ms) {
+  ::kill(-pid, SIGKILL);  // the shell and everything it started
+  if (fd >= 0) ::close(fd);
+  while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+  }
+  throw Error(sqlstate::kConfigFileError, "envelope.master_key_command timed out",
+              "It did not finish within " + std::to_string(timeout_ms) +
+                  " ms (envelope.master_key_command_timeout); it and the processes it started were killed.");
+}
+
+}  // namespace
+
+SecureBytes read_master_key_command(const std::string& command, int timeout_ms) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0)
     throw Error(sqlstate::kIoError, "could not run envelope.master_key_command", std::string(std::strerror(errno)) + ".");
+  const char* cmd = command.c_str();  // nothing but async-signal-safe calls after fork
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    int e = errno;
+    ::close(fds[0]);
+    ::close(fds[1]);
+    throw Error(sqlstate::kIoError, "could not run envelope.master_key_command", std::string(std::strerror(e)) + ".");
+  }
+  if (pid == 0) {
+    ::setpgid(0, 0);
+    if (::dup2(fds[1], STDOUT_FILENO) < 0) ::_exit(126);
+    ::execl("/bin/sh", "sh", "-c", cmd, static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::setpgid(pid, pid);  // also here, so a kill(-pid) cannot race the child's own call
+  ::close(fds[1]);
+  const std::int64_t deadline = now_ms() + timeout_ms;
+
+  // Read until end of output (at most kMaxKeyText + 1 bytes kept; the rest is drained
+  // so the child never blocks on a full pipe), within the deadline.
   SecureBytes buf(kMaxKeyText + 1);
   std::size_t used = 0;
-  while (used < buf.size()) {
-    std::size_t n = std::fread(buf.data() + used, 1, buf.size() - used, f);
-    if (n == 0) break;
-    used += n;
+  for (;;) {
+    std::int64_t left = deadline - now_ms();
+    if (left <= 0) command_timed_out(pid, fds[0], timeout_ms);
+    pollfd p{fds[0], POLLIN, 0};
+    int r = ::poll(&p, 1, static_cast<int>(left));
+    if (r < 0 && errno == EINTR) continue;
+    if (r == 0) continue;  // the deadline is checked above
+    char sink[256];
+    bool keep = used < buf.size();
+    ssize_t n = keep ? ::read(fds[0], buf.data() + used, buf.size() - used) : ::read(fds[0], sink, sizeof sink);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;  // end of output (or a read error: judged by the exit status)
+    if (keep) used += static_cast<std::size_t>(n);
   }
-  // Drain anything beyond the limit so the child does not block on a full pipe.
-  char sink[256];
-  while (std::fread(sink, 1, sizeof sink, f) > 0) {
+  ::close(fds[0]);
+
+  // Then wait for the shell to exit, within the same deadline.
+  int status = 0;
+  for (;;) {
+    pid_t w = ::waitpid(pid, &status, WNOHANG);
+    if (w == pid) break;
+    if (w < 0 && errno != EINTR) {
+      status = -1;
+      break;
+    }
+    if (now_ms() >= deadline) command_timed_out(pid, -1, timeout_ms);
+    ::usleep(5000);
   }
-  int status = ::pclose(f);
   if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
     throw Error(sqlstate::kConfigFileError, "envelope.master_key_command failed",
                 status != -1 && WIFEXITED(status)

@@ -120,6 +120,13 @@ def failing_command(keyed):
     return {"master_key_command": str(script)}
 
 
+def hanging_command(keyed):
+    # Prints the right key, then never finishes: killed at the timeout, key not used,
+    # and the server starts anyway (in about the timeout, not never).
+    script = write_script(keyed.cluster, "hang.sh", f"cat '{keyed.key_file}'\nsleep 600")
+    return {"master_key_command": str(script), "settings": {"envelope.master_key_command_timeout": "700ms"}}
+
+
 FILE, COMMAND = "envelope.master_key_file", "envelope.master_key_command"
 CASES = [
     pytest.param(no_setting, "55000", ["master key", FILE, COMMAND], id="no-setting"),
@@ -133,6 +140,7 @@ CASES = [
     pytest.param(file_and_command, "F0000", [f"Both {FILE} and {COMMAND} are set"],
                  id="file-and-command"),
     pytest.param(failing_command, "F0000", [COMMAND, "exited with status 1"], id="command-exits-1"),
+    pytest.param(hanging_command, "F0000", [COMMAND, "timed out", "within 700 ms"], id="command-hangs"),
 ]
 
 

@@ -6,7 +6,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <signal.h>
+
 #include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <fstream>
+#include <thread>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
@@ -199,6 +205,54 @@ TEST(ReadMasterKeyCommand, OversizedOutputIsRejected) {
   auto e = catch_error([] { read_master_key_command("yes 0 | head -c 100000"); });
   ASSERT_TRUE(e.has_value());
   EXPECT_STREQ(e->sqlstate(), "22023");
+}
+
+TEST(ReadMasterKeyCommand, HangingCommandIsKilledAtTheTimeout) {
+  // A command that never finishes, and one that exits but leaves a child holding its
+  // output open: both end at the timeout with F0000, and their processes are killed.
+  for (const std::string& cmd : {std::string("sleep 30"), std::string("printf ") + kHex + "; (sleep 30 &)"}) {
+    auto start = std::chrono::steady_clock::now();
+    auto e = catch_error([&] { read_master_key_command(cmd, 300); });
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
+    ASSERT_TRUE(e.has_value()) << cmd;
+    EXPECT_STREQ(e->sqlstate(), "F0000");
+    EXPECT_NE(std::string(e->what()).find("timed out"), std::string::npos) << e->what();
+    EXPECT_GE(ms, 250) << cmd;
+    EXPECT_LT(ms, 5000) << cmd;
+    EXPECT_FALSE(test::error_mentions(*e, std::string(kHex).substr(0, 16)));
+  }
+}
+
+TEST(ReadMasterKeyCommand, TimeoutKillsTheWholeProcessGroup) {
+  // The command records its grandchild's pid, then hangs; after the timeout that
+  // grandchild must be gone too.
+  TempDir dir;
+  const std::string pidfile = dir.write("child.pid", "", 0600);  // removed with the directory
+  auto e = catch_error([&] { read_master_key_command("sleep 60 & echo $! > " + pidfile + "; wait", 300); });
+  ASSERT_TRUE(e.has_value());
+  std::ifstream in(pidfile);
+  long pid_read = 0;
+  ASSERT_TRUE(in >> pid_read) << "no pid recorded";
+  pid_t child = static_cast<pid_t>(pid_read);
+  // Dead: no such process any more, or a zombie waiting for init to reap it.
+  auto dead = [child] {
+    if (::kill(child, 0) != 0 && errno == ESRCH) return true;
+    std::ifstream stat("/proc/" + std::to_string(child) + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    std::size_t paren = line.rfind(')');
+    return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'Z';
+  };
+  bool gone = false;
+  for (int i = 0; i < 100 && !gone; ++i) {
+    gone = dead();
+    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(gone) << "pid " << child << " survived the timeout";
+}
+
+TEST(ReadMasterKeyCommand, FastCommandIsNotAffectedByTheTimeout) {
+  EXPECT_EQ(copy_of(read_master_key_command(std::string("printf ") + kHex, 5000)), expected_key());
 }
 
 }  // namespace
