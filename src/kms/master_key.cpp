@@ -120,6 +120,12 @@ SecureBytes read_master_key_command(const std::string& command, int timeout_ms) 
     throw Error(sqlstate::kIoError, "could not run envelope.master_key_command", std::string(std::strerror(e)) + ".");
   }
   if (pid == 0) {
+    // Like PostgreSQL's own OpenPipeStream: the command gets default SIGPIPE handling
+    // and no signals blocked, whatever the postmaster had at this point.
+    ::signal(SIGPIPE, SIG_DFL);
+    sigset_t none;
+    ::sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
     ::setpgid(0, 0);
     if (::dup2(fds[1], STDOUT_FILENO) < 0) ::_exit(126);
     ::execl("/bin/sh", "sh", "-c", cmd, static_cast<char*>(nullptr));
