@@ -150,14 +150,25 @@ PGENV_FUNCTION(envelope_destroy_key) {
   PG_RETURN_VOID();
 }
 
+namespace {
+
+// The key named by argument 0, which must not be destroyed (for disable/enable).
+KeyRecord live_key_arg(FunctionCallInfo fcinfo) {
+  KeyRecord key = existing_key(text_arg(fcinfo, 0, "key name"));
+  if (key.destroyed)
+    throw Error(sqlstate::kObjectNotInPrerequisiteState, "key \"" + key.name + "\" has been destroyed",
+                "A destroyed key can be neither disabled nor enabled.");
+  return key;
+}
+
+}  // namespace
+
 // disable_key(name text) RETURNS void: the key's values can be neither decrypted nor
 // encrypted until enable_key(); reversible, unlike destroy_key. No backend uses one
 // of its DEKs after this returns, and none is left in shared memory.
 PGENV_FUNCTION(envelope_disable_key) {
   require_preloaded();
-  KeyRecord key = existing_key(text_arg(fcinfo, 0, "key name"));
-  if (key.destroyed)
-    throw Error(sqlstate::kObjectNotInPrerequisiteState, "key \"" + key.name + "\" has been destroyed");
+  KeyRecord key = live_key_arg(fcinfo);
   key_store::set_key_disabled(key.key_id, true);
   evict_key_now_and_at_commit(key.key_id);
   keyring::forget_all();
@@ -168,11 +179,7 @@ PGENV_FUNCTION(envelope_disable_key) {
 // through the KMS on next use).
 PGENV_FUNCTION(envelope_enable_key) {
   require_preloaded();
-  KeyRecord key = existing_key(text_arg(fcinfo, 0, "key name"));
-  if (key.destroyed)
-    throw Error(sqlstate::kObjectNotInPrerequisiteState, "key \"" + key.name + "\" has been destroyed",
-                "A destroyed key cannot be enabled again.");
-  key_store::set_key_disabled(key.key_id, false);
+  key_store::set_key_disabled(live_key_arg(fcinfo).key_id, false);
   invalidate_keys_at_commit();
   PG_RETURN_VOID();
 }
