@@ -87,20 +87,10 @@ KmsProvider& kms_provider(std::string_view kms_name) {
 
 long kms_wait_budget_ms() { return static_cast<long>(retry_budget_ms) + 1000; }
 
-void record_kms_call(const std::exception_ptr& failure, bool unwrap, std::chrono::steady_clock::time_point start) {
+void record_kms_call(bool ok, bool unwrap, std::chrono::steady_clock::time_point start) {
   auto micros =
       std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start).count();
-  bool ok = true, cancelled = false;
-  if (failure) {
-    ok = false;
-    try {
-      std::rethrow_exception(failure);
-    } catch (const Error& e) {
-      cancelled = std::string_view(e.sqlstate()) == "57014";
-    } catch (...) {
-    }
-  }
-  shared_cache::record_kms_call(ok || cancelled, ok && unwrap, static_cast<std::int64_t>(micros));
+  shared_cache::record_kms_call(ok, unwrap, static_cast<std::int64_t>(micros));
 }
 
 namespace {

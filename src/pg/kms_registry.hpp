@@ -7,8 +7,6 @@
 #include <cstdint>
 #include <string_view>
 
-#include <exception>
-
 #include "pg_envelope/kms.hpp"
 
 namespace pg_envelope {
@@ -37,17 +35,21 @@ class KmsWait {
 // One call to a KMS, counted and timed in envelope.stats (kms_calls, kms_errors,
 // kms_time_ms, kms_max_ms; kms_unwraps when `unwrap`). A cancel or
 // statement_timeout is counted as a call, not as a KMS error.
-void record_kms_call(const std::exception_ptr& failure, bool unwrap, std::chrono::steady_clock::time_point start);
+void record_kms_call(bool ok, bool unwrap, std::chrono::steady_clock::time_point start);
 
 template <class F>
 auto timed_kms_call(bool unwrap, F&& call) -> decltype(call()) {
   auto start = std::chrono::steady_clock::now();
   try {
     auto result = call();
-    record_kms_call(nullptr, unwrap, start);
+    record_kms_call(true, unwrap, start);
     return result;
+  } catch (const Error& e) {
+    bool cancelled = std::string_view(e.sqlstate()) == "57014";
+    record_kms_call(cancelled, false, start);
+    throw;
   } catch (...) {
-    record_kms_call(std::current_exception(), unwrap, start);
+    record_kms_call(false, false, start);
     throw;
   }
 }

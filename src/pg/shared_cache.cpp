@@ -230,14 +230,19 @@ Entry& slot_for(const Ident& ident, TimestampTz now, bool& evicted) {
   return entries[cache->hand];
 }
 
+// Gives an entry a state and the identity of `ident` in this database.
+void set_identity(Entry& e, std::uint32_t state, const Ident& ident, TimestampTz loaded_at) {
+  e.state = state;
+  e.dbid = MyDatabaseId;
+  e.key_id = ident.id.key_id;
+  e.version = ident.id.version;
+  std::memcpy(e.digest, ident.wrapped_digest, sizeof e.digest);
+  e.loaded_at = loaded_at;
+}
+
 void store(Entry& slot, const Ident& ident, const std::uint8_t masked[kAes256KeySize], TimestampTz now) {
   clear(slot);
-  slot.state = kReady;
-  slot.dbid = MyDatabaseId;
-  slot.key_id = ident.id.key_id;
-  slot.version = ident.id.version;
-  std::memcpy(slot.digest, ident.wrapped_digest, sizeof slot.digest);
-  slot.loaded_at = now;
+  set_identity(slot, kReady, ident, now);
   slot.referenced = 1;
   std::memcpy(slot.masked, masked, kAes256KeySize);
   pg_atomic_fetch_add_u64(&cache->stores, 1);
@@ -325,14 +330,9 @@ Claim claim(const Ident& ident, std::uint64_t generation, long wait_ms, SecureBy
         e.stale_loaded_at = kept_at;
         secure_zero(kept, sizeof kept);
       }
-      e.state = kLoading;
+      set_identity(e, kLoading, ident, now);
       e.owner_pid = MyProcPid;
-      e.dbid = MyDatabaseId;
-      e.key_id = ident.id.key_id;
-      e.version = ident.id.version;
-      std::memcpy(e.digest, ident.wrapped_digest, sizeof e.digest);
       e.generation = generation;
-      e.loaded_at = now;
       result = Claim::kLoad;
     }
     LWLockRelease(cache->lock);
@@ -410,13 +410,8 @@ void abandon(const Ident& ident, const Failure& failure) {
       std::uint64_t generation = e.generation;
       clear(e);  // the stale DEK too: it is past its window, or the KMS refused the key
       if (failure.sqlstate[0] == '\0') continue;
-      e.state = kFailedState;
-      e.dbid = MyDatabaseId;
-      e.key_id = ident.id.key_id;
-      e.version = ident.id.version;
-      std::memcpy(e.digest, ident.wrapped_digest, sizeof e.digest);
+      set_identity(e, kFailedState, ident, GetCurrentTimestamp());
       e.generation = generation;
-      e.loaded_at = GetCurrentTimestamp();
       e.failure = failure;
     }
   }
@@ -424,16 +419,18 @@ void abandon(const Ident& ident, const Failure& failure) {
   ConditionVariableBroadcast(&cache->loaded);
 }
 
-std::int64_t evict_key(std::uint32_t key_id) {
-  if (cache == nullptr) return 0;
+namespace {
+
+// Zeroes the entries of one key (or of every key) of this database; the lock is held
+// exclusively. A claimant keeps its claim (its result is not stored: the generation
+// has moved), but the stale DEK it was keeping goes now. Returns how many entries
+// held a DEK. Nothing here throws or raises.
+std::int64_t zero_entries(bool all_keys, std::uint32_t key_id) noexcept {
   std::int64_t n = 0;
-  lock_exclusive();
   for (int i = 0; i < cache->capacity; ++i) {
     Entry& e = entries[i];
-    if (e.state == kEmpty || e.dbid != MyDatabaseId || e.key_id != key_id) continue;
+    if (e.state == kEmpty || e.dbid != MyDatabaseId || (!all_keys && e.key_id != key_id)) continue;
     if (e.state == kLoading) {
-      // The claimant keeps its claim (its result is not stored: the generation has
-      // moved), but the stale DEK it was keeping goes now.
       if (e.has_stale) ++n;
       secure_zero(e.masked, sizeof e.masked);
       e.has_stale = 0;
@@ -442,31 +439,27 @@ std::int64_t evict_key(std::uint32_t key_id) {
     if (e.state == kReady) ++n;
     clear(e);
   }
-  LWLockRelease(cache->lock);
   return n;
 }
 
-namespace {
-
-// Called from the commit callback. LWLockAcquire raises no error for a lock that is
-// not already held, and nothing here throws.
+// From the commit callback: PostgreSQL's frames, so the lock is taken directly
+// (LWLockAcquire raises no error for a lock that is not already held).
 void evict_at_commit(bool all_keys, std::uint32_t key_id) noexcept {
   if (cache == nullptr) return;
   LWLockAcquire(cache->lock, LW_EXCLUSIVE);
-  for (int i = 0; i < cache->capacity; ++i) {
-    Entry& e = entries[i];
-    if (e.state == kEmpty || e.dbid != MyDatabaseId || (!all_keys && e.key_id != key_id)) continue;
-    if (e.state == kLoading) {
-      secure_zero(e.masked, sizeof e.masked);
-      e.has_stale = 0;
-    } else {
-      clear(e);
-    }
-  }
+  (void)zero_entries(all_keys, key_id);
   LWLockRelease(cache->lock);
 }
 
 }  // namespace
+
+std::int64_t evict_key(std::uint32_t key_id) {
+  if (cache == nullptr) return 0;
+  lock_exclusive();
+  std::int64_t n = zero_entries(false, key_id);
+  LWLockRelease(cache->lock);
+  return n;
+}
 
 void evict_key_at_commit(std::uint32_t key_id) noexcept { evict_at_commit(false, key_id); }
 void evict_database_at_commit() noexcept { evict_at_commit(true, 0); }

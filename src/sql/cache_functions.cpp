@@ -1,5 +1,5 @@
-// envelope.cache_flush(), cache_evict(), cache_stats() (behind the envelope.stats
-// view) and stats_reset().
+// envelope.cache_flush(), cache_stats() (behind the envelope.stats view) and
+// stats_reset(); cache_evict() is with the key functions.
 #include "pg/guard.hpp"
 
 extern "C" {
@@ -8,7 +8,6 @@ extern "C" {
 #include "utils/timestamp.h"
 }
 
-#include "pg/key_store.hpp"
 #include "pg/keyring.hpp"
 #include "pg/shared_cache.hpp"
 #include "pg/shared_state.hpp"
@@ -23,27 +22,6 @@ PGENV_FUNCTION(envelope_cache_flush) {
   shared_cache::flush();
   keyring::forget_all();
   PG_RETURN_VOID();
-}
-
-// cache_evict(key_name text) RETURNS bigint: the same for one key of this database:
-// its DEKs leave the shared cache (zeroed) and every backend's own cache before this
-// returns; the next use unwraps them again through the KMS. Returns how many shared
-// entries held one of its DEKs.
-PGENV_FUNCTION(envelope_cache_evict) {
-  require_preloaded();
-  if (PG_ARGISNULL(0)) throw Error(sqlstate::kNullValueNotAllowed, "key name must not be null");
-  Datum d = PG_GETARG_DATUM(0);
-  char* s = pg_call([d] { return TextDatumGetCString(d); });
-  std::string name(s);
-  pfree(s);
-  std::optional<KeyRecord> key = key_store::find_key(name);
-  if (!key)
-    throw Error(sqlstate::kUndefinedObject, "key \"" + name + "\" does not exist", "",
-                "The keys of this database are listed in envelope.keys.");
-  invalidate_keys_at_commit();
-  std::int64_t n = shared_cache::evict_key(key->key_id);
-  keyring::forget_all();
-  PG_RETURN_INT64(n);
 }
 
 // cache_stats() RETURNS record: the counters of the shared DEK cache and of KMS calls.

@@ -48,8 +48,8 @@ std::uint32_t fresh_key_id() {
   throw Error(sqlstate::kInternalError, "could not allocate a key id");
 }
 
-KeyRecord existing_key(const std::string& name) {
-  std::optional<KeyRecord> key = key_store::find_key(name, /*for_update=*/true);
+KeyRecord existing_key(const std::string& name, bool for_update = true) {
+  std::optional<KeyRecord> key = key_store::find_key(name, for_update);
   if (!key)
     throw Error(sqlstate::kUndefinedObject, "key \"" + name + "\" does not exist", "",
                 "The keys of this database are listed in envelope.keys.");
@@ -182,6 +182,19 @@ PGENV_FUNCTION(envelope_enable_key) {
   key_store::set_key_disabled(live_key_arg(fcinfo).key_id, false);
   invalidate_keys_at_commit();
   PG_RETURN_VOID();
+}
+
+// cache_evict(key_name text) RETURNS bigint: one key of this database leaves the DEK
+// caches: its DEKs leave the shared cache (zeroed) and every backend's own cache
+// before this returns; the next use unwraps them again through the KMS. Returns how
+// many shared entries held one of its DEKs.
+PGENV_FUNCTION(envelope_cache_evict) {
+  require_preloaded();
+  KeyRecord key = existing_key(text_arg(fcinfo, 0, "key name"), /*for_update=*/false);
+  invalidate_keys_at_commit();
+  std::int64_t n = shared_cache::evict_key(key.key_id);
+  keyring::forget_all();
+  PG_RETURN_INT64(n);
 }
 
 // rewrap_key(name text, kek text DEFAULT NULL) RETURNS integer: re-wraps every live DEK
