@@ -8,7 +8,7 @@
 
 #include <string_view>
 
-#include "pg_envelope/http.hpp"
+#include "pg_envelope/secrets.hpp"
 #include "pg_envelope/secure_bytes.hpp"
 
 namespace pg_envelope {

@@ -13,22 +13,55 @@
 namespace pg_envelope {
 
 namespace sqlstate {
-// The SQLSTATEs the pure layers use; the names follow PostgreSQL's errcodes.txt.
+// SQLSTATEs raised by pg_envelope, named as in PostgreSQL's errcodes.txt (the
+// ERRCODE_ name without its prefix, in camel case). Every layer uses these names,
+// never a literal, and no value has two names here (test/unit/error_test.cpp).
+// Class 08: connection exception
+inline constexpr const char* kConnectionFailure = "08006";
+// Class 0A: feature not supported
+inline constexpr const char* kFeatureNotSupported = "0A000";
+// Class 22: data exception
+inline constexpr const char* kDataException = "22000";
+inline constexpr const char* kNullValueNotAllowed = "22004";
+inline constexpr const char* kCharacterNotInRepertoire = "22021";
+inline constexpr const char* kInvalidParameterValue = "22023";
 inline constexpr const char* kInvalidTextRepresentation = "22P02";
 inline constexpr const char* kInvalidBinaryRepresentation = "22P03";
-inline constexpr const char* kInvalidParameterValue = "22023";
-inline constexpr const char* kNullValueNotAllowed = "22004";
-inline constexpr const char* kProgramLimitExceeded = "54000";
-inline constexpr const char* kDataException = "22000";
-inline constexpr const char* kCharacterNotInRepertoire = "22021";
+inline constexpr const char* kUntranslatableCharacter = "22P05";
+// Class 25: invalid transaction state
+inline constexpr const char* kReadOnlySqlTransaction = "25006";
+// Class 28: invalid authorization specification
+inline constexpr const char* kInvalidAuthorizationSpecification = "28000";
+// Class 2B: dependent privilege descriptors still exist
+inline constexpr const char* kDependentObjectsStillExist = "2BP01";
+// Class 3F: invalid schema name
+inline constexpr const char* kInvalidSchemaName = "3F000";
+// Class 42: syntax error or access rule violation
+inline constexpr const char* kSyntaxError = "42601";
+inline constexpr const char* kInsufficientPrivilege = "42501";
+inline constexpr const char* kWrongObjectType = "42809";
+inline constexpr const char* kUndefinedFunction = "42883";
 inline constexpr const char* kUndefinedObject = "42704";
+inline constexpr const char* kDuplicateSchema = "42P06";
 inline constexpr const char* kDuplicateObject = "42710";
-inline constexpr const char* kObjectNotInPrerequisiteState = "55000";
-inline constexpr const char* kConfigFileError = "F0000";
-inline constexpr const char* kUndefinedFile = "58P01";
-inline constexpr const char* kIoError = "58030";
+// Class 53: insufficient resources
 inline constexpr const char* kOutOfMemory = "53200";
+// Class 54: program limit exceeded
+inline constexpr const char* kProgramLimitExceeded = "54000";
+// Class 55: object not in prerequisite state
+inline constexpr const char* kObjectNotInPrerequisiteState = "55000";
+inline constexpr const char* kObjectInUse = "55006";
+// Class 57: operator intervention
+inline constexpr const char* kQueryCanceled = "57014";
+// Class 58: system error (errors external to PostgreSQL itself)
+inline constexpr const char* kSystemError = "58000";
+inline constexpr const char* kIoError = "58030";
+inline constexpr const char* kUndefinedFile = "58P01";
+// Class F0: configuration file error
+inline constexpr const char* kConfigFileError = "F0000";
+// Class XX: internal error
 inline constexpr const char* kInternalError = "XX000";
+inline constexpr const char* kDataCorrupted = "XX001";
 }  // namespace sqlstate
 
 class Error : public std::runtime_error {

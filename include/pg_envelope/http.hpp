@@ -15,48 +15,16 @@
 #include <string_view>
 #include <vector>
 
+#include "pg_envelope/secrets.hpp"
 #include "pg_envelope/secure_bytes.hpp"
 
 namespace pg_envelope {
 
-// A string that wipes its buffer (including the small-string buffer) on destruction.
-class SecretString {
- public:
-  SecretString() = default;
-  explicit SecretString(std::string_view s) : s_(s.data(), s.size()) {}
-  SecretString(const SecretString&) = delete;
-  SecretString& operator=(const SecretString&) = delete;
-  SecretString(SecretString&& o) noexcept : s_(std::move(o.s_)) { o.wipe(); }
-  SecretString& operator=(SecretString&& o) noexcept {
-    if (this != &o) {
-      wipe();
-      s_ = std::move(o.s_);
-      o.wipe();
-    }
-    return *this;
-  }
-  ~SecretString() { wipe(); }
-
-  void append(std::string_view v) { s_.append(v.data(), v.size()); }
-  void append(const char* p, std::size_t n) { s_.append(p, n); }
-  const char* data() const noexcept { return s_.data(); }  // NUL-terminated
-  std::size_t size() const noexcept { return s_.size(); }
-  bool empty() const noexcept { return s_.empty(); }
-  std::string_view view() const noexcept { return {s_.data(), s_.size()}; }
-  void wipe() noexcept {
-    secure_zero(s_.data(), s_.capacity());
-    s_.clear();
-  }
-
- private:
-  std::basic_string<char, std::char_traits<char>, ZeroingAllocator<char>> s_;
-};
-
 struct HttpRequest {
   std::string method = "POST";
   std::string url;
-  std::vector<std::string> headers;        // "Name: value"; may be secret (tokens)
-  std::vector<SecretString> secret_headers;  // e.g. "X-Vault-Token: ..."
+  std::vector<std::string> headers;          // "Name: value"; never secret
+  std::vector<SecretString> secret_headers;  // e.g. "X-Vault-Token: ...", "Authorization: Bearer ..."
   SecretString body;
   std::string aws_sigv4;  // e.g. "aws:amz:us-east-1:kms": libcurl signs the request
   SecretString userpwd;   // "ACCESS_KEY:SECRET" for aws_sigv4
@@ -107,6 +75,14 @@ HttpResult http_call(const HttpRequest& request, const HttpOptions& options,
 
 // Throws Error 22023 unless `url` is https, or http to a loopback address.
 void check_kms_url(std::string_view url, std::string_view kms_name);
+
+// The delay a response header asks for, in milliseconds, when `line` is a
+// "Retry-After: <seconds>" header line (name case-insensitive, optional whitespace,
+// trailing CR LF allowed); -1 for any other header and for the HTTP-date form.
+// Values are capped at kMaxRetryAfterSeconds. Allocates nothing and never throws:
+// libcurl's header callback calls it.
+inline constexpr long kMaxRetryAfterSeconds = 24L * 3600;
+long parse_retry_after_ms(std::string_view line) noexcept;
 
 // Exposed for tests: the backoff delay (ms) before attempt `attempt` (1-based retry
 // count), full jitter in [0, min(cap, base * 2^attempt)).

@@ -12,32 +12,118 @@
 // server's environment, else the shared credentials file (option "credentials_file",
 // AWS_SHARED_CREDENTIALS_FILE, or ~/.aws/credentials) and profile (option "profile",
 // AWS_PROFILE, or "default").
-#include <sys/stat.h>
+#include <algorithm>
+#include <cctype>
 
-#include <fstream>
-
+#include "aws_credentials.hpp"
+#include "kms_responses.hpp"
 #include "remote_kms.hpp"
 
 namespace pg_envelope {
+
+namespace remote::aws {
+
+namespace {
+
+bool is_one_of(std::string_view type, std::initializer_list<std::string_view> names) {
+  return std::find(names.begin(), names.end(), type) != names.end();
+}
+
+// AWS spells some of the common errors with and without "Exception" depending on the
+// protocol and endpoint (MissingAuthenticationToken / MissingAuthenticationTokenException):
+// both are accepted.
+std::string_view without_exception_suffix(std::string_view type) {
+  constexpr std::string_view kSuffix = "Exception";
+  if (type.size() > kSuffix.size() && type.substr(type.size() - kSuffix.size()) == kSuffix)
+    type.remove_suffix(kSuffix.size());
+  return type;
+}
+
+// The request was refused because of who made it: credentials unknown, expired or
+// not matching the signature.
+bool authentication_type(std::string_view type) {
+  return is_one_of(without_exception_suffix(type),
+                   {"UnrecognizedClient", "InvalidSignature", "ExpiredToken", "IncompleteSignature",
+                    "InvalidClientTokenId", "MissingAuthenticationToken", "SignatureDoesNotMatch", "RequestExpired"});
+}
+
+// The requester is known but may not do this.
+bool authorization_type(std::string_view type) {
+  return is_one_of(without_exception_suffix(type), {"AccessDenied", "NotAuthorized"});
+}
+
+bool throttling_type(std::string_view type) {
+  return is_one_of(type, {"ThrottlingException", "KMSInternalException", "DependencyTimeoutException",
+                          "LimitExceededException"});
+}
+
+}  // namespace
+
+std::string error_type(const HttpResponse& resp) {
+  json e = parse_body(resp);
+  if (!e.is_object()) return {};
+  auto it = e.find("__type");
+  if (it == e.end() || !it->is_string()) return {};
+  const auto& s = it->get_ref<const SecureStdString&>();
+  std::string t(s.data(), std::min<std::size_t>(s.size(), 100));
+  if (auto hash = t.rfind('#'); hash != std::string::npos) t = t.substr(hash + 1);
+  for (char ch : t)
+    if (!std::isalnum(static_cast<unsigned char>(ch))) return "invalid error type";
+  return t;
+}
+
+Verdict judge(const HttpResponse& resp) {
+  if (resp.status == 200) return Verdict::kSuccess;
+  if (resp.status >= 500 || throttling_type(error_type(resp))) return Verdict::kRetry;
+  return Verdict::kFail;
+}
+
+json result(const HttpResult& r, const Site& site) {
+  if (r.failure != HttpFailure::kNone) fail_transport(r, site.kms, site.op);
+  long s = r.response.status;
+  if (s == 200) return success_object(r, site.kms, site.op);
+  std::string type = error_type(r.response);
+  std::string detail = "KEK \"" + site.kek + "\" in region " + site.region + " at " + site.endpoint + " (HTTP " +
+                       std::to_string(s) + ", " + std::to_string(r.attempts) + " attempt(s)).";
+  if (type.empty()) type = "HTTP " + std::to_string(s);
+  if (authorization_type(type)) fail(FailureKind::kPermission, site.kms, site.op, type, detail);
+  if (authentication_type(type)) fail(FailureKind::kAuth, site.kms, site.op, type, detail);
+  if (type == "NotFoundException") fail(FailureKind::kNotFound, site.kms, site.op, type, detail);
+  if (is_one_of(type, {"DisabledException", "KMSInvalidStateException", "KeyUnavailableException"}))
+    fail(FailureKind::kDisabled, site.kms, site.op, type, detail);
+  if (is_one_of(type, {"InvalidCiphertextException", "IncorrectKeyException"}))
+    fail(FailureKind::kInvalidCiphertext, site.kms, site.op, type, detail);
+  if (s >= 500 || throttling_type(type)) fail(FailureKind::kUnavailable, site.kms, site.op, type, detail);
+  // No type, or one not listed above: the status says what it can.
+  if (s == 401) fail(FailureKind::kAuth, site.kms, site.op, type, detail);
+  if (s == 403) fail(FailureKind::kPermission, site.kms, site.op, type, detail);
+  fail(FailureKind::kBadRequest, site.kms, site.op, type, detail);
+}
+
+Bytes ciphertext_blob(const json& out, const std::string& kms, const std::string& op) {
+  Bytes blob;
+  auto it = out.is_object() ? out.find("CiphertextBlob") : out.end();
+  const SecureStdString* s = (it != out.end() && it->is_string()) ? &it->get_ref<const SecureStdString&>() : nullptr;
+  if (s == nullptr || !base64_decode_strict(std::string_view(s->data(), s->size()), blob) || blob.empty())
+    fail(FailureKind::kBadRequest, kms, op, "malformed response", "The response has no CiphertextBlob.");
+  return blob;
+}
+
+SecureBytes plaintext(const json& out, const std::string& kms) {
+  SecureBytes payload;
+  auto it = out.is_object() ? out.find("Plaintext") : out.end();
+  if (it == out.end() || !it->is_string() ||
+      !unb64(std::string_view(it->get_ref<const SecureStdString&>()), payload))
+    fail(FailureKind::kBadRequest, kms, "Decrypt", "malformed response", "The response has no Plaintext.");
+  return payload;
+}
+
+}  // namespace remote::aws
 
 namespace {
 
 using remote::FailureKind;
 using remote::json;
-
-struct AwsCredentials {
-  SecretString access_key;
-  SecretString secret_key;
-  SecretString session_token;
-};
-
-std::string trim(std::string s) {
-  auto sp = [](unsigned char c) { return std::isspace(c); };
-  while (!s.empty() && sp(s.back())) s.pop_back();
-  std::size_t i = 0;
-  while (i < s.size() && sp(s[i])) ++i;
-  return s.substr(i);
-}
 
 class AwsKms final : public KmsProvider {
  public:
@@ -83,7 +169,7 @@ class AwsKms final : public KmsProvider {
     body["KeyId"] = std::string(kek);
     body["Plaintext"] = std::string_view(remote::b64_secret(payload.view()).view());
     body["EncryptionContext"] = context(b);
-    return blob_of(call("Encrypt", body, kek), "Encrypt", "CiphertextBlob");
+    return remote::aws::ciphertext_blob(call("Encrypt", body, kek), name_, "Encrypt");
   }
 
   SecureBytes unwrap(std::string_view kek, const DekBinding& b, ByteView wrapped) override {
@@ -93,11 +179,7 @@ class AwsKms final : public KmsProvider {
     body["CiphertextBlob"] = remote::b64(wrapped);
     body["EncryptionContext"] = context(b);
     json out = call("Decrypt", body, kek);
-    SecureBytes payload;
-    auto it = out.is_object() ? out.find("Plaintext") : out.end();
-    if (it == out.end() || !it->is_string() ||
-        !remote::unb64(std::string_view(it->get_ref<const remote::SecureStdString&>()), payload))
-      remote::fail(FailureKind::kBadRequest, name_, "Decrypt", "malformed response", "The response has no Plaintext.");
+    SecureBytes payload = remote::aws::plaintext(out, name_);
     return remote::unbind_dek(payload.view(), b, name_);
   }
 
@@ -110,7 +192,7 @@ class AwsKms final : public KmsProvider {
     body["SourceEncryptionContext"] = context(b);
     body["DestinationKeyId"] = std::string(new_kek);
     body["DestinationEncryptionContext"] = context(b);
-    return blob_of(call("ReEncrypt", body, new_kek), "ReEncrypt", "CiphertextBlob");
+    return remote::aws::ciphertext_blob(call("ReEncrypt", body, new_kek), name_, "ReEncrypt");
   }
 
  private:
@@ -122,55 +204,8 @@ class AwsKms final : public KmsProvider {
     return c;
   }
 
-  AwsCredentials credentials() {
-    AwsCredentials c;
-    auto env = [&](const char* n) -> const char* {
-      const char* v = ctx_.getenv ? ctx_.getenv(n) : nullptr;
-      return (v && *v) ? v : nullptr;
-    };
-    if (env("AWS_ACCESS_KEY_ID") && env("AWS_SECRET_ACCESS_KEY")) {
-      c.access_key = SecretString(env("AWS_ACCESS_KEY_ID"));
-      c.secret_key = SecretString(env("AWS_SECRET_ACCESS_KEY"));
-      if (env("AWS_SESSION_TOKEN")) c.session_token = SecretString(env("AWS_SESSION_TOKEN"));
-      return c;
-    }
-    std::string file = credentials_file_;
-    if (file.empty() && env("AWS_SHARED_CREDENTIALS_FILE")) file = env("AWS_SHARED_CREDENTIALS_FILE");
-    if (file.empty() && env("HOME")) file = std::string(env("HOME")) + "/.aws/credentials";
-    std::string profile = !profile_.empty() ? profile_ : (env("AWS_PROFILE") ? env("AWS_PROFILE") : "default");
-    struct stat st;
-    if (::stat(file.c_str(), &st) == 0 && (st.st_mode & S_IRWXO) != 0)
-      remote::fail(FailureKind::kAuth, name_, "authentication", "credentials file is world-accessible",
-                   "File \"" + file + "\" must not be accessible to other users.");
-    std::ifstream in(file);
-    std::string line, section;
-    while (in && std::getline(in, line)) {
-      std::string t = trim(line);
-      if (t.empty() || t[0] == '#' || t[0] == ';') continue;
-      if (t.front() == '[' && t.back() == ']') {
-        section = trim(t.substr(1, t.size() - 2));
-        continue;
-      }
-      if (section != profile) continue;
-      auto eq = t.find('=');
-      if (eq == std::string::npos) continue;
-      std::string k = trim(t.substr(0, eq)), v = trim(t.substr(eq + 1));
-      if (k == "aws_access_key_id") c.access_key = SecretString(v);
-      if (k == "aws_secret_access_key") c.secret_key = SecretString(v);
-      if (k == "aws_session_token") c.session_token = SecretString(v);
-      secure_zero(v.data(), v.size());
-      secure_zero(line.data(), line.size());
-      secure_zero(t.data(), t.size());
-    }
-    if (c.access_key.empty() || c.secret_key.empty())
-      remote::fail(FailureKind::kAuth, name_, "authentication", "no AWS credentials",
-                   "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are not in the server's environment and profile \"" +
-                       profile + "\" of \"" + file + "\" has no keys.");
-    return c;
-  }
-
   json call(const char* op, const json& body, std::string_view kek) {
-    AwsCredentials cred = credentials();
+    remote::aws::Credentials cred = remote::aws::load_credentials(name_, credentials_file_, profile_, ctx_.getenv);
     HttpRequest rq;
     rq.url = endpoint_ + "/";
     rq.headers.push_back("Content-Type: application/x-amz-json-1.1");
@@ -185,57 +220,8 @@ class AwsKms final : public KmsProvider {
     rq.userpwd.append(":");
     rq.userpwd.append(cred.secret_key.view());
     remote::set_json_body(rq, body);
-    std::string type;
-    HttpResult r = http_call(rq, ctx_.http, [&](const HttpResponse& resp) {
-      if (resp.status == 200) return Verdict::kSuccess;
-      std::string t = error_type(resp);
-      if (resp.status >= 500 || t == "ThrottlingException" || t == "KMSInternalException" ||
-          t == "DependencyTimeoutException" || t == "LimitExceededException")
-        return Verdict::kRetry;
-      return Verdict::kFail;
-    });
-    if (r.failure != HttpFailure::kNone) remote::fail_transport(r, name_, op);
-    if (r.response.status == 200) return remote::success_object(r, name_, op);
-    type = error_type(r.response);
-    std::string detail = "KEK \"" + std::string(kek) + "\" in region " + region_ + " at " + endpoint_ + " (HTTP " +
-                         std::to_string(r.response.status) + ", " + std::to_string(r.attempts) + " attempt(s)).";
-    if (type.empty()) type = "HTTP " + std::to_string(r.response.status);
-    if (type == "AccessDeniedException") remote::fail(FailureKind::kPermission, name_, op, type, detail);
-    if (type == "UnrecognizedClientException" || type == "InvalidSignatureException" ||
-        type == "ExpiredTokenException" || type == "IncompleteSignature" || type == "InvalidClientTokenId" ||
-        type == "MissingAuthenticationToken" || type == "SignatureDoesNotMatch")
-      remote::fail(FailureKind::kAuth, name_, op, type, detail);
-    if (type == "NotFoundException") remote::fail(FailureKind::kNotFound, name_, op, type, detail);
-    if (type == "DisabledException" || type == "KMSInvalidStateException" || type == "KeyUnavailableException")
-      remote::fail(FailureKind::kDisabled, name_, op, type, detail);
-    if (type == "InvalidCiphertextException" || type == "IncorrectKeyException")
-      remote::fail(FailureKind::kInvalidCiphertext, name_, op, type, detail);
-    if (r.response.status >= 500 || type == "ThrottlingException" || type == "KMSInternalException" ||
-        type == "DependencyTimeoutException" || type == "LimitExceededException")
-      remote::fail(FailureKind::kUnavailable, name_, op, type, detail);
-    remote::fail(FailureKind::kBadRequest, name_, op, type, detail);
-  }
-
-  static std::string error_type(const HttpResponse& resp) {
-    json e = remote::parse_body(resp);
-    if (!e.is_object()) return {};
-    auto it = e.find("__type");
-    if (it == e.end() || !it->is_string()) return {};
-    const auto& s = it->get_ref<const remote::SecureStdString&>();
-    std::string t(s.data(), std::min<std::size_t>(s.size(), 100));
-    if (auto hash = t.rfind('#'); hash != std::string::npos) t = t.substr(hash + 1);
-    for (char ch : t)
-      if (!std::isalnum(static_cast<unsigned char>(ch))) return "invalid error type";
-    return t;
-  }
-
-  Bytes blob_of(const json& out, const char* op, const char* field) {
-    Bytes blob;
-    auto it = out.is_object() ? out.find(field) : out.end();
-    const remote::SecureStdString* s = (it != out.end() && it->is_string()) ? &it->get_ref<const remote::SecureStdString&>() : nullptr;
-    if (s == nullptr || !base64_decode_strict(std::string_view(s->data(), s->size()), blob) || blob.empty())
-      remote::fail(FailureKind::kBadRequest, name_, op, "malformed response", std::string("The response has no ") + field + ".");
-    return blob;
+    HttpResult r = http_call(rq, ctx_.http, remote::aws::judge);
+    return remote::aws::result(r, {name_, op, std::string(kek), region_, endpoint_});
   }
 
   std::string name_;

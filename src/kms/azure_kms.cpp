@@ -32,52 +32,21 @@
 #include <iterator>
 
 #include "bearer_token.hpp"
+#include "kms_responses.hpp"
 #include "pg_envelope/base64url.hpp"
 #include "remote_kms.hpp"
 
 namespace pg_envelope {
 
+namespace remote::azure {
+
 namespace {
-
-using remote::FailureKind;
-using remote::json;
-using remote::SecureStdString;
-
-constexpr const char* kApiVersion = "api-version=7.4";
-constexpr const char* kImdsTokenPath =
-    "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net";
-
-// Key Vault names: 1 to 127 of [0-9A-Za-z-]; versions: 32 hex digits in practice,
-// accepted as 1 to 64 alphanumerics.
-bool valid_key_name(std::string_view n) {
-  return !n.empty() && n.size() <= 127 && std::all_of(n.begin(), n.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-';
-  });
-}
-
-bool valid_key_version(std::string_view v) {
-  return !v.empty() && v.size() <= 64 && std::all_of(v.begin(), v.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-  });
-}
 
 bool iequal(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
            return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
          });
 }
-
-bool allowed_algorithm(std::string_view alg) { return alg == "RSA-OAEP-256" || alg == "A256KW"; }
-
-struct KeyRef {
-  std::string name;
-  std::string version;  // empty: the newest
-};
-
-// A Key Vault error: {"error": {"code": "Forbidden", "message": "...", "innererror": {"code": "KeyDisabled"}}}.
-struct VaultError {
-  std::string code, inner, message;
-};
 
 std::string error_code(const json& obj) {
   auto it = obj.find("code");
@@ -88,24 +57,155 @@ std::string error_code(const json& obj) {
   return std::string(s.data(), s.size());
 }
 
-VaultError vault_error(const HttpResponse& resp) {
-  VaultError e;
-  json body = remote::parse_body(resp);
-  if (!body.is_object() || !body.contains("error") || !body["error"].is_object()) return e;
-  const json& err = body["error"];
-  e.code = error_code(err);
-  if (auto in = err.find("innererror"); in != err.end() && in->is_object()) e.inner = error_code(*in);
-  if (auto it = err.find("message"); it != err.end() && it->is_string()) {
-    const auto& m = it->get_ref<const SecureStdString&>();
-    e.message = remote::safe_message(std::string_view(m.data(), m.size()));
-  }
-  return e;
-}
-
 const SecureStdString* string_field(const json& obj, const char* name) {
   auto it = obj.is_object() ? obj.find(name) : obj.end();
   return (it != obj.end() && it->is_string()) ? &it->get_ref<const SecureStdString&>() : nullptr;
 }
+
+}  // namespace
+
+// Key Vault names: 1 to 127 of [0-9A-Za-z-]; versions: 32 hex digits in practice,
+// accepted as 1 to 64 alphanumerics.
+bool valid_key_name(std::string_view n) noexcept {
+  return !n.empty() && n.size() <= 127 && std::all_of(n.begin(), n.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-';
+  });
+}
+
+bool valid_key_version(std::string_view v) noexcept {
+  return !v.empty() && v.size() <= 64 && std::all_of(v.begin(), v.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+  });
+}
+
+bool allowed_algorithm(std::string_view alg) noexcept { return alg == "RSA-OAEP-256" || alg == "A256KW"; }
+
+bool parse_kid(const std::string& kid, const UrlParts& vault, KeyRef& out) {
+  UrlParts p;
+  if (!parse_url(kid, p) || (p.scheme != "https" && p.scheme != vault.scheme) || p.host != vault.host) return false;
+  // Key Vault omits the default port in kids; a test vault on another port has it.
+  std::string port = p.port;
+  if (p.scheme != vault.scheme && port == (p.scheme == "https" ? "443" : "80"))
+    port = vault.scheme == "https" ? "443" : "80";
+  if (port != vault.port) return false;
+  std::string_view path = p.path;
+  if (path.rfind("/keys/", 0) != 0) return false;
+  path.remove_prefix(6);
+  std::size_t slash = path.find('/');
+  if (slash == std::string_view::npos) return false;
+  out.name = path.substr(0, slash);
+  out.version = path.substr(slash + 1);
+  return valid_key_name(out.name) && valid_key_version(out.version);
+}
+
+VaultError vault_error(const HttpResponse& resp) {
+  VaultError e;
+  json body = parse_body(resp);
+  auto err = body.is_object() ? body.find("error") : body.end();
+  if (err == body.end() || !err->is_object()) return e;
+  e.code = error_code(*err);
+  if (auto in = err->find("innererror"); in != err->end() && in->is_object()) e.inner = error_code(*in);
+  if (auto it = err->find("message"); it != err->end() && it->is_string()) {
+    const auto& m = it->get_ref<const SecureStdString&>();
+    e.message = safe_message(std::string_view(m.data(), m.size()));
+  }
+  return e;
+}
+
+Verdict judge(const HttpResponse& resp) {
+  if (resp.status >= 200 && resp.status < 300) return Verdict::kSuccess;
+  if (resp.status == 429 || (resp.status >= 500 && resp.status != 501)) return Verdict::kRetry;
+  return Verdict::kFail;
+}
+
+json result(const HttpResult& r, const Site& site) {
+  if (r.failure != HttpFailure::kNone) fail_transport(r, site.kms, site.op);
+  long s = r.response.status;
+  if (s >= 200 && s < 300) return success_object(r, site.kms, site.op);
+
+  VaultError e = vault_error(r.response);
+  std::string type = (e.code.empty() ? "HTTP " + std::to_string(s) : e.code) + (e.inner.empty() ? "" : " (" + e.inner + ")");
+  std::string version_used = site.key_path.size() > 6 ? site.key_path.substr(6) : site.key_path;  // after "/keys/"
+  std::string detail = "Key \"" + site.kek + "\"" + (version_used == site.kek ? "" : " (" + version_used + ")") +
+                       " in " + site.vault_url + " (HTTP " + std::to_string(s) + ", " + std::to_string(r.attempts) +
+                       " attempt(s))" + (e.message.empty() ? "" : ": " + e.message) + ".";
+  bool disabled = e.inner == "KeyDisabled" || e.code == "KeyDisabled" ||
+                  ((s == 403 || e.code == "Forbidden") && e.message.find("disabled") != std::string::npos);
+  if (e.code == "Unauthorized" || (s == 401 && e.code != "Forbidden"))
+    fail(FailureKind::kAuth, site.kms, site.op, type, detail + " The token came from " + site.token_source + ".");
+  if (disabled) fail(FailureKind::kDisabled, site.kms, site.op, type, detail);
+  if (e.code == "Forbidden" || s == 403) fail(FailureKind::kPermission, site.kms, site.op, type, detail);
+  if (e.code == "KeyNotFound" || s == 404) fail(FailureKind::kNotFound, site.kms, site.op, type, detail);
+  if (s == 429 || s >= 500) fail(FailureKind::kUnavailable, site.kms, site.op, type, detail);
+  if (s == 400 && site.op == "unwrapkey") fail(FailureKind::kInvalidCiphertext, site.kms, site.op, type, detail);
+  fail(FailureKind::kBadRequest, site.kms, site.op, type, detail);
+}
+
+Bytes wrapkey_stored(const json& out, const Site& site, const KeyRef& ref, const UrlParts& vault,
+                     const std::string& algorithm) {
+  const SecureStdString* kid = string_field(out, "kid");
+  const SecureStdString* value = string_field(out, "value");
+  SecureBytes wrapped;
+  if (kid == nullptr || value == nullptr || !base64url_decode(std::string_view(*value), wrapped) || wrapped.empty())
+    fail(FailureKind::kBadRequest, site.kms, "wrapkey", "malformed response", "The response has no kid or value.");
+  std::string kid_text(kid->data(), kid->size());
+  KeyRef used;
+  if (!parse_kid(kid_text, vault, used) || !iequal(used.name, ref.name) ||
+      (!ref.version.empty() && !iequal(used.version, ref.version)))
+    fail(FailureKind::kBadRequest, site.kms, "wrapkey", "malformed response",
+         "The response's kid does not name a version of key \"" + ref.name + "\" in " + site.vault_url + ".");
+  json stored;
+  stored["alg"] = algorithm;
+  stored["kid"] = kid_text;
+  stored["value"] = std::string_view(base64url_encode(wrapped.view()).view());
+  auto text = stored.dump();
+  return Bytes(text.begin(), text.end());
+}
+
+StoredWrapped parse_stored(ByteView wrapped, const std::string& kms, std::string_view kek, const KeyRef& ref,
+                           const UrlParts& vault, const std::string& vault_url) {
+  json stored = json::parse(wrapped.begin(), wrapped.end(), nullptr, false);
+  const SecureStdString* alg = string_field(stored, "alg");
+  const SecureStdString* kid = string_field(stored, "kid");
+  const SecureStdString* value = string_field(stored, "value");
+  if (alg == nullptr || kid == nullptr || value == nullptr || !allowed_algorithm(std::string_view(*alg)))
+    fail(FailureKind::kInvalidCiphertext, kms, "unwrapkey", "malformed wrapped data key",
+         "The wrapped data key is not an Azure Key Vault {\"alg\", \"kid\", \"value\"} object.");
+  StoredWrapped out;
+  std::string kid_text(kid->data(), kid->size());
+  if (!parse_kid(kid_text, vault, out.key))
+    fail(FailureKind::kInvalidCiphertext, kms, "unwrapkey", "wrapped by another key vault",
+         "The wrapped data key was made by key \"" + safe_message(kid_text) + "\", which is not in " + vault_url +
+             "; pg_envelope sends its token only to vault_url.");
+  if (!iequal(out.key.name, ref.name) || (!ref.version.empty() && !iequal(out.key.version, ref.version)))
+    fail(FailureKind::kInvalidCiphertext, kms, "unwrapkey", "wrapped by another key",
+         "The wrapped data key was made by key \"" + out.key.name + "/" + out.key.version + "\", not by KEK \"" +
+             std::string(kek) + "\".");
+  out.alg.assign(alg->data(), alg->size());
+  out.value.assign(value->data(), value->size());
+  return out;
+}
+
+SecureBytes unwrapkey_value(const json& out, const std::string& kms) {
+  const SecureStdString* plain = string_field(out, "value");
+  SecureBytes payload;
+  if (plain == nullptr || !base64url_decode(std::string_view(*plain), payload))
+    fail(FailureKind::kBadRequest, kms, "unwrapkey", "malformed response", "The response has no value.");
+  return payload;
+}
+
+}  // namespace remote::azure
+
+namespace {
+
+using remote::FailureKind;
+using remote::json;
+using remote::SecureStdString;
+using remote::azure::KeyRef;
+
+constexpr const char* kApiVersion = "api-version=7.4";
+constexpr const char* kImdsTokenPath =
+    "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net";
 
 class AzureKeyVaultKms final : public KmsProvider {
  public:
@@ -129,54 +229,17 @@ class AzureKeyVaultKms final : public KmsProvider {
     body["value"] = std::string_view(base64url_encode(payload.view()).view());
     std::string path = "/keys/" + ref.name + (ref.version.empty() ? "" : "/" + ref.version);
     json out = call("wrapkey", path, kek, body);
-
-    const SecureStdString* kid = string_field(out, "kid");
-    const SecureStdString* value = string_field(out, "value");
-    SecureBytes wrapped;
-    if (kid == nullptr || value == nullptr || !base64url_decode(std::string_view(*value), wrapped) || wrapped.empty())
-      remote::fail(FailureKind::kBadRequest, name_, "wrapkey", "malformed response", "The response has no kid or value.");
-    std::string kid_text(kid->data(), kid->size());
-    KeyRef used;
-    if (!parse_kid(kid_text, used) || !iequal(used.name, ref.name) ||
-        (!ref.version.empty() && !iequal(used.version, ref.version)))
-      remote::fail(FailureKind::kBadRequest, name_, "wrapkey", "malformed response",
-                   "The response's kid does not name a version of key \"" + ref.name + "\" in " + vault_url_ + ".");
-
-    json stored;
-    stored["alg"] = algorithm_;
-    stored["kid"] = kid_text;
-    stored["value"] = std::string_view(base64url_encode(wrapped.view()).view());
-    auto text = stored.dump();
-    return Bytes(text.begin(), text.end());
+    return remote::azure::wrapkey_stored(out, site("wrapkey", path, kek), ref, vault_, algorithm_);
   }
 
   SecureBytes unwrap(std::string_view kek, const DekBinding& b, ByteView wrapped) override {
     KeyRef ref = parse_kek(kek);
-    json stored = json::parse(wrapped.begin(), wrapped.end(), nullptr, false);
-    const SecureStdString* alg = string_field(stored, "alg");
-    const SecureStdString* kid = string_field(stored, "kid");
-    const SecureStdString* value = string_field(stored, "value");
-    if (alg == nullptr || kid == nullptr || value == nullptr || !allowed_algorithm(std::string_view(*alg)))
-      remote::fail(FailureKind::kInvalidCiphertext, name_, "unwrapkey", "malformed wrapped data key",
-                   "The wrapped data key is not an Azure Key Vault {\"alg\", \"kid\", \"value\"} object.");
-    KeyRef used;
-    std::string kid_text(kid->data(), kid->size());
-    if (!parse_kid(kid_text, used))
-      remote::fail(FailureKind::kInvalidCiphertext, name_, "unwrapkey", "wrapped by another key vault",
-                   "The wrapped data key was made by key \"" + remote::safe_message(kid_text) +
-                       "\", which is not in " + vault_url_ + "; pg_envelope sends its token only to vault_url.");
-    if (!iequal(used.name, ref.name) || (!ref.version.empty() && !iequal(used.version, ref.version)))
-      remote::fail(FailureKind::kInvalidCiphertext, name_, "unwrapkey", "wrapped by another key",
-                   "The wrapped data key was made by key \"" + used.name + "/" + used.version + "\", not by KEK \"" +
-                       std::string(kek) + "\".");
+    remote::azure::StoredWrapped stored = remote::azure::parse_stored(wrapped, name_, kek, ref, vault_, vault_url_);
     json body;
-    body["alg"] = *alg;
-    body["value"] = *value;
-    json out = call("unwrapkey", "/keys/" + used.name + "/" + used.version, kek, body);
-    const SecureStdString* plain = string_field(out, "value");
-    SecureBytes payload;
-    if (plain == nullptr || !base64url_decode(std::string_view(*plain), payload))
-      remote::fail(FailureKind::kBadRequest, name_, "unwrapkey", "malformed response", "The response has no value.");
+    body["alg"] = stored.alg;
+    body["value"] = stored.value;
+    json out = call("unwrapkey", "/keys/" + stored.key.name + "/" + stored.key.version, kek, body);
+    SecureBytes payload = remote::azure::unwrapkey_value(out, name_);
     return remote::unbind_dek(payload.view(), b, name_);
   }
 
@@ -201,7 +264,7 @@ class AzureKeyVaultKms final : public KmsProvider {
     if (!remote::parse_url(vault_url_, vault_) || (vault_.path != "/" && !vault_.path.empty()))
       throw Error(sqlstate::kInvalidParameterValue, "invalid \"vault_url\" for KMS \"" + name_ + "\"",
                   "The vault URL has no path, e.g. https://myvault.vault.azure.net.");
-    if (!allowed_algorithm(algorithm_))
+    if (!remote::azure::allowed_algorithm(algorithm_))
       throw Error(sqlstate::kInvalidParameterValue, "invalid \"algorithm\" for KMS \"" + name_ + "\"",
                   "Use \"RSA-OAEP-256\" (RSA keys) or \"A256KW\" (oct-HSM AES keys).");
     if (!imds_url.empty()) remote::check_base_url(imds_url, name_, "imds_url", /*metadata=*/true);
@@ -214,7 +277,8 @@ class AzureKeyVaultKms final : public KmsProvider {
     std::size_t slash = kek.find('/');
     std::string_view name = kek.substr(0, slash);
     std::string_view version = slash == std::string_view::npos ? std::string_view{} : kek.substr(slash + 1);
-    if (!valid_key_name(name) || (slash != std::string_view::npos && !valid_key_version(version)))
+    if (!remote::azure::valid_key_name(name) ||
+        (slash != std::string_view::npos && !remote::azure::valid_key_version(version)))
       throw Error(sqlstate::kInvalidParameterValue, "invalid Azure Key Vault key name for KMS \"" + name_ + "\"",
                   "A KEK is \"name\" or \"name/version\": a name of 1 to 127 characters from A-Z, a-z, 0-9 and "
                   "\"-\", a version of letters and digits.");
@@ -223,32 +287,8 @@ class AzureKeyVaultKms final : public KmsProvider {
     return ref;
   }
 
-  // A key identifier, https://{vault host}/keys/{name}/{version}: true when it is in
-  // this vault (same host and port; Key Vault writes it with https even when a
-  // test vault is reached over http) and names one version of one key.
-  bool parse_kid(const std::string& kid, KeyRef& out) const {
-    remote::UrlParts p;
-    if (!remote::parse_url(kid, p) || (p.scheme != "https" && p.scheme != vault_.scheme) || p.host != vault_.host)
-      return false;
-    // Key Vault omits the default port in kids; a test vault on another port has it.
-    std::string port = p.port;
-    if (p.scheme != vault_.scheme && port == (p.scheme == "https" ? "443" : "80"))
-      port = vault_.scheme == "https" ? "443" : "80";
-    if (port != vault_.port) return false;
-    std::string_view path = p.path;
-    if (path.rfind("/keys/", 0) != 0) return false;
-    path.remove_prefix(6);
-    std::size_t slash = path.find('/');
-    if (slash == std::string_view::npos) return false;
-    out.name = path.substr(0, slash);
-    out.version = path.substr(slash + 1);
-    return valid_key_name(out.name) && valid_key_version(out.version);
-  }
-
-  static Verdict judge(const HttpResponse& resp) {
-    if (resp.status >= 200 && resp.status < 300) return Verdict::kSuccess;
-    if (resp.status == 429 || (resp.status >= 500 && resp.status != 501)) return Verdict::kRetry;
-    return Verdict::kFail;
+  remote::azure::Site site(const char* op, const std::string& key_path, std::string_view kek) const {
+    return {name_, op, std::string(kek), key_path, vault_url_, token_.describe()};
   }
 
   json call(const char* op, const std::string& key_path, std::string_view kek, const json& body) {
@@ -256,29 +296,8 @@ class AzureKeyVaultKms final : public KmsProvider {
     rq.url = vault_url_ + key_path + "/" + op + "?" + kApiVersion;
     rq.headers.push_back("Content-Type: application/json");
     remote::set_json_body(rq, body);
-    HttpResult r = token_.call(rq, ctx_, judge);
-    if (r.failure != HttpFailure::kNone) remote::fail_transport(r, name_, op);
-    long s = r.response.status;
-    if (s >= 200 && s < 300) return remote::success_object(r, name_, op);
-
-    VaultError e = vault_error(r.response);
-    std::string type = (e.code.empty() ? "HTTP " + std::to_string(s) : e.code) + (e.inner.empty() ? "" : " (" + e.inner + ")");
-    std::string version_used = key_path.substr(6);  // "name/version" when unwrapping
-    std::string detail = "Key \"" + std::string(kek) + "\"" + (version_used == kek ? "" : " (" + version_used + ")") +
-                         " in " + vault_url_ + " (HTTP " +
-                         std::to_string(s) + ", " + std::to_string(r.attempts) + " attempt(s))" +
-                         (e.message.empty() ? "" : ": " + e.message) + ".";
-    if (s == 401)
-      remote::fail(FailureKind::kAuth, name_, op, type, detail + " The token came from " + token_.describe() + ".");
-    if (s == 403) {
-      if (e.inner == "KeyDisabled" || e.code == "KeyDisabled" || e.message.find("disabled") != std::string::npos)
-        remote::fail(FailureKind::kDisabled, name_, op, type, detail);
-      remote::fail(FailureKind::kPermission, name_, op, type, detail);
-    }
-    if (s == 404) remote::fail(FailureKind::kNotFound, name_, op, type, detail);
-    if (s == 429 || s >= 500) remote::fail(FailureKind::kUnavailable, name_, op, type, detail);
-    if (s == 400 && std::string_view(op) == "unwrapkey") remote::fail(FailureKind::kInvalidCiphertext, name_, op, type, detail);
-    remote::fail(FailureKind::kBadRequest, name_, op, type, detail);
+    HttpResult r = token_.call(rq, ctx_, remote::azure::judge);
+    return remote::azure::result(r, site(op, key_path, kek));
   }
 
   std::string name_;

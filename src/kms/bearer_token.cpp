@@ -20,11 +20,16 @@ bool token_is_clean(std::string_view t) {
   return !t.empty() && std::all_of(t.begin(), t.end(), [](char c) { return c > ' ' && c < 127; });
 }
 
-// expires_in: a JSON number (GCP) or a decimal string (Azure IMDS); -1 when absent.
+// expires_in: a JSON number (GCP) or a decimal string (Azure IMDS), below 10^9
+// seconds; -1 when absent or out of that range (the token then serves one call).
 long expires_in_seconds(const json& out) {
   auto it = out.find("expires_in");
   if (it == out.end()) return -1;
-  if (it->is_number_integer()) return static_cast<long>(it->get<long long>());
+  if (it->is_number_unsigned()) {
+    auto v = it->get<std::uint64_t>();
+    return v < 1000000000u ? static_cast<long>(v) : -1;
+  }
+  if (it->is_number_integer()) return -1;  // negative
   if (it->is_number_float()) {
     double d = it->get<double>();
     return std::isfinite(d) && d > 0 && d < 1e9 ? static_cast<long>(d) : -1;
@@ -117,6 +122,51 @@ HttpResult BearerToken::call(HttpRequest& rq, const KmsContext& ctx,
   }
 }
 
+Verdict judge_metadata_response(const HttpResponse& resp) {
+  if (resp.status >= 200 && resp.status < 300) return Verdict::kSuccess;
+  if (resp.status == 429 || resp.status >= 500) return Verdict::kRetry;
+  return Verdict::kFail;
+}
+
+MetadataToken parse_metadata_token(const HttpResponse& response, const std::string& kms, const std::string& url) {
+  json out = parse_body(response);
+  std::string where = "The instance-metadata service at " + url;
+  long status = response.status;
+  if (status < 200 || status >= 300) {
+    std::string why;
+    if (auto it = out.is_object() ? out.find("error_description") : out.end(); it != out.end() && it->is_string()) {
+      const auto& s = it->get_ref<const SecureStdString&>();
+      why = ": " + safe_message(std::string_view(s.data(), s.size()));
+    }
+    fail(status >= 500 || status == 429 ? FailureKind::kUnavailable : FailureKind::kAuth, kms, "token request",
+         "HTTP " + std::to_string(status), where + " refused to issue a token" + why + ".");
+  }
+  auto tok = out.is_object() ? out.find("access_token") : out.end();
+  if (tok == out.end() || !tok->is_string() || tok->get_ref<const SecureStdString&>().empty())
+    fail(FailureKind::kAuth, kms, "token request", "malformed response", where + " returned no access_token.");
+  if (auto type = out.find("token_type"); type != out.end()) {
+    bool bearer = false;
+    if (type->is_string()) {
+      const auto& t = type->get_ref<const SecureStdString&>();
+      bearer = lower(std::string(t.data(), t.size())) == "bearer";
+    }
+    if (!bearer)
+      fail(FailureKind::kAuth, kms, "token request", "malformed response",
+           where + " returned a token that is not a bearer token.");
+  }
+  MetadataToken result;
+  const auto& value = tok->get_ref<const SecureStdString&>();
+  result.token = SecretString(std::string_view(value.data(), value.size()));
+  result.expires_in = expires_in_seconds(out);
+  return result;
+}
+
+long token_cache_seconds(long expires_in) noexcept {
+  if (expires_in <= 0) return 0;
+  if (expires_in >= 1000000000L) expires_in = 1000000000L - 1;
+  return expires_in - std::min(60L, expires_in / 2);
+}
+
 SecretString BearerToken::from_metadata(const KmsContext& ctx) {
   Clock::time_point now = Clock::now();
   if (!metadata_token_.empty() && now < metadata_expiry_) return SecretString(metadata_token_.view());
@@ -126,44 +176,13 @@ SecretString BearerToken::from_metadata(const KmsContext& ctx) {
   rq.method = "GET";
   rq.url = metadata_.url;
   rq.headers.push_back(metadata_.header);
-  HttpResult r = http_call(rq, ctx.http, [](const HttpResponse& resp) {
-    if (resp.status >= 200 && resp.status < 300) return Verdict::kSuccess;
-    if (resp.status == 429 || resp.status >= 500) return Verdict::kRetry;
-    return Verdict::kFail;
-  });
+  HttpResult r = http_call(rq, ctx.http, judge_metadata_response);
   if (r.failure != HttpFailure::kNone) fail_transport(r, kms_, "token request");
-  json out = parse_body(r.response);
-  std::string where = "The instance-metadata service at " + metadata_.url;
-  if (r.response.status < 200 || r.response.status >= 300) {
-    std::string why;
-    if (out.is_object() && out.contains("error_description") && out["error_description"].is_string()) {
-      const auto& s = out["error_description"].get_ref<const SecureStdString&>();
-      why = ": " + safe_message(std::string_view(s.data(), s.size()));
-    }
-    fail(r.response.status >= 500 || r.response.status == 429 ? FailureKind::kUnavailable : FailureKind::kAuth, kms_,
-         "token request", "HTTP " + std::to_string(r.response.status),
-         where + " refused to issue a token" + why + ".");
-  }
-  auto tok = out.is_object() ? out.find("access_token") : out.end();
-  if (tok == out.end() || !tok->is_string() || tok->get_ref<const SecureStdString&>().empty())
-    fail(FailureKind::kAuth, kms_, "token request", "malformed response", where + " returned no access_token.");
-  if (auto type = out.find("token_type"); type != out.end()) {
-    bool bearer = false;
-    if (type->is_string()) {
-      const auto& t = type->get_ref<const SecureStdString&>();
-      bearer = lower(std::string(t.data(), t.size())) == "bearer";
-    }
-    if (!bearer)
-      fail(FailureKind::kAuth, kms_, "token request", "malformed response",
-           where + " returned a token that is not a bearer token.");
-  }
-  const auto& value = tok->get_ref<const SecureStdString&>();
-  metadata_token_ = SecretString(std::string_view(value.data(), value.size()));
+  MetadataToken got = parse_metadata_token(r.response, kms_, metadata_.url);
+  metadata_token_ = std::move(got.token);
   // Cache until shortly before expiry: a minute early, or half the lifetime when
   // that is shorter. Without a lifetime the token serves this one call.
-  long ttl = expires_in_seconds(out);
-  long margin = std::min(60L, ttl / 2);
-  metadata_expiry_ = ttl > 0 ? now + std::chrono::seconds(ttl - margin) : now;
+  metadata_expiry_ = now + std::chrono::seconds(token_cache_seconds(got.expires_in));
   return SecretString(metadata_token_.view());
 }
 

@@ -26,6 +26,28 @@ struct MetadataTokenSource {
   std::string header;  // e.g. "Metadata-Flavor: Google"
 };
 
+// An instance-metadata service's token response, read. The pure half of a token
+// request (no network), also used by the unit tests and fuzz harnesses.
+struct MetadataToken {
+  SecretString token;
+  long expires_in = -1;  // seconds; -1 when the response gives no lifetime
+};
+
+// Whether a token response is final, worth retrying (429, 5xx) or failed.
+Verdict judge_metadata_response(const HttpResponse& response);
+
+// The token of a finished token request, or the Error it means: for a refusal,
+// "KMS "x" token request failed: HTTP <status>", 58000 for 429 and 5xx, 28000 for
+// any other status (no credentials could be obtained, so the server cannot
+// authenticate: a metadata service's 403 is 28000 too, unlike a KMS's 403); for a 2xx
+// without a string access_token or with a token_type other than Bearer, 28000
+// "malformed response". `url` is the token URL, for the detail.
+MetadataToken parse_metadata_token(const HttpResponse& response, const std::string& kms, const std::string& url);
+
+// How long a fetched token is cached: until a minute before it expires, or half its
+// lifetime when that is shorter; 0 (this one call) without a lifetime.
+long token_cache_seconds(long expires_in) noexcept;
+
 class BearerToken {
  public:
   BearerToken(std::string kms_name, std::string token_file, const char* env_var, MetadataTokenSource metadata);

@@ -31,55 +31,16 @@
 #include <iterator>
 
 #include "bearer_token.hpp"
+#include "kms_responses.hpp"
 #include "pg_envelope/crc32c.hpp"
 #include "pg_envelope/crypto.hpp"
 #include "remote_kms.hpp"
 
 namespace pg_envelope {
 
+namespace remote::gcp {
+
 namespace {
-
-using remote::FailureKind;
-using remote::json;
-using remote::SecureStdString;
-
-constexpr const char* kDefaultEndpoint = "https://cloudkms.googleapis.com";
-constexpr const char* kMetadataTokenPath = "/computeMetadata/v1/instance/service-accounts/default/token";
-
-// One resource id of a CryptoKey name. Key ring and key ids are 1 to 63 characters
-// of [A-Za-z0-9_-]; locations are similar; project ids are lower case, may hold
-// dots and a colon (domain-scoped projects), and may be a project number.
-bool valid_id(std::string_view id, bool project) {
-  if (id.empty() || id.size() > (project ? 100u : 63u)) return false;
-  return std::all_of(id.begin(), id.end(), [&](char c) {
-    bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-    if (project) return alnum || c == '-' || c == '.' || c == ':';
-    return alnum || (c >= 'A' && c <= 'Z') || c == '_' || c == '-';
-  });
-}
-
-// A Google API error: {"error": {"code": 403, "message": "...", "status": "PERMISSION_DENIED"}}.
-struct GoogleError {
-  std::string status;   // e.g. "PERMISSION_DENIED"; empty when absent
-  std::string message;  // safe_message() of the message
-};
-
-GoogleError google_error(const HttpResponse& resp) {
-  GoogleError e;
-  json body = remote::parse_body(resp);
-  if (!body.is_object() || !body.contains("error") || !body["error"].is_object()) return e;
-  const json& err = body["error"];
-  if (auto it = err.find("status"); it != err.end() && it->is_string()) {
-    const auto& s = it->get_ref<const SecureStdString&>();
-    if (s.size() <= 40 && std::all_of(s.begin(), s.end(), [](char c) { return (c >= 'A' && c <= 'Z') || c == '_'; }))
-      e.status.assign(s.data(), s.size());
-  }
-  if (auto it = err.find("message"); it != err.end() && it->is_string()) {
-    const auto& m = it->get_ref<const SecureStdString&>();
-    e.message = remote::safe_message(std::string_view(m.data(), m.size()));
-  }
-  return e;
-}
 
 bool retryable_status(const std::string& s) {
   return s == "RESOURCE_EXHAUSTED" || s == "UNAVAILABLE" || s == "INTERNAL" || s == "DEADLINE_EXCEEDED";
@@ -110,6 +71,132 @@ bool crc_field(const json& out, const char* name, std::uint32_t& value) {
 bool is_true(const json& out, const char* name) {
   auto it = out.find(name);
   return it != out.end() && it->is_boolean() && it->get<bool>();
+}
+
+// "locations/..." of "projects/P/locations/...": empty when not of that shape.
+std::string_view without_project(std::string_view name) {
+  if (name.rfind("projects/", 0) != 0) return {};
+  std::size_t slash = name.find('/', 9);
+  return slash == std::string_view::npos ? std::string_view{} : name.substr(slash + 1);
+}
+
+[[noreturn]] void integrity_failure(const Site& site, const std::string& why) {
+  fail(FailureKind::kUnavailable, site.kms, site.op, "integrity check failed",
+       why + " CryptoKey \"" + site.kek + "\" at " + site.endpoint + ".");
+}
+
+}  // namespace
+
+GoogleError google_error(const HttpResponse& resp) {
+  GoogleError e;
+  json body = parse_body(resp);
+  auto err = body.is_object() ? body.find("error") : body.end();
+  if (err == body.end() || !err->is_object()) return e;
+  if (auto it = err->find("status"); it != err->end() && it->is_string()) {
+    const auto& s = it->get_ref<const SecureStdString&>();
+    if (s.size() <= 40 && std::all_of(s.begin(), s.end(), [](char c) { return (c >= 'A' && c <= 'Z') || c == '_'; }))
+      e.status.assign(s.data(), s.size());
+  }
+  if (auto it = err->find("message"); it != err->end() && it->is_string()) {
+    const auto& m = it->get_ref<const SecureStdString&>();
+    e.message = safe_message(std::string_view(m.data(), m.size()));
+  }
+  return e;
+}
+
+Verdict judge(const HttpResponse& resp) {
+  if (resp.status >= 200 && resp.status < 300) return Verdict::kSuccess;
+  if (resp.status == 429 || (resp.status >= 500 && resp.status != 501)) return Verdict::kRetry;
+  return retryable_status(google_error(resp).status) ? Verdict::kRetry : Verdict::kFail;
+}
+
+json result(const HttpResult& r, const Site& site) {
+  if (r.failure != HttpFailure::kNone) fail_transport(r, site.kms, site.op);
+  long s = r.response.status;
+  if (s >= 200 && s < 300) return success_object(r, site.kms, site.op);
+
+  GoogleError e = google_error(r.response);
+  std::string type = e.status.empty() ? "HTTP " + std::to_string(s) : e.status;
+  std::string detail = "CryptoKey \"" + site.kek + "\" at " + site.endpoint + " (HTTP " + std::to_string(s) + ", " +
+                       std::to_string(r.attempts) + " attempt(s))" + (e.message.empty() ? "" : ": " + e.message) + ".";
+  std::string auth_detail = detail + " The token came from " + site.token_source + ".";
+  // The status name decides; the HTTP status only when there is none.
+  const std::string& st = e.status;
+  if (st == "UNAUTHENTICATED") fail(FailureKind::kAuth, site.kms, site.op, type, auth_detail);
+  if (st == "PERMISSION_DENIED") fail(FailureKind::kPermission, site.kms, site.op, type, detail);
+  if (st == "NOT_FOUND") fail(FailureKind::kNotFound, site.kms, site.op, type, detail);
+  if (st == "FAILED_PRECONDITION") fail(FailureKind::kDisabled, site.kms, site.op, type, detail);
+  if (retryable_status(st)) fail(FailureKind::kUnavailable, site.kms, site.op, type, detail);
+  if (st != "INVALID_ARGUMENT") {  // no status name, or one not mapped above
+    if (s == 401) fail(FailureKind::kAuth, site.kms, site.op, type, auth_detail);
+    if (s == 403) fail(FailureKind::kPermission, site.kms, site.op, type, detail);
+    if (s == 404) fail(FailureKind::kNotFound, site.kms, site.op, type, detail);
+  }
+  if (s == 429 || s >= 500) fail(FailureKind::kUnavailable, site.kms, site.op, type, detail);
+  if (st == "INVALID_ARGUMENT" || s == 400) {
+    // Cloud KMS checks our CRC-32C fields; a mismatch is corruption on the way.
+    if (e.message.find("checksum") != std::string::npos) integrity_failure(site, "Cloud KMS: " + e.message + ".");
+    if (site.op == "decrypt") fail(FailureKind::kInvalidCiphertext, site.kms, site.op, type, detail);
+  }
+  fail(FailureKind::kBadRequest, site.kms, site.op, type, detail);
+}
+
+Bytes encrypt_ciphertext(const json& out, const Site& site) {
+  if (!is_true(out, "verifiedPlaintextCrc32c") || !is_true(out, "verifiedAdditionalAuthenticatedDataCrc32c"))
+    integrity_failure(site,
+                      "Cloud KMS did not confirm that it verified the request checksums "
+                      "(verifiedPlaintextCrc32c, verifiedAdditionalAuthenticatedDataCrc32c).");
+  // The version used must belong to the KEK. The project is left out of the
+  // comparison: Google may name it by number where the KEK names it by id.
+  if (auto it = out.find("name"); it != out.end()) {
+    std::string_view used = it->is_string() ? std::string_view(it->get_ref<const SecureStdString&>()) : "";
+    std::string expected = std::string(without_project(site.kek)) + "/cryptoKeyVersions/";
+    if (without_project(used).rfind(expected, 0) != 0)
+      integrity_failure(site, "The response names a key version of another CryptoKey.");
+  }
+  Bytes ciphertext;
+  auto it = out.find("ciphertext");
+  if (it == out.end() || !it->is_string() ||
+      !base64_decode_strict(std::string_view(it->get_ref<const SecureStdString&>()), ciphertext) || ciphertext.empty())
+    fail(FailureKind::kBadRequest, site.kms, "encrypt", "malformed response", "The response has no ciphertext.");
+  std::uint32_t crc = 0;
+  if (!crc_field(out, "ciphertextCrc32c", crc) || crc != crc32c(ciphertext))
+    integrity_failure(site, "The ciphertext does not match the response's ciphertextCrc32c.");
+  return ciphertext;
+}
+
+SecureBytes decrypt_plaintext(const json& out, const Site& site) {
+  SecureBytes payload;
+  auto it = out.find("plaintext");
+  if (it == out.end() || !it->is_string() || !unb64(std::string_view(it->get_ref<const SecureStdString&>()), payload))
+    fail(FailureKind::kBadRequest, site.kms, "decrypt", "malformed response", "The response has no plaintext.");
+  std::uint32_t crc = 0;
+  if (!crc_field(out, "plaintextCrc32c", crc) || crc != crc32c(payload.view()))
+    integrity_failure(site, "The plaintext does not match the response's plaintextCrc32c.");
+  return payload;
+}
+
+}  // namespace remote::gcp
+
+namespace {
+
+using remote::FailureKind;
+using remote::json;
+using remote::SecureStdString;
+
+constexpr const char* kDefaultEndpoint = "https://cloudkms.googleapis.com";
+constexpr const char* kMetadataTokenPath = "/computeMetadata/v1/instance/service-accounts/default/token";
+
+// One resource id of a CryptoKey name. Key ring and key ids are 1 to 63 characters
+// of [A-Za-z0-9_-]; locations are similar; project ids are lower case, may hold
+// dots and a colon (domain-scoped projects), and may be a project number.
+bool valid_id(std::string_view id, bool project) {
+  if (id.empty() || id.size() > (project ? 100u : 63u)) return false;
+  return std::all_of(id.begin(), id.end(), [&](char c) {
+    bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+    if (project) return alnum || c == '-' || c == '.' || c == ':';
+    return alnum || (c >= 'A' && c <= 'Z') || c == '_' || c == '-';
+  });
 }
 
 std::string trimmed_url(std::string url) {
@@ -157,30 +244,7 @@ class GcpKms final : public KmsProvider {
     body["plaintextCrc32c"] = std::to_string(crc32c(payload.view()));
     body["additionalAuthenticatedData"] = remote::b64(as_bytes(aad));
     body["additionalAuthenticatedDataCrc32c"] = std::to_string(crc32c(as_bytes(aad)));
-    json out = call("encrypt", kek, body);
-
-    if (!is_true(out, "verifiedPlaintextCrc32c") || !is_true(out, "verifiedAdditionalAuthenticatedDataCrc32c"))
-      integrity_failure("encrypt", kek,
-                        "Cloud KMS did not confirm that it verified the request checksums "
-                        "(verifiedPlaintextCrc32c, verifiedAdditionalAuthenticatedDataCrc32c).");
-    // The version used must belong to the KEK. The project is left out of the
-    // comparison: Google may name it by number where the KEK names it by id.
-    if (auto it = out.find("name"); it != out.end()) {
-      std::string_view used = it->is_string() ? std::string_view(it->get_ref<const SecureStdString&>()) : "";
-      std::string expected = std::string(without_project(kek)) + "/cryptoKeyVersions/";
-      if (without_project(used).rfind(expected, 0) != 0)
-        integrity_failure("encrypt", kek, "The response names a key version of another CryptoKey.");
-    }
-    Bytes ciphertext;
-    auto it = out.find("ciphertext");
-    if (it == out.end() || !it->is_string() ||
-        !base64_decode_strict(std::string_view(it->get_ref<const SecureStdString&>()), ciphertext) ||
-        ciphertext.empty())
-      remote::fail(FailureKind::kBadRequest, name_, "encrypt", "malformed response", "The response has no ciphertext.");
-    std::uint32_t crc = 0;
-    if (!crc_field(out, "ciphertextCrc32c", crc) || crc != crc32c(ciphertext))
-      integrity_failure("encrypt", kek, "The ciphertext does not match the response's ciphertextCrc32c.");
-    return ciphertext;
+    return remote::gcp::encrypt_ciphertext(call("encrypt", kek, body), site("encrypt", kek));
   }
 
   SecureBytes unwrap(std::string_view kek, const DekBinding& b, ByteView wrapped) override {
@@ -191,16 +255,7 @@ class GcpKms final : public KmsProvider {
     body["ciphertextCrc32c"] = std::to_string(crc32c(wrapped));
     body["additionalAuthenticatedData"] = remote::b64(as_bytes(aad));
     body["additionalAuthenticatedDataCrc32c"] = std::to_string(crc32c(as_bytes(aad)));
-    json out = call("decrypt", kek, body);
-
-    SecureBytes payload;
-    auto it = out.find("plaintext");
-    if (it == out.end() || !it->is_string() ||
-        !remote::unb64(std::string_view(it->get_ref<const SecureStdString&>()), payload))
-      remote::fail(FailureKind::kBadRequest, name_, "decrypt", "malformed response", "The response has no plaintext.");
-    std::uint32_t crc = 0;
-    if (!crc_field(out, "plaintextCrc32c", crc) || crc != crc32c(payload.view()))
-      integrity_failure("decrypt", kek, "The plaintext does not match the response's plaintextCrc32c.");
+    SecureBytes payload = remote::gcp::decrypt_plaintext(call("decrypt", kek, body), site("decrypt", kek));
     return remote::unbind_dek(payload.view(), b, name_);
   }
 
@@ -225,26 +280,12 @@ class GcpKms final : public KmsProvider {
     return remote::BearerToken(name_, token_file, "GOOGLE_OAUTH_ACCESS_TOKEN", std::move(md));
   }
 
-  // "locations/..." of "projects/P/locations/...": empty when not of that shape.
-  static std::string_view without_project(std::string_view name) {
-    if (name.rfind("projects/", 0) != 0) return {};
-    std::size_t slash = name.find('/', 9);
-    return slash == std::string_view::npos ? std::string_view{} : name.substr(slash + 1);
-  }
-
   static std::string aad_of(const DekBinding& b) {
     return "pg_envelope:" + b.key_name + ":" + std::to_string(b.key_id) + ":" + std::to_string(b.version);
   }
 
-  [[noreturn]] void integrity_failure(const char* op, std::string_view kek, const std::string& why) {
-    remote::fail(FailureKind::kUnavailable, name_, op, "integrity check failed",
-                 why + " CryptoKey \"" + std::string(kek) + "\" at " + endpoint_ + ".");
-  }
-
-  static Verdict judge(const HttpResponse& resp) {
-    if (resp.status >= 200 && resp.status < 300) return Verdict::kSuccess;
-    if (resp.status == 429 || (resp.status >= 500 && resp.status != 501)) return Verdict::kRetry;
-    return retryable_status(google_error(resp).status) ? Verdict::kRetry : Verdict::kFail;
+  remote::gcp::Site site(const char* op, std::string_view kek) const {
+    return {name_, op, std::string(kek), endpoint_, token_.describe()};
   }
 
   json call(const char* op, std::string_view kek, const json& body) {
@@ -252,28 +293,8 @@ class GcpKms final : public KmsProvider {
     rq.url = endpoint_ + "/v1/" + std::string(kek) + ":" + op;
     rq.headers.push_back("Content-Type: application/json");
     remote::set_json_body(rq, body);
-    HttpResult r = token_.call(rq, ctx_, judge);
-    if (r.failure != HttpFailure::kNone) remote::fail_transport(r, name_, op);
-    long s = r.response.status;
-    if (s >= 200 && s < 300) return remote::success_object(r, name_, op);
-
-    GoogleError e = google_error(r.response);
-    std::string type = e.status.empty() ? "HTTP " + std::to_string(s) : e.status;
-    std::string detail = "CryptoKey \"" + std::string(kek) + "\" at " + endpoint_ + " (HTTP " + std::to_string(s) +
-                         ", " + std::to_string(r.attempts) + " attempt(s))" +
-                         (e.message.empty() ? "" : ": " + e.message) + ".";
-    if (e.status == "UNAUTHENTICATED" || s == 401)
-      remote::fail(FailureKind::kAuth, name_, op, type, detail + " The token came from " + token_.describe() + ".");
-    if (e.status == "PERMISSION_DENIED" || s == 403) remote::fail(FailureKind::kPermission, name_, op, type, detail);
-    if (e.status == "NOT_FOUND" || s == 404) remote::fail(FailureKind::kNotFound, name_, op, type, detail);
-    if (e.status == "FAILED_PRECONDITION") remote::fail(FailureKind::kDisabled, name_, op, type, detail);
-    if (retryable_status(e.status) || s == 429 || s >= 500) remote::fail(FailureKind::kUnavailable, name_, op, type, detail);
-    if (e.status == "INVALID_ARGUMENT" || s == 400) {
-      // Cloud KMS checks our CRC-32C fields; a mismatch is corruption on the way.
-      if (e.message.find("checksum") != std::string::npos) integrity_failure(op, kek, "Cloud KMS: " + e.message + ".");
-      if (std::string_view(op) == "decrypt") remote::fail(FailureKind::kInvalidCiphertext, name_, op, type, detail);
-    }
-    remote::fail(FailureKind::kBadRequest, name_, op, type, detail);
+    HttpResult r = token_.call(rq, ctx_, remote::gcp::judge);
+    return remote::gcp::result(r, site(op, kek));
   }
 
   std::string name_;

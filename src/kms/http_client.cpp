@@ -33,15 +33,24 @@ CURL* process_handle() {
   return handle;
 }
 
+constexpr std::size_t kMaxResponseBody = 16u << 20;
+
 struct Transfer {
   HttpResponse* response;
   const std::function<bool()>* interrupted;
 };
 
+// libcurl calls these three from inside curl_easy_perform(): they are noexcept and
+// nothing may escape them, since an exception there would end the backend with
+// std::terminate. on_header and on_progress allocate nothing; on_body catches a
+// failed allocation (and refuses an oversized body) by returning 0, which makes
+// libcurl fail the transfer with CURLE_WRITE_ERROR: the call then fails like one
+// that got no usable response (58000 "unreachable"), never with an exception here.
+
 size_t on_body(char* ptr, size_t size, size_t nmemb, void* userdata) noexcept {
   auto* t = static_cast<Transfer*>(userdata);
   std::size_t n = size * nmemb;
-  if (t->response->body.size() + n > (16u << 20)) return 0;  // a KMS answer is small; refuse floods
+  if (n > kMaxResponseBody || t->response->body.size() > kMaxResponseBody - n) return 0;  // a KMS answer is small
   try {
     t->response->body.append(ptr, n);
   } catch (...) {
@@ -53,11 +62,8 @@ size_t on_body(char* ptr, size_t size, size_t nmemb, void* userdata) noexcept {
 size_t on_header(char* ptr, size_t size, size_t nmemb, void* userdata) noexcept {
   auto* t = static_cast<Transfer*>(userdata);
   std::size_t n = size * nmemb;
-  constexpr char kName[] = "retry-after:";
-  if (n > sizeof kName - 1 && strncasecmp(ptr, kName, sizeof kName - 1) == 0) {
-    long seconds = std::strtol(std::string(ptr + sizeof kName - 1, n - (sizeof kName - 1)).c_str(), nullptr, 10);
-    if (seconds >= 0) t->response->retry_after_ms = seconds * 1000;
-  }
+  long ms = parse_retry_after_ms(std::string_view(ptr, n));
+  if (ms >= 0) t->response->retry_after_ms = ms;
   return n;
 }
 
@@ -66,7 +72,7 @@ int on_progress(void* userdata, curl_off_t, curl_off_t, curl_off_t, curl_off_t) 
   try {
     return (*t->interrupted && (*t->interrupted)()) ? 1 : 0;
   } catch (...) {
-    return 1;
+    return 1;  // aborts the transfer: reported as interrupted
   }
 }
 
@@ -130,9 +136,7 @@ HttpFailure perform_once(const HttpRequest& rq, const HttpOptions& o, long timeo
   if (headers) curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
   if (!rq.aws_sigv4.empty()) {
     curl_easy_setopt(h, CURLOPT_AWS_SIGV4, rq.aws_sigv4.c_str());
-    std::string up(rq.userpwd.view());
-    curl_easy_setopt(h, CURLOPT_USERPWD, up.c_str());  // curl copies it
-    secure_zero(up.data(), up.size());
+    curl_easy_setopt(h, CURLOPT_USERPWD, rq.userpwd.c_str());  // NUL-terminated; curl copies it
   }
   curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(h, CURLOPT_WRITEDATA, &t);
@@ -157,6 +161,29 @@ HttpFailure perform_once(const HttpRequest& rq, const HttpOptions& o, long timeo
 }
 
 }  // namespace
+
+long parse_retry_after_ms(std::string_view line) noexcept {
+  constexpr std::string_view kName = "retry-after:";
+  if (line.size() < kName.size()) return -1;
+  for (std::size_t i = 0; i < kName.size(); ++i) {
+    char c = line[i];
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    if (c != kName[i]) return -1;
+  }
+  std::size_t i = kName.size();
+  while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) ++i;
+  if (i < line.size() && line[i] == '+') ++i;
+  // delay-seconds (RFC 9110): digits. Anything after them (a fraction, CR LF) is
+  // ignored; no digits (an HTTP-date) means no delay asked for.
+  std::size_t first = i;
+  long seconds = 0;
+  while (i < line.size() && line[i] >= '0' && line[i] <= '9') {
+    if (seconds < kMaxRetryAfterSeconds) seconds = seconds * 10 + (line[i] - '0');
+    ++i;
+  }
+  if (i == first) return -1;
+  return std::min(seconds, kMaxRetryAfterSeconds) * 1000;
+}
 
 long backoff_delay_ms(int attempt, std::uint32_t random) {
   constexpr long kBase = 100, kCap = 2000;

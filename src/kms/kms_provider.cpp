@@ -94,7 +94,8 @@ std::unique_ptr<KmsProvider> make_kms_provider(const KmsConfig& config, const Km
   if (config.provider == "local")
     throw Error(sqlstate::kInvalidParameterValue, "there is only one local KMS, named \"local\"",
                 "The local KMS uses the server's master key; it takes no options.");
-  throw Error(sqlstate::kInvalidParameterValue, "unknown KMS provider \"" + config.provider + "\"",
+  // The name given is not repeated: it names nothing (see src/pg/key_errors.hpp).
+  throw Error(sqlstate::kInvalidParameterValue, "unknown KMS provider",
               "Available providers: \"vault-transit\" (HashiCorp Vault and OpenBao), \"aws-kms\", \"gcp-kms\" "
               "(Google Cloud KMS), \"azure-keyvault\" (Azure Key Vault and Managed HSM).");
 }

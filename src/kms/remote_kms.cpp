@@ -1,13 +1,16 @@
 // Shared helpers of the remote KMS providers (see remote_kms.hpp).
 #include "remote_kms.hpp"
 
+#include <fcntl.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
-#include <fstream>
-#include <sstream>
+#include <cerrno>
+#include <cstring>
 
+#include "pg_envelope/base64_secret.hpp"
 #include "pg_envelope/crypto.hpp"
 #include "pg_envelope/envelope_format.hpp"
 
@@ -111,79 +114,121 @@ SecureBytes unbind_dek(ByteView payload, const DekBinding& binding, const std::s
 
 std::string b64(ByteView bytes) { return base64_encode(bytes); }
 
-SecretString b64_secret(ByteView bytes) {
-  std::string tmp = base64_encode(bytes);
-  SecretString out(tmp);
-  secure_zero(tmp.data(), tmp.size());
-  return out;
+SecretString b64_secret(ByteView bytes) { return base64_encode_secret(bytes); }
+
+bool unb64(std::string_view text, SecureBytes& out) { return base64_decode_secret(text, out); }
+
+std::string_view trim_view(std::string_view v) noexcept {
+  auto space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'; };
+  while (!v.empty() && space(v.back())) v.remove_suffix(1);
+  while (!v.empty() && space(v.front())) v.remove_prefix(1);
+  return v;
 }
 
-bool unb64(std::string_view text, SecureBytes& out) {
-  Bytes tmp;
-  bool ok = base64_decode_strict(text, tmp);
-  if (ok) out = SecureBytes(tmp.data(), tmp.size());
-  secure_zero(tmp.data(), tmp.size());
-  return ok;
+FileRead read_file_secret(const std::string& path, SecretString& out, struct stat& st, int& error) {
+  out.wipe();
+  error = 0;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    error = errno;
+    return FileRead::kOpenFailed;
+  }
+  if (::fstat(fd, &st) != 0) {
+    error = errno;
+    ::close(fd);
+    return FileRead::kOpenFailed;
+  }
+  char chunk[4096];
+  FileRead result = FileRead::kOk;
+  try {
+    for (;;) {
+      ssize_t n = ::read(fd, chunk, sizeof chunk);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        error = errno;
+        result = FileRead::kReadFailed;
+        break;
+      }
+      if (n == 0) break;
+      if (out.size() + static_cast<std::size_t>(n) > kMaxSecretFileSize) {
+        result = FileRead::kTooLarge;
+        break;
+      }
+      out.append(chunk, static_cast<std::size_t>(n));
+    }
+  } catch (...) {
+    secure_zero(chunk, sizeof chunk);
+    ::close(fd);
+    out.wipe();
+    throw;
+  }
+  secure_zero(chunk, sizeof chunk);
+  ::close(fd);
+  if (result != FileRead::kOk) out.wipe();
+  return result;
 }
 
 SecretString read_secret_file(const std::string& path, const std::string& kms, const char* what) {
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0)
+  SecretString content;
+  struct stat st {};
+  int error = 0;
+  FileRead r = read_file_secret(path, content, st, error);
+  if (r == FileRead::kOpenFailed || r == FileRead::kReadFailed)
     throw Error(sqlstate::kUndefinedFile, "could not read the " + std::string(what) + " file of KMS \"" + kms + "\"",
-                "File \"" + path + "\": " + std::strerror(errno) + ".");
+                "File \"" + path + "\": " + std::strerror(error) + ".");
   if ((st.st_mode & S_IRWXO) != 0)
     throw Error(sqlstate::kConfigFileError, "the " + std::string(what) + " file of KMS \"" + kms + "\" is world-accessible",
                 "File \"" + path + "\" must not be readable by other users.");
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  std::string content = ss.str();
-  std::string_view v(content);
-  while (!v.empty() && std::isspace(static_cast<unsigned char>(v.back()))) v.remove_suffix(1);
-  while (!v.empty() && std::isspace(static_cast<unsigned char>(v.front()))) v.remove_prefix(1);
-  SecretString out(v);
-  secure_zero(content.data(), content.size());
+  if (r == FileRead::kTooLarge)
+    throw Error(sqlstate::kConfigFileError, "the " + std::string(what) + " file of KMS \"" + kms + "\" is too large",
+                "File \"" + path + "\" is larger than " + std::to_string(kMaxSecretFileSize) + " bytes.");
+  SecretString out(trim_view(content.view()));
   if (out.empty())
     throw Error(sqlstate::kConfigFileError, "the " + std::string(what) + " file of KMS \"" + kms + "\" is empty",
                 "File \"" + path + "\" holds no " + what + ".");
   return out;
 }
 
+const char* sqlstate_of(FailureKind kind) noexcept {
+  switch (kind) {
+    case FailureKind::kAuth: return sqlstate::kInvalidAuthorizationSpecification;
+    case FailureKind::kPermission: return sqlstate::kInsufficientPrivilege;
+    case FailureKind::kNotFound: return sqlstate::kUndefinedObject;
+    case FailureKind::kDisabled: return sqlstate::kObjectNotInPrerequisiteState;
+    case FailureKind::kInvalidCiphertext: return sqlstate::kDataException;
+    case FailureKind::kBadRequest: return sqlstate::kInvalidParameterValue;
+    case FailureKind::kUnavailable: return sqlstate::kSystemError;
+  }
+  return sqlstate::kInternalError;
+}
+
 void fail(FailureKind kind, const std::string& kms, const std::string& op, const std::string& type,
           const std::string& detail) {
-  const char* state = sqlstate::kInternalError;
   const char* hint = "";
   switch (kind) {
     case FailureKind::kAuth:
-      state = "28000";
       hint = "Check the credentials the server process uses for this KMS (see docs/kms.md).";
       break;
     case FailureKind::kPermission:
-      state = "42501";
       hint = "Grant the server's KMS identity the permission this operation needs (see docs/kms.md).";
       break;
     case FailureKind::kNotFound:
-      state = sqlstate::kUndefinedObject;
       hint = "Check the KEK name of the key and the KMS options.";
       break;
     case FailureKind::kDisabled:
-      state = sqlstate::kObjectNotInPrerequisiteState;
       hint = "Enable the KEK in the KMS.";
       break;
     case FailureKind::kInvalidCiphertext:
-      state = sqlstate::kDataException;
       hint = "The wrapped data key or its KEK changed outside pg_envelope.";
       break;
     case FailureKind::kBadRequest:
-      state = sqlstate::kInvalidParameterValue;
       hint = "Check the KMS options and the key's KEK.";
       break;
     case FailureKind::kUnavailable:
-      state = "58000";
       hint = "The KMS could not be reached or kept failing; try again later.";
       break;
   }
-  throw Error(state, "KMS \"" + kms + "\" " + op + " failed: " + type, detail, hint);
+  throw Error(sqlstate_of(kind), "KMS \"" + kms + "\" " + op + " failed: " + type, detail, hint);
 }
 
 void fail_transport(const HttpResult& r, const std::string& kms, const std::string& op) {
@@ -191,31 +236,26 @@ void fail_transport(const HttpResult& r, const std::string& kms, const std::stri
                        " ms: " + (r.failure_text.empty() ? "no response" : r.failure_text) + ".";
   switch (r.failure) {
     case HttpFailure::kTls:
-      throw Error("08006", "KMS \"" + kms + "\" " + op + " failed: TLS error", detail,
+      throw Error(sqlstate::kConnectionFailure, "KMS \"" + kms + "\" " + op + " failed: TLS error", detail,
                   "Check the KMS certificate and envelope.kms_ca_file or the \"ca_file\" option.");
     case HttpFailure::kTimeout:
       fail(FailureKind::kUnavailable, kms, op, "timeout", detail);
     case HttpFailure::kInterrupted:
-      throw Error("57014", "KMS \"" + kms + "\" " + op + " was interrupted", detail);
+      throw Error(sqlstate::kQueryCanceled, "KMS \"" + kms + "\" " + op + " was interrupted", detail);
     default:
       fail(FailureKind::kUnavailable, kms, op, "unreachable", detail);
   }
 }
 
-void set_json_body(HttpRequest& rq, const json& body) {
-  auto dumped = body.dump();
-  rq.body = SecretString(std::string_view(dumped.data(), dumped.size()));
-}
+void set_json_body(HttpRequest& rq, const json& body) { rq.body = dump_json_secret(body); }
 
-json success_object(const HttpResult& r, const std::string& kms, const char* op) {
+json success_object(const HttpResult& r, const std::string& kms, const std::string& op) {
   json out = parse_body(r.response);
   if (!out.is_object())
     fail(FailureKind::kBadRequest, kms, op, "malformed response", "The response is not a JSON object.");
   return out;
 }
 
-json parse_body(const HttpResponse& response) {
-  return json::parse(response.body.data(), response.body.data() + response.body.size(), nullptr, false);
-}
+json parse_body(const HttpResponse& response) { return parse_json_secret(response.body.view()); }
 
 }  // namespace pg_envelope::remote

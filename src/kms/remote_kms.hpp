@@ -3,23 +3,20 @@
 // operation and the provider's error type. Pure C++.
 #pragma once
 
-#include <nlohmann/json.hpp>
+#include <sys/stat.h>
 
-#include <map>
 #include <string>
-#include <vector>
 #include <string_view>
+#include <vector>
 
 #include "pg_envelope/envelope_format.hpp"
 #include "pg_envelope/error.hpp"
 #include "pg_envelope/http.hpp"
 #include "pg_envelope/kms.hpp"
+#include "pg_envelope/secrets.hpp"
+#include "secure_json.hpp"
 
 namespace pg_envelope::remote {
-
-// JSON whose strings wipe their memory when freed: response bodies carry key material.
-using SecureStdString = std::basic_string<char, std::char_traits<char>, ZeroingAllocator<char>>;
-using json = nlohmann::basic_json<std::map, std::vector, SecureStdString>;
 
 // Options of one KMS; every read marks the option as known, and finish() rejects the
 // rest, so a misspelt option is an error rather than silently ignored.
@@ -44,30 +41,53 @@ class Options {
 SecureBytes bind_dek(ByteView dek, const DekBinding& binding);
 SecureBytes unbind_dek(ByteView payload, const DekBinding& binding, const std::string& kms_name);
 
-std::string b64(ByteView bytes);
-SecretString b64_secret(ByteView bytes);
-bool unb64(std::string_view text, SecureBytes& out);  // standard alphabet, padded
+std::string b64(ByteView bytes);        // not for secrets
+SecretString b64_secret(ByteView bytes);  // standard alphabet, padded
+bool unb64(std::string_view text, SecureBytes& out);  // standard alphabet, padded, strict
+
+// Credential files are read whole, through open(2) and read(2) into wiping memory
+// (no stream buffers), and are never larger than this.
+inline constexpr std::size_t kMaxSecretFileSize = 1u << 20;
+
+enum class FileRead { kOk, kOpenFailed, kReadFailed, kTooLarge };
+// Reads the file at `path` into `out`; `st` receives its fstat(2) (valid unless
+// kOpenFailed), `error` the errno of a failure. Never throws but std::bad_alloc.
+FileRead read_file_secret(const std::string& path, SecretString& out, struct stat& st, int& error);
 
 // Reads a credential file (token), trimmed; refuses files that other users (outside
-// the owner and group) can access.
+// the owner and group) can access (F0000), that cannot be read (58P01), that are
+// empty or larger than kMaxSecretFileSize (F0000).
 SecretString read_secret_file(const std::string& path, const std::string& kms_name, const char* what);
 
-// An error for a failed call: "KMS "vault" Decrypt failed: <type>" with SQLSTATE by kind.
+// `text` without the whitespace (C locale isspace) around it.
+std::string_view trim_view(std::string_view text) noexcept;
+
+// An error for a failed call: "KMS "vault" Decrypt failed: <type>", with the SQLSTATE
+// of its kind, the same for every provider (docs/kms.md, "Errors"):
+//   kAuth              28000 the KMS does not accept who we are: no, malformed, bad or
+//                            expired credentials (HTTP 401 and the providers' equivalents)
+//   kPermission        42501 the KMS knows who we are and refuses the operation (HTTP 403)
+//   kNotFound          42704 no such KEK
+//   kDisabled          55000 the KEK exists but may not be used now
+//   kInvalidCiphertext 22000 the wrapped DEK does not decrypt
+//   kBadRequest        22023 any other refusal, a malformed response
+//   kUnavailable       58000 unreachable, timeouts, throttling and 5xx after the retries
 enum class FailureKind { kAuth, kPermission, kNotFound, kDisabled, kInvalidCiphertext, kBadRequest, kUnavailable };
+const char* sqlstate_of(FailureKind kind) noexcept;
 [[noreturn]] void fail(FailureKind kind, const std::string& kms, const std::string& op, const std::string& type,
                        const std::string& detail);
 // Maps a transport-level failure (no usable response) to an error.
 [[noreturn]] void fail_transport(const HttpResult& r, const std::string& kms, const std::string& op);
 
-// Sets a JSON request body (serialised into wiping memory).
+// Sets a JSON request body (serialised into wiping memory, dump_json_secret).
 void set_json_body(HttpRequest& rq, const json& body);
 
 // The JSON object of a successful (2xx) response; a malformed one is an error naming
-// the KMS and operation.
-json success_object(const HttpResult& r, const std::string& kms, const char* op);
+// the KMS and operation (22023 "malformed response").
+json success_object(const HttpResult& r, const std::string& kms, const std::string& op);
 
 // Parses a JSON body without exceptions (bodies may hold key material, and parser
-// messages quote input): a discarded value when it is not JSON.
+// messages quote input): a discarded value when it is not JSON (parse_json_secret).
 json parse_body(const HttpResponse& response);
 
 }  // namespace pg_envelope::remote

@@ -10,9 +10,108 @@
 // VAULT_TOKEN environment variable. Namespace via X-Vault-Namespace.
 #include <sys/stat.h>
 
+#include <algorithm>
+
+#include "kms_responses.hpp"
 #include "remote_kms.hpp"
 
 namespace pg_envelope {
+
+namespace remote::vault {
+
+Verdict judge(const HttpResponse& resp) {
+  if (resp.status >= 200 && resp.status < 300) return Verdict::kSuccess;
+  if (resp.status == 429 || resp.status == 500 || resp.status == 502 || resp.status == 503 || resp.status == 504)
+    return Verdict::kRetry;
+  return Verdict::kFail;
+}
+
+std::string error_text(std::string_view m) {
+  // At most 200 bytes, cut at a character boundary (the parser checked the UTF-8),
+  // each run of white space and control characters (Vault's multi-error format is
+  // "2 errors occurred:\n\t* ...\n\t* ...\n\n") one space, none at the ends.
+  std::string out;
+  bool space = false;
+  for (std::size_t i = 0; i < m.size();) {
+    unsigned char c = static_cast<unsigned char>(m[i]);
+    std::size_t n = c < 0x80 ? 1 : c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+    if (i + n > m.size()) break;
+    if (c <= ' ' || c == 0x7F) {
+      space = !out.empty();
+      ++i;
+      continue;
+    }
+    if (out.size() + (space ? 1 : 0) + n > 200) break;
+    if (space) out += ' ';
+    space = false;
+    out.append(m.data() + i, n);
+    i += n;
+  }
+  return out;
+}
+
+json result(const HttpResult& r, const Site& site) {
+  if (r.failure != HttpFailure::kNone) fail_transport(r, site.kms, site.op);
+  json out = parse_body(r.response);
+  long s = r.response.status;
+  if (s >= 200 && s < 300) return out;
+  // {"errors": ["..."]}: the first message names the failure; Vault puts a bad,
+  // expired or revoked token's "invalid token" next to "permission denied", in the
+  // same message (a multierror) or, from some proxies, in another entry.
+  std::string msg;
+  bool invalid_token = false;
+  if (auto it = out.is_object() ? out.find("errors") : out.end(); it != out.end() && it->is_array()) {
+    for (const auto& e : *it) {
+      if (!e.is_string()) continue;
+      const auto& m = e.get_ref<const SecureStdString&>();
+      if (&e == &it->front()) msg = error_text(m);
+      invalid_token = invalid_token || std::string_view(m).find("invalid token") != std::string_view::npos;
+    }
+  }
+  std::string type = "HTTP " + std::to_string(s) + (msg.empty() ? "" : " " + msg);
+  std::string detail = "Vault Transit key \"" + site.kek + "\" at " + site.address + " (mount \"" + site.mount + "\").";
+  if (s == 401 || (s == 403 && invalid_token)) fail(FailureKind::kAuth, site.kms, site.op, type, detail);
+  if (s == 403) fail(FailureKind::kPermission, site.kms, site.op, type, detail);
+  if (s == 429 || s >= 500) fail(FailureKind::kUnavailable, site.kms, site.op, type, detail);
+  if (msg.find("not found") != std::string::npos) fail(FailureKind::kNotFound, site.kms, site.op, type, detail);
+  if (msg.find("authentication failed") != std::string::npos || msg.find("invalid ciphertext") != std::string::npos ||
+      msg.find("unable to decrypt") != std::string::npos)
+    fail(FailureKind::kInvalidCiphertext, site.kms, site.op, type, detail);
+  if (msg.find("disabled") != std::string::npos || msg.find("min_decryption_version") != std::string::npos ||
+      msg.find("disallowed by policy") != std::string::npos || msg.find("archived") != std::string::npos)
+    fail(FailureKind::kDisabled, site.kms, site.op, type, detail);
+  fail(FailureKind::kBadRequest, site.kms, site.op, type, detail);
+}
+
+namespace {
+
+// "data".<name> when it is a string.
+const json* data_field(const json& out, const char* name) {
+  auto d = out.is_object() ? out.find("data") : out.end();
+  if (d == out.end() || !d->is_object()) return nullptr;
+  auto it = d->find(name);
+  return (it == d->end() || !it->is_string()) ? nullptr : &*it;
+}
+
+}  // namespace
+
+Bytes ciphertext(const json& out, const std::string& kms, const std::string& op) {
+  const json* c = data_field(out, "ciphertext");
+  if (c == nullptr || c->get_ref<const SecureStdString&>().rfind("vault:v", 0) != 0)
+    fail(FailureKind::kBadRequest, kms, op, "malformed response", "The response has no \"vault:vN:\" ciphertext.");
+  const auto& s = c->get_ref<const SecureStdString&>();
+  return Bytes(s.begin(), s.end());
+}
+
+SecureBytes plaintext(const json& out, const std::string& kms) {
+  const json* p = data_field(out, "plaintext");
+  SecureBytes payload;
+  if (p == nullptr || !unb64(std::string_view(p->get_ref<const SecureStdString&>()), payload))
+    fail(FailureKind::kBadRequest, kms, "decrypt", "malformed response", "The response has no valid plaintext.");
+  return payload;
+}
+
+}  // namespace remote::vault
 
 namespace {
 
@@ -68,18 +167,14 @@ class VaultTransitKms final : public KmsProvider {
     SecureBytes payload = remote::bind_dek(dek, b);
     json body;
     body["plaintext"] = std::string_view(remote::b64_secret(payload.view()).view());
-    json out = call("encrypt", kek, body);
-    return ciphertext_of(out, "encrypt");
+    return remote::vault::ciphertext(call("encrypt", kek, body), name_, "encrypt");
   }
 
   SecureBytes unwrap(std::string_view kek, const DekBinding& b, ByteView wrapped) override {
     json body;
     body["ciphertext"] = std::string_view(reinterpret_cast<const char*>(wrapped.data()), wrapped.size());
     json out = call("decrypt", kek, body);
-    const json* p = field(out, "plaintext");
-    SecureBytes payload;
-    if (p == nullptr || !remote::unb64(std::string_view(p->get_ref<const remote::SecureStdString&>()), payload))
-      remote::fail(FailureKind::kBadRequest, name_, "decrypt", "malformed response", "The response has no valid plaintext.");
+    SecureBytes payload = remote::vault::plaintext(out, name_);
     return remote::unbind_dek(payload.view(), b, name_);
   }
 
@@ -87,7 +182,7 @@ class VaultTransitKms final : public KmsProvider {
     if (old_kek != new_kek) return KmsProvider::rewrap(old_kek, new_kek, b, wrapped);
     json body;
     body["ciphertext"] = std::string_view(reinterpret_cast<const char*>(wrapped.data()), wrapped.size());
-    return ciphertext_of(call("rewrap", new_kek, body), "rewrap");
+    return remote::vault::ciphertext(call("rewrap", new_kek, body), name_, "rewrap");
   }
 
  private:
@@ -126,51 +221,8 @@ class VaultTransitKms final : public KmsProvider {
     hdr.append(tok.view());
     rq.secret_headers.push_back(std::move(hdr));
     remote::set_json_body(rq, body);
-    HttpResult r = http_call(rq, ctx_.http, [](const HttpResponse& resp) {
-      if (resp.status >= 200 && resp.status < 300) return Verdict::kSuccess;
-      if (resp.status == 429 || resp.status == 500 || resp.status == 502 || resp.status == 503 || resp.status == 504)
-        return Verdict::kRetry;
-      return Verdict::kFail;
-    });
-    if (r.failure != HttpFailure::kNone) remote::fail_transport(r, name_, op);
-    json out = remote::parse_body(r.response);
-    if (r.response.status >= 200 && r.response.status < 300) return out;
-    std::string msg;
-    if (out.is_object() && out.contains("errors") && out["errors"].is_array() && !out["errors"].empty() &&
-        out["errors"][0].is_string()) {
-      const auto& m = out["errors"][0].get_ref<const remote::SecureStdString&>();
-      msg.assign(m.data(), std::min<std::size_t>(m.size(), 200));
-    }
-    std::string type = "HTTP " + std::to_string(r.response.status) + (msg.empty() ? "" : " " + msg);
-    std::string detail = "Vault Transit key \"" + std::string(kek) + "\" at " + address_ + " (mount \"" + mount_ + "\").";
-    long s = r.response.status;
-    if (s == 401) remote::fail(FailureKind::kAuth, name_, op, type, detail);
-    if (s == 403) remote::fail(FailureKind::kPermission, name_, op, type, detail);
-    if (s == 429 || s >= 500) remote::fail(FailureKind::kUnavailable, name_, op, type, detail);
-    if (msg.find("not found") != std::string::npos) remote::fail(FailureKind::kNotFound, name_, op, type, detail);
-    if (msg.find("authentication failed") != std::string::npos || msg.find("invalid ciphertext") != std::string::npos ||
-        msg.find("unable to decrypt") != std::string::npos)
-      remote::fail(FailureKind::kInvalidCiphertext, name_, op, type, detail);
-    if (msg.find("disabled") != std::string::npos || msg.find("min_decryption_version") != std::string::npos ||
-        msg.find("disallowed by policy") != std::string::npos ||
-        msg.find("archived") != std::string::npos)
-      remote::fail(FailureKind::kDisabled, name_, op, type, detail);
-    remote::fail(FailureKind::kBadRequest, name_, op, type, detail);
-  }
-
-  const json* field(const json& out, const char* name) {
-    if (!out.is_object() || !out.contains("data") || !out["data"].is_object()) return nullptr;
-    const json& d = out["data"];
-    auto it = d.find(name);
-    return (it == d.end() || !it->is_string()) ? nullptr : &*it;
-  }
-
-  Bytes ciphertext_of(const json& out, const char* op) {
-    const json* c = field(out, "ciphertext");
-    if (c == nullptr || c->get_ref<const remote::SecureStdString&>().rfind("vault:v", 0) != 0)
-      remote::fail(FailureKind::kBadRequest, name_, op, "malformed response", "The response has no \"vault:vN:\" ciphertext.");
-    const auto& s = c->get_ref<const remote::SecureStdString&>();
-    return Bytes(s.begin(), s.end());
+    HttpResult r = http_call(rq, ctx_.http, remote::vault::judge);
+    return remote::vault::result(r, {name_, op, std::string(kek), address_, mount_});
   }
 
   std::string name_;

@@ -195,6 +195,10 @@ class VaultEmulator(Emulator):
     def authenticate(self, req: Request, op: str) -> Optional[Response]:
         if op == "health":
             return None
+        # As Vault 1.x answers: a token it does not know is "permission denied" plus
+        # "invalid token" (a multierror); a known token outside its namespace or policy
+        # is a bare "permission denied".
+        invalid = json_response(403, {"errors": ["2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n"]})
         denied = json_response(403, {"errors": ["permission denied"]})
         token = req.header("X-Vault-Token")
         if token is None:
@@ -202,7 +206,7 @@ class VaultEmulator(Emulator):
             if auth[:7].lower() == "bearer ":
                 token = auth[7:].strip()
         if not token or token not in self.tokens:
-            return denied
+            return invalid
         ns = (req.header("X-Vault-Namespace") or "").strip("/")
         if ns in ("", "root"):
             ns = None

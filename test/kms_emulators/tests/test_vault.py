@@ -41,7 +41,7 @@ def test_bearer_authorization_header_also_accepted(vault_emulator):
 def test_bad_or_missing_token_is_403(vault_emulator, headers):
     r = post(vault_emulator, "transit/encrypt/pg-envelope", {"plaintext": b64(b"x")}, headers)
     assert r.status == 403
-    assert r.json == {"errors": ["permission denied"]}
+    assert r.json == {"errors": ["2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n"]}
     assert vault_emulator.rejected("encrypt") == 1 and vault_emulator.calls() == 0
 
 
