@@ -8,7 +8,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 packages=(
-  g++ make cmake pkg-config openssl
+  g++ make cmake pkg-config openssl clang-14 libclang-rt-14-dev
   postgresql-15 postgresql-server-dev-15
   libssl-dev libcurl4-openssl-dev nlohmann-json3-dev libgtest-dev
   python3 python3-pytest python3-psycopg2 python3-botocore python3-cryptography curl

@@ -34,8 +34,8 @@ inline ::testing::AssertionResult load_json(std::string_view relative, nlohmann:
   std::ifstream in(path);
   if (!in)
     return ::testing::AssertionFailure()
-           << "test-vector file \"" << path << "\" cannot be opened; set -DPG_ENVELOPE_TESTDATA "
-           << "to the directory holding wycheproof/";
+           << "test-vector file \"" << path << "\" cannot be opened; the vectors ship in test/vectors "
+           << "(-DPG_ENVELOPE_TESTDATA names another directory holding wycheproof/)";
   try {
     out = nlohmann::json::parse(in);
   } catch (const std::exception& e) {
