@@ -1,8 +1,13 @@
 # PGXS build of pg_envelope (C++20). `make && make install`; tests: scripts/test.sh
 EXTENSION = pg_envelope
 MODULE_big = pg_envelope
-DATA = extension/pg_envelope--0.1.0.sql
+DATA = $(wildcard extension/pg_envelope--*.sql)
 PGFILEDESC = "pg_envelope - column-level envelope encryption"
+
+# `make installcheck` against a running server that preloads pg_envelope with a master
+# key (see scripts/regress.sh); each suite creates what it needs and drops it again.
+# (sql/not_preloaded.sql needs a server without the preload: scripts/regress.sh.)
+REGRESS = types encrypt_decrypt keys privileges encoding kms
 
 SRCS = $(sort $(wildcard src/*.cpp src/*/*.cpp))
 OBJS = $(SRCS:.cpp=.o)
@@ -19,3 +24,7 @@ override autodepend = yes
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+.PHONY: print-regress
+print-regress:
+	@echo $(REGRESS)

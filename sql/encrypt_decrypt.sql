@@ -1,6 +1,15 @@
 -- encrypt_field / decrypt_field for all three types.
+CREATE EXTENSION pg_envelope;
 \set VERBOSITY default
 \set SHOW_CONTEXT never
+-- Returns the SQLSTATE and message of the error a statement raises.
+CREATE FUNCTION public.error_of(q text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+  EXECUTE q;
+  RETURN 'no error';
+EXCEPTION WHEN others THEN
+  RETURN SQLSTATE || ': ' || SQLERRM;
+END $$;
 -- Flip one bit of byte `pos` of an envelope's binary form.
 CREATE FUNCTION pg_temp.flip(c text, pos int) RETURNS text LANGUAGE sql AS $$
   SELECT 'env1:' || translate(encode(set_byte(b, pos, get_byte(b, pos) # 1), 'base64'), E'\n', '')
@@ -119,3 +128,8 @@ SELECT p.oid::regprocedure AS function, p.provolatile, p.proisstrict, p.proparal
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname = 'envelope' AND p.proname IN ('encrypt_field', 'decrypt_field', 'create_key', 'rotate_key', 'destroy_key')
  ORDER BY p.oid::regprocedure::text;
+
+-- Every suite leaves the database as it found it, so suites run alone and in any order.
+DROP TABLE patients, samples_text, samples_bytea, samples_jsonb, bound, tamper, many;
+DROP FUNCTION public.error_of(text);
+DROP EXTENSION pg_envelope;

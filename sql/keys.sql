@@ -1,6 +1,15 @@
 -- Key hierarchy: named keys, DEK versions, rotation, destruction.
+CREATE EXTENSION pg_envelope;
 \set VERBOSITY default
 \set SHOW_CONTEXT never
+-- Returns the SQLSTATE and message of the error a statement raises.
+CREATE FUNCTION public.error_of(q text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+  EXECUTE q;
+  RETURN 'no error';
+EXCEPTION WHEN others THEN
+  RETURN SQLSTATE || ': ' || SQLERRM;
+END $$;
 
 SELECT envelope.create_key('k_alpha');
 SELECT envelope.create_key('k_beta', kms => 'local', kek => 'tenant-kek/beta');
@@ -172,3 +181,8 @@ SELECT envelope.decrypt_field(c) FROM rw;
 SELECT kms_calls, kms_unwraps, kms_errors, misses, kms_time_ms > 0 AS timed, kms_avg_ms = kms_time_ms AS avg_of_one,
        kms_max_ms = kms_time_ms AS max_of_one
   FROM envelope.stats;
+
+-- Every suite leaves the database as it found it, so suites run alone and in any order.
+DROP TABLE kv, saved_wrap, rw;
+DROP FUNCTION public.error_of(text);
+DROP EXTENSION pg_envelope;

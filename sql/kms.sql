@@ -1,8 +1,17 @@
 -- KMS configuration: create_kms / alter_kms / drop_kms and their validation. No
 -- network is needed here: the KMS-backed round trips run against the emulators in
 -- test/integration.
+CREATE EXTENSION pg_envelope;
 \set VERBOSITY default
 \set SHOW_CONTEXT never
+-- Returns the SQLSTATE and message of the error a statement raises.
+CREATE FUNCTION public.error_of(q text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+  EXECUTE q;
+  RETURN 'no error';
+EXCEPTION WHEN others THEN
+  RETURN SQLSTATE || ': ' || SQLERRM;
+END $$;
 
 SELECT name, provider, options, keys FROM envelope.kms_configs ORDER BY name;
 
@@ -38,9 +47,15 @@ SELECT error_of($q$SELECT envelope.create_key('k_bad_kek', kms => 'vault', kek =
 
 -- A KMS that cannot be reached: a clear error within the retry budget, nothing stored,
 -- and the backend stays healthy.
--- Credentials from files (mode 0600, written by scripts/regress.sh).
-\getenv token_file PG_ENVELOPE_TEST_VAULT_TOKEN_FILE
-\getenv aws_file PG_ENVELOPE_TEST_AWS_CREDENTIALS_FILE
+-- Credentials from files, which the server writes here into its data directory with
+-- mode 0600 (fake credentials: nothing listens where they are sent).
+SELECT current_setting('data_directory') || '/pg_envelope_regress_vault.token' AS token_file,
+       current_setting('data_directory') || '/pg_envelope_regress_aws.credentials' AS aws_file \gset
+SELECT 'umask 077 && cat > ' || quote_literal(:'token_file') AS write_token,
+       'umask 077 && cat > ' || quote_literal(:'aws_file') AS write_aws \gset
+COPY (SELECT 'hvs.not-a-real-token') TO PROGRAM :'write_token';
+COPY (VALUES ('[default]'), ('aws_access_key_id = AKIDEXAMPLE'), ('aws_secret_access_key = not-a-real-secret'))
+  TO PROGRAM :'write_aws';
 SELECT envelope.alter_kms('vault', jsonb_build_object('address', 'http://127.0.0.1:9', 'token_file', :'token_file'));
 SELECT envelope.alter_kms('aws_prod', jsonb_build_object('region', 'us-east-1', 'endpoint', 'http://127.0.0.1:9',
                                                          'credentials_file', :'aws_file'));
@@ -76,3 +91,9 @@ SELECT envelope.alter_kms('vault', '{"address": "http://127.0.0.1:9"}');
 RESET ROLE;
 DROP OWNED BY regress_kms_admin;
 DROP ROLE regress_kms_admin;
+
+-- Every suite leaves the database as it found it, so suites run alone and in any order.
+SELECT 'rm -f ' || quote_literal(:'token_file') || ' ' || quote_literal(:'aws_file') AS rm_credentials \gset
+COPY (SELECT) TO PROGRAM :'rm_credentials';
+DROP FUNCTION public.error_of(text);
+DROP EXTENSION pg_envelope;

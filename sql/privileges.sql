@@ -1,7 +1,16 @@
 -- Least privilege: PUBLIC can use the types but cannot read key tables, encrypt,
 -- decrypt or manage keys until granted.
+CREATE EXTENSION pg_envelope;
 \set VERBOSITY default
 \set SHOW_CONTEXT never
+-- Returns the SQLSTATE and message of the error a statement raises.
+CREATE FUNCTION public.error_of(q text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+  EXECUTE q;
+  RETURN 'no error';
+EXCEPTION WHEN others THEN
+  RETURN SQLSTATE || ': ' || SQLERRM;
+END $$;
 CREATE ROLE regress_envelope_app;
 CREATE ROLE regress_envelope_reader;
 CREATE ROLE regress_envelope_nobody;
@@ -79,3 +88,8 @@ DROP SCHEMA regress_evil CASCADE;
 DROP TABLE nobody_table, app_table;
 DROP OWNED BY regress_envelope_app, regress_envelope_reader, regress_envelope_nobody;
 DROP ROLE regress_envelope_app, regress_envelope_reader, regress_envelope_nobody;
+
+-- Every suite leaves the database as it found it, so suites run alone and in any order.
+DROP TABLE priv_data;
+DROP FUNCTION public.error_of(text);
+DROP EXTENSION pg_envelope;

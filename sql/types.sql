@@ -4,9 +4,7 @@
 CREATE EXTENSION pg_envelope;
 \set VERBOSITY default
 \set SHOW_CONTEXT never
-
--- Returns the SQLSTATE and message of the error a statement raises (used by the
--- suites that follow in the same database).
+-- Returns the SQLSTATE and message of the error a statement raises.
 CREATE FUNCTION public.error_of(q text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
   EXECUTE q;
@@ -14,6 +12,7 @@ BEGIN
 EXCEPTION WHEN others THEN
   RETURN SQLSTATE || ': ' || SQLERRM;
 END $$;
+
 
 -- Plaintext by mistake: rejected, and the message does not contain the value.
 SELECT '123-45-6789'::envelope.encrypted_text;
@@ -52,11 +51,12 @@ INSERT INTO typed
             envelope.encrypt_field(convert_to('bytes ' || g, 'UTF8'), 'types_key'),
             envelope.encrypt_field(jsonb_build_object('n', g), 'types_key')
     FROM generate_series(1, 20) g;
+-- (\copy: through the client, so it works against any server, local or not.)
 \getenv abs_builddir PG_ABS_BUILDDIR
 \set copy_file :abs_builddir '/results/typed.bin'
-COPY typed TO :'copy_file' (FORMAT binary);
+\copy typed TO :'copy_file' (FORMAT binary)
 CREATE TABLE typed_copy (LIKE typed);
-COPY typed_copy FROM :'copy_file' (FORMAT binary);
+\copy typed_copy FROM :'copy_file' (FORMAT binary)
 SELECT count(*) AS rows_identical
   FROM typed a JOIN typed_copy b USING (id)
  WHERE a.t::text = b.t::text AND a.b::text = b.b::text AND a.j::text = b.j::text;
@@ -76,3 +76,8 @@ SELECT count(*) AS text_copy_identical
 
 -- Storage: ciphertext is never compressed (STORAGE external).
 SELECT typname, typstorage FROM pg_type WHERE typname LIKE 'encrypted_%' ORDER BY typname;
+
+-- Every suite leaves the database as it found it, so suites run alone and in any order.
+DROP TABLE typed, typed_copy;
+DROP FUNCTION public.error_of(text);
+DROP EXTENSION pg_envelope;

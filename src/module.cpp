@@ -6,6 +6,7 @@ extern "C" {
 #include "utils/guc.h"
 }
 
+#include "pg/extension_objects.hpp"
 #include "pg/kms_registry.hpp"
 #include "pg/shared_cache.hpp"
 #include "pg/keyring.hpp"
@@ -41,6 +42,7 @@ void define_gucs(GucContext context) {
                           &master_key_command_timeout_ms, 30000, 100, 3600000, context, GUC_UNIT_MS, nullptr,
                           nullptr, nullptr);
   pg_envelope::define_kms_gucs();
+  pg_envelope::ext::define_version_check_guc();
   if (context == PGC_POSTMASTER) pg_envelope::shared_cache::define_gucs();
 #if PG_VERSION_NUM >= 150000
   MarkGUCPrefixReserved("envelope");
@@ -85,26 +87,32 @@ void load_master_key() {
   if (status.state == MasterKeyStatus::State::kFailed)
     std::snprintf(level_msg, sizeof level_msg, "%s", status.message.c_str());
   pg_envelope::record_master_key_failure(std::move(status));
-  if (level_msg[0] != '\0')
-    ereport(WARNING, (errmsg("pg_envelope: the local KMS master key was not loaded"),
-                      errdetail_internal("%s", level_msg)));
-  else
-    ereport(LOG, (errmsg("pg_envelope: no local KMS master key is configured"),
-                  errhint("Set envelope.master_key_file or envelope.master_key_command to use the local KMS.")));
+  pg_envelope::pg_call([&level_msg] {
+    if (level_msg[0] != '\0')
+      ereport(WARNING, (errmsg("pg_envelope: the local KMS master key was not loaded"),
+                        errdetail_internal("%s", level_msg)));
+    else
+      ereport(LOG, (errmsg("pg_envelope: no local KMS master key is configured"),
+                    errhint("Set envelope.master_key_file or envelope.master_key_command to use the local KMS.")));
+  });
 }
 
 }  // namespace
 
 void _PG_init(void) {
-  // Without the preload only the types are usable; every key function reports the
-  // missing preload.
-  if (!process_shared_preload_libraries_in_progress) {
-    define_gucs(PGC_SIGHUP);
-    return;
-  }
-  define_gucs(PGC_POSTMASTER);
-  pg_envelope::set_loaded_at_startup();
-  load_master_key();
-  pg_envelope::request_shared_state();
-  pg_envelope::keyring::register_callbacks();
+  pg_envelope::guarded_hook(ERROR, "initialisation", [] {
+    // Without the preload only the types are usable; every key function reports the
+    // missing preload.
+    if (!process_shared_preload_libraries_in_progress) {
+      pg_envelope::pg_call([] { define_gucs(PGC_SIGHUP); });
+      return;
+    }
+    pg_envelope::pg_call([] { define_gucs(PGC_POSTMASTER); });
+    pg_envelope::set_loaded_at_startup();
+    load_master_key();
+    pg_envelope::pg_call([] {
+      pg_envelope::request_shared_state();
+      pg_envelope::keyring::register_callbacks();
+    });
+  });
 }

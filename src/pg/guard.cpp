@@ -52,14 +52,11 @@ int to_sqlerrcode(const char* s) {
   return MAKE_SQLSTATE(s[0], s[1], s[2], s[3], s[4]);
 }
 
-}  // namespace
-
-Datum run_guarded(FunctionCallInfo fcinfo, Datum (*impl)(FunctionCallInfo)) {
-  ErrorData* pg_error = nullptr;
-  PlainError err;
-  err.sqlstate[0] = '\0';
+// Copies the C++ exception being handled into `err` (or its PgError into pg_error).
+// Called from inside a catch (...) block only.
+void capture_current_exception(PlainError& err, ErrorData*& pg_error) noexcept {
   try {
-    return impl(fcinfo);
+    throw;
   } catch (const PgError& e) {
     pg_error = e.data();
   } catch (const Error& e) {
@@ -80,15 +77,50 @@ Datum run_guarded(FunctionCallInfo fcinfo, Datum (*impl)(FunctionCallInfo)) {
     copy_str(err.message, sizeof err.message, "pg_envelope internal error: unknown exception");
     err.detail[0] = err.hint[0] = '\0';
   }
+}
+
+}  // namespace
+
+Datum run_guarded(FunctionCallInfo fcinfo, Datum (*impl)(FunctionCallInfo)) {
+  ErrorData* pg_error = nullptr;
+  PlainError err;
+  err.sqlstate[0] = '\0';
+  try {
+    return impl(fcinfo);
+  } catch (...) {
+    capture_current_exception(err, pg_error);
+  }
   // Outside the try/catch: every C++ frame below us has unwound.
   if (pg_error != nullptr) ReThrowError(pg_error);
   // A KMS call stopped by a cancel or statement_timeout: let PostgreSQL raise its own
   // error, which says which of the two it was.
-  if (std::strcmp(err.sqlstate, "57014") == 0) CHECK_FOR_INTERRUPTS();
+  if (std::strcmp(err.sqlstate, sqlstate::kQueryCanceled) == 0) CHECK_FOR_INTERRUPTS();
   ereport(ERROR, (errcode(to_sqlerrcode(err.sqlstate)), errmsg_internal("%s", err.message),
                   err.detail[0] ? errdetail_internal("%s", err.detail) : 0,
                   err.hint[0] ? errhint("%s", err.hint) : 0));
   pg_unreachable();
+}
+
+void run_hook_guarded(int elevel, const char* what, void (*call)(void*), void* ctx) {
+  ErrorData* pg_error = nullptr;
+  PlainError err;
+  err.sqlstate[0] = '\0';
+  try {
+    call(ctx);
+    return;
+  } catch (...) {
+    capture_current_exception(err, pg_error);
+  }
+  // Outside the try/catch: every C++ frame below us has unwound.
+  if (pg_error != nullptr) {
+    if (elevel >= ERROR) ReThrowError(pg_error);
+    ereport(elevel, (errcode(pg_error->sqlerrcode), errmsg_internal("pg_envelope %s: %s", what, pg_error->message)));
+    FreeErrorData(pg_error);
+    return;
+  }
+  ereport(elevel, (errcode(to_sqlerrcode(err.sqlstate)), errmsg_internal("pg_envelope %s: %s", what, err.message),
+                   err.detail[0] ? errdetail_internal("%s", err.detail) : 0,
+                   err.hint[0] ? errhint("%s", err.hint) : 0));
 }
 
 }  // namespace pg_envelope

@@ -45,16 +45,24 @@ auto pg_call(F&& f) -> decltype(f()) {
   sigjmp_buf local;
   if (sigsetjmp(local, 0) == 0) {
     PG_exception_stack = &local;
-    if constexpr (std::is_void_v<R>) {
-      f();
+    try {
+      if constexpr (std::is_void_v<R>) {
+        f();
+        PG_exception_stack = saved_stack;
+        error_context_stack = saved_context;
+        return;
+      } else {
+        R result = f();
+        PG_exception_stack = saved_stack;
+        error_context_stack = saved_context;
+        return result;
+      }
+    } catch (...) {
+      // f threw a C++ exception (it called C++ code that allocates, say): the frame
+      // `local` belongs to is about to go, so PostgreSQL must not jump to it.
       PG_exception_stack = saved_stack;
       error_context_stack = saved_context;
-      return;
-    } else {
-      R result = f();
-      PG_exception_stack = saved_stack;
-      error_context_stack = saved_context;
-      return result;
+      throw;
     }
   }
   PG_exception_stack = saved_stack;
@@ -70,6 +78,16 @@ struct varlena* pg_varlena(std::span<const std::uint8_t> bytes);
 
 // Runs impl with the boundary described above. Never returns on error.
 Datum run_guarded(FunctionCallInfo fcinfo, Datum (*impl)(FunctionCallInfo));
+
+// The same for a hook or callback body: `call(ctx)` runs inside try/catch; an error
+// is reported with ereport(elevel), naming `what`, after the try/catch has ended.
+void run_hook_guarded(int elevel, const char* what, void (*call)(void*), void* ctx);
+
+template <typename F>
+void guarded_hook(int elevel, const char* what, F&& f) {
+  using Fn = std::remove_reference_t<F>;
+  run_hook_guarded(elevel, what, [](void* p) { (*static_cast<Fn*>(p))(); }, static_cast<void*>(&f));
+}
 
 }  // namespace pg_envelope
 

@@ -1,6 +1,6 @@
-// Reads and writes the key tables (envelope.key, envelope.data_key) through SPI, as
-// the owner of those tables: callers are authorised by EXECUTE on the SQL functions,
-// not by privileges on the tables, which PUBLIC cannot read.
+// Key-management reads and writes of the key tables (envelope.key, envelope.data_key,
+// envelope.kms), through SPI as the tables' owner with a pinned search_path (see
+// owner_spi.hpp). The encrypt/decrypt path reads through key_catalog.hpp instead.
 #pragma once
 
 #include <cstdint>
@@ -9,33 +9,13 @@
 #include <string_view>
 #include <vector>
 
-#include "pg_envelope/envelope_format.hpp"
+#include "key_records.hpp"
 #include "pg_envelope/kms.hpp"
-#include "pg_envelope/secure_bytes.hpp"
 
-namespace pg_envelope {
+namespace pg_envelope::key_store {
 
-struct KeyRecord {
-  std::uint32_t key_id = 0;
-  std::string name;
-  std::string kms;
-  std::string kek;
-  bool destroyed = false;
-  bool disabled = false;  // envelope.disable_key(): refused until enable_key()
-  std::uint32_t current_version = 0;
-};
-
-struct DekRecord {
-  KeyRecord key;
-  std::uint32_t version = 0;
-  bool destroyed = false;
-  Bytes wrapped;  // empty once destroyed
-};
-
-namespace key_store {
-
+// The key row, locked FOR UPDATE when `for_update` (key changes serialise on it).
 std::optional<KeyRecord> find_key(std::string_view name, bool for_update = false);
-std::optional<DekRecord> find_dek(DekId id);
 bool key_id_in_use(std::uint32_t key_id);
 
 // The most recently created DEK on a KMS that still has its wrapped form, if any:
@@ -47,14 +27,13 @@ void insert_key(const KeyRecord& key);
 void insert_dek(std::uint32_t key_id, std::uint32_t version, ByteView wrapped);
 void set_current_version(std::uint32_t key_id, std::uint32_t version);
 
-// Every DEK of a key that still has its wrapped form, oldest first.
+// Every DEK of a key that still has its wrapped form, oldest first, locked.
 std::vector<DekRecord> live_deks(std::uint32_t key_id);
 // Replaces the wrapped form of DEKs (after a rewrap) and the key's KEK reference.
 void update_wrapped(std::uint32_t key_id, std::uint32_t version, ByteView wrapped);
 void set_kek(std::uint32_t key_id, std::string_view kek);
 
 // envelope.kms rows (configured KMSs).
-std::optional<KmsConfig> find_kms(std::string_view name);
 void insert_kms(const KmsConfig& kms);
 void update_kms_options(std::string_view name, std::string_view options_json);
 void delete_kms(std::string_view name);
@@ -66,5 +45,4 @@ void destroy_key(std::uint32_t key_id);
 // Sets a key that is not destroyed to 'active' or 'disabled'.
 void set_key_disabled(std::uint32_t key_id, bool disabled);
 
-}  // namespace key_store
-}  // namespace pg_envelope
+}  // namespace pg_envelope::key_store

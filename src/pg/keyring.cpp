@@ -1,22 +1,27 @@
 // DEK lookup: the backend's first-level cache, then the key tables and the shared
 // cache, then a KMS unwrap. The first-level cache is dropped whenever the shared key
 // generation moves (a key was created, rotated, re-wrapped, destroyed or evicted
-// anywhere) or the key table itself is dropped or truncated (the extension dropped
-// and created again, so key ids may be reused); each of its DEKs is used only until
-// the shared cache's TTL for it, checked at the start of each statement.
+// anywhere on this server) or a relcache invalidation of a key table arrives: the
+// tables dropped or truncated, or a key change committed on the primary and
+// replayed on this standby (the key tables' trigger sends one with every change).
+// Each of its DEKs is used only until the shared cache's TTL for it, checked at
+// the start of each statement. Key rows are read with a fresh snapshot
+// (key_catalog.hpp), so a key that is destroyed or disabled is refused from the
+// moment the change commits, whatever snapshot the caller runs with.
 #include "guard.hpp"
 
 extern "C" {
 #include "access/xact.h"
-#include "catalog/namespace.h"
+#include "access/xlog.h"
 #include "utils/inval.h"
-#include "utils/lsyscache.h"
 }
 
 #include <cstdio>
 
+#include "extension_objects.hpp"
+#include "key_catalog.hpp"
+#include "key_errors.hpp"
 #include "keyring.hpp"
-#include "key_store.hpp"
 #include "kms_registry.hpp"
 #include "pg_envelope/kms.hpp"
 #include "shared_cache.hpp"
@@ -28,36 +33,51 @@ namespace {
 
 constexpr std::size_t kBackendCacheCapacity = 4096;
 
-// The OID of envelope.data_key when the first-level cache was filled from it, and
-// whether a relcache invalidation for it (DROP, TRUNCATE) or for all relations
-// arrived since. Set from the invalidation callback: plain values only.
-Oid key_table_oid = InvalidOid;
+// Whether a relcache invalidation of a key table (DROP, TRUNCATE, a key change
+// committed anywhere, replayed on a standby) or of every relation arrived since the
+// first-level cache was last dropped. Set from the invalidation callback: plain
+// values only.
 volatile bool key_table_changed = false;
 
 void relcache_changed(Datum, Oid relid) {
-  if (relid == InvalidOid || relid == key_table_oid) key_table_changed = true;
+  if (relid == InvalidOid || ext::is_key_table(relid)) {
+    key_table_changed = true;
+    ext::forget();
+  }
+}
+
+// On a standby nothing moves the generation: key changes arrive as the relcache
+// invalidations replayed with their commit records. They are read here once per
+// statement (a backend inside a transaction block acquires no new locks that would
+// read them), and the shared cache is cleared of the keys that are no longer active.
+TimestampTz invalidations_read_for = 0;
+
+void read_replayed_invalidations() {
+  TimestampTz statement = GetCurrentStatementStartTimestamp();
+  if (statement == invalidations_read_for) return;
+  invalidations_read_for = statement;
+  if (!RecoveryInProgress()) return;
+  pg_call([] { AcceptInvalidationMessages(); });
+}
+
+void evict_inactive_keys_on_standby() {
+  if (!RecoveryInProgress() || !shared_cache::holds_database_entries()) return;
+  shared_cache::evict_keys(key_catalog::inactive_keys());
 }
 
 DekCache& cache() {
   static std::unique_ptr<DekCache> c = make_backend_dek_cache(kBackendCacheCapacity);
   static std::uint64_t seen_generation = 0;
+  read_replayed_invalidations();
   std::uint64_t g = key_generation();
   if (g != seen_generation || key_table_changed) {
     c->clear();
     seen_generation = g;
+    bool replayed = key_table_changed;
     key_table_changed = false;
-    key_table_oid = InvalidOid;
+    if (replayed) evict_inactive_keys_on_standby();
   }
   return *c;
-}
-
-// Before filling the cache from the key tables: note which table they are.
-void note_key_table() {
-  if (key_table_oid != InvalidOid) return;
-  key_table_oid = pg_call([] {
-    Oid nsp = get_namespace_oid("envelope", true);
-    return nsp == InvalidOid ? InvalidOid : get_relname_relid("data_key", nsp);
-  });
 }
 
 // The clock the first-level cache's validity is checked against: the start of the
@@ -66,18 +86,6 @@ std::int64_t statement_now() { return GetCurrentStatementStartTimestamp(); }
 
 std::string version_label(const std::string& name, std::uint32_t version) {
   return "key \"" + name + "\" version " + std::to_string(version);
-}
-
-[[noreturn]] void throw_destroyed(const std::string& name) {
-  throw Error(sqlstate::kObjectNotInPrerequisiteState, "key \"" + name + "\" has been destroyed",
-              "Its data keys were erased by envelope.destroy_key(); values encrypted with it can never be "
-              "decrypted again.");
-}
-
-[[noreturn]] void throw_disabled(const std::string& name) {
-  throw Error(sqlstate::kObjectNotInPrerequisiteState, "key \"" + name + "\" is disabled",
-              "envelope.disable_key() stopped its use; its values are intact.",
-              "Enable it again with envelope.enable_key().");
 }
 
 // Once per backend until the KMS answers again: serving DEKs past their TTL.
@@ -98,8 +106,8 @@ void warn_stale(const DekRecord& rec) {
 // `generation`: the key generation read before `rec` was, so a DEK loaded from rows
 // that changed meanwhile is never put into the shared cache.
 CachedDek& load(DekCache& c, const DekRecord& rec, std::uint64_t generation) {
-  if (rec.key.destroyed || rec.destroyed || rec.wrapped.empty()) throw_destroyed(rec.key.name);
-  if (rec.key.disabled) throw_disabled(rec.key.name);
+  if (rec.key.destroyed || rec.destroyed || rec.wrapped.empty()) throw_key_destroyed(rec.key.name);
+  if (rec.key.disabled) throw_key_disabled(rec.key.name);
   DekId id{rec.key.key_id, rec.version};
   shared_cache::Ident ident = shared_cache::ident_of(id, rec.wrapped);
   SecureBytes dek;
@@ -113,7 +121,7 @@ CachedDek& load(DekCache& c, const DekRecord& rec, std::uint64_t generation) {
     case shared_cache::Claim::kFailed:
       // Another backend's KMS call for this DEK failed moments ago: its error, again,
       // rather than one more call to a KMS that is failing.
-      throw Error(failure.sqlstate[0] ? failure.sqlstate : "58000", failure.message, failure.detail, failure.hint);
+      throw Error(failure.sqlstate[0] ? failure.sqlstate : sqlstate::kSystemError, failure.message, failure.detail, failure.hint);
     case shared_cache::Claim::kLoad: {
       // This backend unwraps it; the others wait for the outcome.
       try {
@@ -127,13 +135,13 @@ CachedDek& load(DekCache& c, const DekRecord& rec, std::uint64_t generation) {
       } catch (const Error& e) {
         std::string_view state = e.sqlstate();
         // Unreachable (not refused): a DEK still inside its max-stale window keeps serving.
-        if ((state == "58000" || state == "08006") && shared_cache::fall_back_to_stale(ident, dek, valid_until)) {
+        if ((state == sqlstate::kSystemError || state == sqlstate::kConnectionFailure) && shared_cache::fall_back_to_stale(ident, dek, valid_until)) {
           warn_stale(rec);
           return c.insert(id, rec.key.name, dek, valid_until);
         }
         shared_cache::Failure f{};
         // A cancel or statement_timeout is this session's business, not the KMS's.
-        if (state != "57014") std::snprintf(f.sqlstate, sizeof f.sqlstate, "%s", e.sqlstate());
+        if (state != sqlstate::kQueryCanceled) std::snprintf(f.sqlstate, sizeof f.sqlstate, "%s", e.sqlstate());
         std::snprintf(f.message, sizeof f.message, "%s", e.what());
         std::snprintf(f.detail, sizeof f.detail, "%s", e.detail().c_str());
         std::snprintf(f.hint, sizeof f.hint, "%s", e.hint().c_str());
@@ -158,9 +166,8 @@ CachedDek& load(DekCache& c, const DekRecord& rec, std::uint64_t generation) {
 CachedDek& for_decrypt(DekId id) {
   DekCache& c = cache();
   if (CachedDek* d = c.find(id); d != nullptr && d->valid_until > statement_now()) return *d;
-  note_key_table();
   std::uint64_t generation = key_generation();
-  std::optional<DekRecord> rec = key_store::find_dek(id);
+  std::optional<DekRecord> rec = key_catalog::dek(id);
   if (!rec)
     throw Error(sqlstate::kUndefinedObject,
                 "no data key with key id " + std::to_string(id.key_id) + " version " + std::to_string(id.version) +
@@ -175,18 +182,15 @@ CachedDek& for_encrypt(std::string_view key_name) {
   DekCache& c = cache();
   std::int64_t now = statement_now();
   if (CachedDek* d = c.find_current(key_name); d != nullptr && d->valid_until > now) return *d;
-  note_key_table();
   std::uint64_t generation = key_generation();
-  std::optional<KeyRecord> key = key_store::find_key(key_name);
-  if (!key)
-    throw Error(sqlstate::kUndefinedObject, "key \"" + std::string(key_name) + "\" does not exist", "",
-                "Create it with envelope.create_key().");
-  if (key->destroyed) throw_destroyed(key->name);
-  if (key->disabled) throw_disabled(key->name);
+  std::optional<KeyRecord> key = key_catalog::key_by_name(key_name);
+  if (!key) throw_no_such_key();
+  if (key->destroyed) throw_key_destroyed(key->name);
+  if (key->disabled) throw_key_disabled(key->name);
   DekId id{key->key_id, key->current_version};
   CachedDek* d = c.find(id);
   if (d == nullptr || d->valid_until <= now) {
-    std::optional<DekRecord> rec = key_store::find_dek(id);
+    std::optional<DekRecord> rec = key_catalog::dek(id);
     if (!rec)
       throw Error(sqlstate::kUndefinedObject, "the current data key of key \"" + key->name + "\" is missing",
                   "envelope.data_key has no row for " + version_label(key->name, id.version) + ".");

@@ -12,7 +12,8 @@ extern "C" {
 #include <cstdlib>
 #include <map>
 
-#include "key_store.hpp"
+#include "key_catalog.hpp"
+#include "key_errors.hpp"
 #include "kms_registry.hpp"
 #include "shared_cache.hpp"
 #include "shared_state.hpp"
@@ -66,11 +67,10 @@ KmsProvider& kms_provider(std::string_view kms_name) {
   if (it != r.end() && it->second.generation == g) return *it->second.provider;
   // Something changed somewhere (a key or a KMS): re-read this KMS's row, and rebuild
   // the provider only if its configuration changed, so its token cache survives.
-  std::optional<KmsConfig> cfg = key_store::find_kms(kms_name);
+  std::optional<KmsConfig> cfg = key_catalog::kms(kms_name);
   if (!cfg) {
     if (it != r.end()) r.erase(it);
-    throw Error(sqlstate::kUndefinedObject, "KMS \"" + std::string(kms_name) + "\" does not exist", "",
-                "Configure it with envelope.create_kms(); envelope.kms_configs lists the KMSs.");
+    throw_no_such_kms();
   }
   if (it != r.end() && it->second.config.provider == cfg->provider &&
       it->second.config.options_json == cfg->options_json) {

@@ -45,7 +45,7 @@ auto timed_kms_call(bool unwrap, F&& call) -> decltype(call()) {
     record_kms_call(true, unwrap, start);
     return result;
   } catch (const Error& e) {
-    bool cancelled = std::string_view(e.sqlstate()) == "57014";
+    bool cancelled = std::string_view(e.sqlstate()) == sqlstate::kQueryCanceled;
     record_kms_call(cancelled, false, start);
     throw;
   } catch (...) {

@@ -16,6 +16,7 @@ extern "C" {
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -425,11 +426,12 @@ namespace {
 // exclusively. A claimant keeps its claim (its result is not stored: the generation
 // has moved), but the stale DEK it was keeping goes now. Returns how many entries
 // held a DEK. Nothing here throws or raises.
-std::int64_t zero_entries(bool all_keys, std::uint32_t key_id) noexcept {
+template <class Selected>
+std::int64_t zero_entries_if(Selected selected) noexcept {
   std::int64_t n = 0;
   for (int i = 0; i < cache->capacity; ++i) {
     Entry& e = entries[i];
-    if (e.state == kEmpty || e.dbid != MyDatabaseId || (!all_keys && e.key_id != key_id)) continue;
+    if (e.state == kEmpty || e.dbid != MyDatabaseId || !selected(e.key_id)) continue;
     if (e.state == kLoading) {
       if (e.has_stale) ++n;
       secure_zero(e.masked, sizeof e.masked);
@@ -440,6 +442,10 @@ std::int64_t zero_entries(bool all_keys, std::uint32_t key_id) noexcept {
     clear(e);
   }
   return n;
+}
+
+std::int64_t zero_entries(bool all_keys, std::uint32_t key_id) noexcept {
+  return zero_entries_if([=](std::uint32_t id) noexcept { return all_keys || id == key_id; });
 }
 
 // From the commit callback: PostgreSQL's frames, so the lock is taken directly
@@ -459,6 +465,26 @@ std::int64_t evict_key(std::uint32_t key_id) {
   std::int64_t n = zero_entries(false, key_id);
   LWLockRelease(cache->lock);
   return n;
+}
+
+std::int64_t evict_keys(const std::vector<std::uint32_t>& sorted_key_ids) {
+  if (cache == nullptr || sorted_key_ids.empty()) return 0;
+  lock_exclusive();
+  std::int64_t n = zero_entries_if([&](std::uint32_t id) noexcept {
+    return std::binary_search(sorted_key_ids.begin(), sorted_key_ids.end(), id);
+  });
+  LWLockRelease(cache->lock);
+  return n;
+}
+
+bool holds_database_entries() {
+  if (cache == nullptr) return false;
+  pg_call([] { LWLockAcquire(cache->lock, LW_SHARED); });
+  bool any = false;
+  for (int i = 0; i < cache->capacity && !any; ++i)
+    any = entries[i].state != kEmpty && entries[i].dbid == MyDatabaseId;
+  LWLockRelease(cache->lock);
+  return any;
 }
 
 void evict_key_at_commit(std::uint32_t key_id) noexcept { evict_at_commit(false, key_id); }

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "pg_envelope/envelope_format.hpp"
 #include "pg_envelope/secure_bytes.hpp"
@@ -68,6 +69,13 @@ void put(const Ident& ident, const SecureBytes& dek, std::uint64_t generation);
 // Zeroes the entries of one key of this database (crypto-shredding, cache_evict);
 // returns how many held a DEK.
 std::int64_t evict_key(std::uint32_t key_id);
+
+// Zeroes the entries of the given keys of this database (ids sorted ascending); a
+// standby uses it for the keys its replayed key changes disabled or destroyed.
+std::int64_t evict_keys(const std::vector<std::uint32_t>& sorted_key_ids);
+
+// Whether any entry belongs to this database.
+bool holds_database_entries();
 
 // The same from the commit callback (PostgreSQL's frames: no C++ exception may
 // leave them, so these take the lock directly); the second zeroes every entry of

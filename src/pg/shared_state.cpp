@@ -43,17 +43,23 @@ void shmem_request() {
 #if PG_VERSION_NUM >= 150000
   if (prev_shmem_request_hook) prev_shmem_request_hook();
 #endif
-  RequestAddinShmemSpace(MAXALIGN(sizeof(SharedState)) + shared_cache::shmem_size());
-  shared_cache::request_lwlock();
+  guarded_hook(ERROR, "shared memory request", [] {
+    RequestAddinShmemSpace(MAXALIGN(sizeof(SharedState)) + shared_cache::shmem_size());
+    shared_cache::request_lwlock();
+  });
 }
 
 void shmem_startup() {
   if (prev_shmem_startup_hook) prev_shmem_startup_hook();
-  bool found = false;
   LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-  shared = static_cast<SharedState*>(ShmemInitStruct("pg_envelope shared state", sizeof(SharedState), &found));
-  if (!found) pg_atomic_init_u64(&shared->key_generation, 1);
-  shared_cache::attach(found);
+  // The lock is released by the error's clean-up if set-up fails (a FATAL start-up).
+  guarded_hook(ERROR, "shared memory set-up", [] {
+    bool found = false;
+    shared = static_cast<SharedState*>(
+        pg_call([&found] { return ShmemInitStruct("pg_envelope shared state", sizeof(SharedState), &found); }));
+    if (!found) pg_atomic_init_u64(&shared->key_generation, 1);
+    shared_cache::attach(found);
+  });
   LWLockRelease(AddinShmemInitLock);
 }
 
@@ -71,11 +77,14 @@ void xact_callback(XactEvent event, void*) {
                     errmsg("cannot PREPARE a transaction that rotated, re-wrapped or destroyed pg_envelope keys"),
                     errhint("Commit it directly.")));
   if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT) {
-    bump();  // first: a DEK loaded from the old rows is no longer stored after this
-    if (pending_flush)
-      shared_cache::evict_database_at_commit();
-    else
-      for (int i = 0; i < n_pending_evictions; ++i) shared_cache::evict_key_at_commit(pending_evictions[i]);
+    // After commit no error may be raised: anything wrong is a WARNING.
+    guarded_hook(WARNING, "commit of key changes", [] {
+      bump();  // first: a DEK loaded from the old rows is no longer stored after this
+      if (pending_flush)
+        shared_cache::evict_database_at_commit();
+      else
+        for (int i = 0; i < n_pending_evictions; ++i) shared_cache::evict_key_at_commit(pending_evictions[i]);
+    });
   }
   if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_COMMIT ||
       event == XACT_EVENT_PARALLEL_ABORT || event == XACT_EVENT_PREPARE) {
@@ -117,18 +126,30 @@ std::uint64_t key_generation() noexcept {
 
 void invalidate_keys_at_commit() {
   bump();
-  bump_registered = true;
+  if (shared != nullptr) bump_registered = true;
 }
 
-void evict_key_now_and_at_commit(std::uint32_t key_id) {
+void evict_key_at_commit(std::uint32_t key_id) {
+  if (shared == nullptr) return;  // not preloaded: no shared cache, no callback
   invalidate_keys_at_commit();
-  shared_cache::evict_key(key_id);
   for (int i = 0; i < n_pending_evictions; ++i)
     if (pending_evictions[i] == key_id) return;
   if (n_pending_evictions < kMaxPendingEvictions)
     pending_evictions[n_pending_evictions++] = key_id;
   else
     pending_flush = true;
+}
+
+void evict_database_at_commit() {
+  if (shared == nullptr) return;
+  invalidate_keys_at_commit();
+  pending_flush = true;
+}
+
+void evict_key_now_and_at_commit(std::uint32_t key_id) {
+  shared_cache::evict_key(key_id);
+  evict_key_at_commit(key_id);
+  bump();
 }
 
 }  // namespace pg_envelope

@@ -32,4 +32,10 @@ void invalidate_keys_at_commit();
 // pre-commit rows meanwhile).
 void evict_key_now_and_at_commit(std::uint32_t key_id);
 
+// invalidate_keys_at_commit(), and zeroes the key's (or every key's of this
+// database) shared-cache entries when the transaction commits: the key tables'
+// trigger, for changes made by hand or applied by logical replication.
+void evict_key_at_commit(std::uint32_t key_id);
+void evict_database_at_commit();
+
 }  // namespace pg_envelope

@@ -2,7 +2,10 @@
 //
 // The hot path per value: detoast, one cache lookup (usually the last DEK used), one
 // AES-256-GCM pass straight into the palloc'd result. Plaintext copies that we make
-// (detoasted inputs, jsonb text) are wiped before they are freed.
+// (detoasted inputs, jsonb text) are zeroed before they are freed, and are watched
+// by a memory-context reset callback (secret_memory.hpp) so that they are zeroed on
+// every error path as well. No error here quotes a value: the JSON parser's errors
+// (which would) are replaced by our own.
 #include "pg/guard.hpp"
 
 extern "C" {
@@ -13,6 +16,7 @@ extern "C" {
 #include <cstring>
 
 #include "pg/keyring.hpp"
+#include "pg/secret_memory.hpp"
 #include "pg/shared_state.hpp"
 #include "pg_envelope/envelope_format.hpp"
 
@@ -22,21 +26,19 @@ namespace {
 
 struct VarlenaArg {
   struct varlena* ptr = nullptr;
-  bool copied = false;  // detoasting made a private copy, which we wipe and free
+  SecretChunk* copy = nullptr;  // detoasting made a private copy, zeroed and freed by wipe_copy()
   ByteView bytes() const {
     return {reinterpret_cast<const std::uint8_t*>(VARDATA_ANY(ptr)), VARSIZE_ANY_EXHDR(ptr)};
   }
   std::string_view text() const { return {VARDATA_ANY(ptr), VARSIZE_ANY_EXHDR(ptr)}; }
-  void wipe_copy() {
-    if (copied) {
-      secure_zero(ptr, VARSIZE_ANY(ptr));
-      pfree(ptr);
-      ptr = nullptr;
-    }
+  void wipe_copy() noexcept {
+    release_secret(copy);
+    copy = nullptr;
   }
 };
 
-VarlenaArg detoast_arg(FunctionCallInfo fcinfo, int n) {
+// `secret`: the argument is plaintext, so a detoasted copy is watched and zeroed.
+VarlenaArg detoast_arg(FunctionCallInfo fcinfo, int n, bool secret = false) {
   Datum d = PG_GETARG_DATUM(n);
   VarlenaArg a;
   auto* raw = reinterpret_cast<struct varlena*>(DatumGetPointer(d));
@@ -45,7 +47,7 @@ VarlenaArg detoast_arg(FunctionCallInfo fcinfo, int n) {
     return a;
   }
   a.ptr = pg_call([d] { return PG_DETOAST_DATUM_PACKED(d); });
-  a.copied = a.ptr != reinterpret_cast<struct varlena*>(DatumGetPointer(d));
+  if (secret && a.ptr != raw) a.copy = guard_secret(a.ptr, VARSIZE_ANY(a.ptr));
   return a;
 }
 
@@ -87,19 +89,25 @@ Datum encrypt_field(FunctionCallInfo fcinfo, PlainType type) {
     Datum value = PG_GETARG_DATUM(0);
     char* json = DatumGetCString(pg_call([value] { return DirectFunctionCall1(jsonb_out, value); }));
     std::size_t n = std::strlen(json);
+    SecretChunk* staging = nullptr;
+    try {
+      staging = guard_secret(json, n + 1);
+    } catch (...) {
+      secure_zero(json, n);
+      throw;
+    }
     Datum result;
     try {
       result = encrypt_bytes(dek, type, {reinterpret_cast<const std::uint8_t*>(json), n}, has_context,
                              has_context ? context.text() : std::string_view());
     } catch (...) {
-      secure_zero(json, n);
+      release_secret(staging);
       throw;
     }
-    secure_zero(json, n);
-    pfree(json);
+    release_secret(staging);
     return result;
   }
-  VarlenaArg value = detoast_arg(fcinfo, 0);
+  VarlenaArg value = detoast_arg(fcinfo, 0, /*secret=*/true);
   Datum result;
   try {
     result = encrypt_bytes(dek, type, value.bytes(), has_context, has_context ? context.text() : std::string_view());
@@ -156,9 +164,30 @@ Datum decrypt_field(FunctionCallInfo fcinfo, PlainType type) {
   }
   plain[n] = '\0';
   char* json = reinterpret_cast<char*>(plain);
-  Datum result = pg_call([json] { return DirectFunctionCall1(jsonb_in, CStringGetDatum(json)); });
-  secure_zero(out, VARHDRSZ + n + 1);
-  pfree(out);
+  SecretChunk* staging = nullptr;
+  try {
+    staging = guard_secret(out, VARHDRSZ + n + 1);
+  } catch (...) {
+    secure_zero(out, VARHDRSZ + n + 1);
+    throw;
+  }
+  Datum result;
+  try {
+    result = pg_call([json] { return DirectFunctionCall1(jsonb_in, CStringGetDatum(json)); });
+  } catch (const PgError& e) {
+    // The parser's message, detail and context quote the text: drop them.
+    FreeErrorData(e.data());
+    release_secret(staging);
+    throw Error(sqlstate::kInvalidTextRepresentation,
+                "decrypted value of key \"" + dek.key_name + "\" is not valid jsonb in this database",
+                "The JSON text was authenticated, but this server's JSON parser refuses it (for example a "
+                "\\u escape that has no equivalent in the database encoding).",
+                "Decrypt it as it was stored in a database with the original encoding and version.");
+  } catch (...) {
+    release_secret(staging);
+    throw;
+  }
+  release_secret(staging);
   return result;
 }
 

@@ -1,29 +1,28 @@
-// Key management functions: envelope.create_key(), rotate_key(), destroy_key().
-// They are not executable by PUBLIC; the install script grants nothing.
+// Key management functions: envelope.create_key(), rotate_key(), rewrap_key(),
+// disable_key(), enable_key(), destroy_key() and cache_evict(). They are not
+// executable by PUBLIC; the install script grants nothing.
+//
+// Errors follow the rule in key_errors.hpp: a name given as an argument is repeated
+// only once it names an existing key (or KMS); a KEK given for the first time, or
+// the name of a key still being created, is scrubbed from KMS errors.
 #include "pg/guard.hpp"
 
-
+#include "pg/key_catalog.hpp"
+#include "pg/key_errors.hpp"
 #include "pg/key_store.hpp"
 #include "pg/keyring.hpp"
+#include "pg/kms_registry.hpp"
 #include "pg/shared_cache.hpp"
 #include "pg/shared_state.hpp"
+#include "pg/sql_args.hpp"
 #include "pg_envelope/crypto.hpp"
-#include "pg/kms_registry.hpp"
 #include "pg_envelope/kms.hpp"
 
 using namespace pg_envelope;
 
 namespace {
 
-std::string text_arg(FunctionCallInfo fcinfo, int n, const char* what) {
-  if (PG_ARGISNULL(n))
-    throw Error(sqlstate::kNullValueNotAllowed, std::string(what) + " must not be null");
-  Datum d = PG_GETARG_DATUM(n);
-  char* s = pg_call([d] { return TextDatumGetCString(d); });
-  std::string out(s);
-  pfree(s);
-  return out;
-}
+constexpr const char* kManagementHint = "envelope.keys lists the keys of this database.";
 
 // ASCII only, whatever the server's locale (so not std::isalnum).
 bool is_ascii_alnum(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); }
@@ -48,11 +47,11 @@ std::uint32_t fresh_key_id() {
   throw Error(sqlstate::kInternalError, "could not allocate a key id");
 }
 
-KeyRecord existing_key(const std::string& name, bool for_update = true) {
-  std::optional<KeyRecord> key = key_store::find_key(name, for_update);
-  if (!key)
-    throw Error(sqlstate::kUndefinedObject, "key \"" + name + "\" does not exist", "",
-                "The keys of this database are listed in envelope.keys.");
+// The key named by argument 0, locked for a change (or not, for cache_evict).
+KeyRecord existing_key(FunctionCallInfo fcinfo, bool for_update = true) {
+  std::string name = text_arg(fcinfo, 0, "key name");
+  std::optional<KeyRecord> key = for_update ? key_store::find_key(name, true) : key_catalog::key_by_name(name);
+  if (!key) throw_no_such_key(kManagementHint);
   return std::move(*key);
 }
 
@@ -98,22 +97,31 @@ void store_new_dek(const KeyRecord& key, std::uint32_t version) {
 // create_key(name text, kms text DEFAULT 'local', kek text DEFAULT NULL) RETURNS integer
 PGENV_FUNCTION(envelope_create_key) {
   require_preloaded();
+  require_writable("create a key");
   KeyRecord key;
   key.name = text_arg(fcinfo, 0, "key name");
   validate_key_name(key.name);
   key.kms = text_arg(fcinfo, 1, "KMS name");
-  KmsProvider& kms = kms_provider(key.kms);
-  key.kek = PG_ARGISNULL(2) ? kms.default_kek() : text_arg(fcinfo, 2, "KEK");
-  kms.validate_kek(key.kek);
-  if (std::optional<KeyRecord> existing = key_store::find_key(key.name))
-    throw Error(sqlstate::kDuplicateObject, "key \"" + key.name + "\" already exists",
-                existing->destroyed ? "The key was destroyed; the names of destroyed keys are never reused." : "",
-                existing->destroyed ? "Choose another name."
-                                    : "Use envelope.rotate_key() to add a new data key version to it.");
-  key.key_id = fresh_key_id();
-  key.current_version = 1;
-  key_store::insert_key(key);
-  store_new_dek(key, 1);
+  bool kek_given = !PG_ARGISNULL(2);
+  try {
+    KmsProvider& kms = kms_provider(key.kms);
+    key.kek = kek_given ? text_arg(fcinfo, 2, "KEK") : kms.default_kek();
+    kms.validate_kek(key.kek);
+    if (std::optional<KeyRecord> existing = key_store::find_key(key.name))
+      throw Error(sqlstate::kDuplicateObject, "key \"" + key.name + "\" already exists",
+                  existing->destroyed ? "The key was destroyed; the names of destroyed keys are never reused." : "",
+                  existing->destroyed ? "Choose another name."
+                                      : "Use envelope.rotate_key() to add a new data key version to it.");
+    key.key_id = fresh_key_id();
+    key.current_version = 1;
+    key_store::insert_key(key);
+    store_new_dek(key, 1);
+  } catch (const Error& e) {
+    if (std::string_view(e.sqlstate()) == sqlstate::kDuplicateObject) throw;  // names an existing key
+    // Neither the new key's name nor a KEK given here names anything yet.
+    Error scrubbed = without(e, "key", key.name, "the new key");
+    throw kek_given ? without(scrubbed, "KEK", key.kek, "the KEK given") : scrubbed;
+  }
   // Backends drop their first-level caches: one may still know a key of the same id
   // from key tables that were dropped since.
   invalidate_keys_at_commit();
@@ -124,13 +132,10 @@ PGENV_FUNCTION(envelope_create_key) {
 // keep decrypting what they encrypted.
 PGENV_FUNCTION(envelope_rotate_key) {
   require_preloaded();
-  KeyRecord key = existing_key(text_arg(fcinfo, 0, "key name"));
-  if (key.destroyed)
-    throw Error(sqlstate::kObjectNotInPrerequisiteState, "key \"" + key.name + "\" has been destroyed", "",
-                "Create a new key with envelope.create_key().");
-  if (key.disabled)
-    throw Error(sqlstate::kObjectNotInPrerequisiteState, "key \"" + key.name + "\" is disabled", "",
-                "Enable it with envelope.enable_key() first.");
+  require_writable("rotate a key");
+  KeyRecord key = existing_key(fcinfo);
+  if (key.destroyed) throw_key_destroyed(key.name, "Create a new key with envelope.create_key().");
+  if (key.disabled) throw_key_disabled(key.name, "Enable it with envelope.enable_key() first.");
   std::uint32_t version = key.current_version + 1;
   store_new_dek(key, version);
   key_store::set_current_version(key.key_id, version);
@@ -142,7 +147,8 @@ PGENV_FUNCTION(envelope_rotate_key) {
 // and once no backup holds the old key rows.
 PGENV_FUNCTION(envelope_destroy_key) {
   require_preloaded();
-  KeyRecord key = existing_key(text_arg(fcinfo, 0, "key name"));
+  require_writable("destroy a key");
+  KeyRecord key = existing_key(fcinfo);
   key_store::destroy_key(key.key_id);
   // No copy of its DEKs stays in shared memory, nor in any backend's cache.
   evict_key_now_and_at_commit(key.key_id);
@@ -154,10 +160,8 @@ namespace {
 
 // The key named by argument 0, which must not be destroyed (for disable/enable).
 KeyRecord live_key_arg(FunctionCallInfo fcinfo) {
-  KeyRecord key = existing_key(text_arg(fcinfo, 0, "key name"));
-  if (key.destroyed)
-    throw Error(sqlstate::kObjectNotInPrerequisiteState, "key \"" + key.name + "\" has been destroyed",
-                "A destroyed key can be neither disabled nor enabled.");
+  KeyRecord key = existing_key(fcinfo);
+  if (key.destroyed) throw_key_destroyed(key.name, "A destroyed key can be neither disabled nor enabled.");
   return key;
 }
 
@@ -168,6 +172,7 @@ KeyRecord live_key_arg(FunctionCallInfo fcinfo) {
 // of its DEKs after this returns, and none is left in shared memory.
 PGENV_FUNCTION(envelope_disable_key) {
   require_preloaded();
+  require_writable("disable a key");
   KeyRecord key = live_key_arg(fcinfo);
   key_store::set_key_disabled(key.key_id, true);
   evict_key_now_and_at_commit(key.key_id);
@@ -179,6 +184,7 @@ PGENV_FUNCTION(envelope_disable_key) {
 // through the KMS on next use).
 PGENV_FUNCTION(envelope_enable_key) {
   require_preloaded();
+  require_writable("enable a key");
   key_store::set_key_disabled(live_key_arg(fcinfo).key_id, false);
   invalidate_keys_at_commit();
   PG_RETURN_VOID();
@@ -187,10 +193,10 @@ PGENV_FUNCTION(envelope_enable_key) {
 // cache_evict(key_name text) RETURNS bigint: one key of this database leaves the DEK
 // caches: its DEKs leave the shared cache (zeroed) and every backend's own cache
 // before this returns; the next use unwraps them again through the KMS. Returns how
-// many shared entries held one of its DEKs.
+// many shared entries held one of its DEKs. Works on a standby too.
 PGENV_FUNCTION(envelope_cache_evict) {
   require_preloaded();
-  KeyRecord key = existing_key(text_arg(fcinfo, 0, "key name"), /*for_update=*/false);
+  KeyRecord key = existing_key(fcinfo, /*for_update=*/false);
   invalidate_keys_at_commit();
   std::int64_t n = shared_cache::evict_key(key.key_id);
   keyring::forget_all();
@@ -202,16 +208,17 @@ PGENV_FUNCTION(envelope_cache_evict) {
 // without touching any encrypted row. Returns how many DEKs were re-wrapped.
 PGENV_FUNCTION(envelope_rewrap_key) {
   require_preloaded();
-  KeyRecord key = existing_key(text_arg(fcinfo, 0, "key name"));
-  if (key.destroyed)
-    throw Error(sqlstate::kObjectNotInPrerequisiteState, "key \"" + key.name + "\" has been destroyed");
+  require_writable("re-wrap a key");
+  KeyRecord key = existing_key(fcinfo);
+  if (key.destroyed) throw_key_destroyed(key.name);
   KmsProvider& kms = kms_provider(key.kms);
   std::string new_kek = PG_ARGISNULL(1) ? key.kek : text_arg(fcinfo, 1, "KEK");
-  kms.validate_kek(new_kek);
-  std::vector<DekRecord> deks = key_store::live_deks(key.key_id);
+  std::vector<DekRecord> deks;
   std::vector<Bytes> rewrapped;
   std::vector<SecureBytes> unwrapped;
-  {
+  try {
+    kms.validate_kek(new_kek);
+    deks = key_store::live_deks(key.key_id);
     KmsWait wait;
     for (const DekRecord& d : deks) {
       DekBinding binding{key.name, key.key_id, d.version};
@@ -225,6 +232,10 @@ PGENV_FUNCTION(envelope_rewrap_key) {
       rewrapped.push_back(std::move(w));
       unwrapped.push_back(std::move(after));
     }
+  } catch (const Error& e) {
+    // A new KEK names nothing stored yet; the key's own KEK may be shown.
+    if (new_kek == key.kek) throw;
+    throw without(e, "KEK", new_kek, "the KEK given");
   }
   for (std::size_t i = 0; i < deks.size(); ++i) key_store::update_wrapped(key.key_id, deks[i].version, rewrapped[i]);
   if (new_kek != key.kek) key_store::set_kek(key.key_id, new_kek);

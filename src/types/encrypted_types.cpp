@@ -58,7 +58,7 @@ PGENV_FUNCTION(envelope_encrypted_recv) {
                  static_cast<std::size_t>(buf->len - buf->cursor));
   EnvelopeView view;
   if (FormatProblem p = parse_envelope(bytes, view))
-    throw Error(sqlstate::kInvalidTextRepresentation,
+    throw Error(sqlstate::kInvalidBinaryRepresentation,
                 "invalid binary representation for type " + type_label(fcinfo, 1), p.detail,
                 "Values of this type are produced by envelope.encrypt_field().");
   buf->cursor = buf->len;

@@ -1,0 +1,55 @@
+// The extension's own catalog objects in this database, found by OID and never
+// through search_path: the pg_envelope extension, its schema, the key tables and
+// their indexes, and the role that owns them. Resolved once per backend and again
+// after a relcache invalidation of one of the tables (DROP/CREATE EXTENSION) or of
+// every relation.
+#pragma once
+
+extern "C" {
+#include "postgres.h"
+}
+
+namespace pg_envelope::ext {
+
+struct Objects {
+  Oid extension = InvalidOid;
+  Oid schema = InvalidOid;
+  Oid owner = InvalidOid;  // owner of envelope.key: the role SPI runs the key SQL as
+  Oid key_table = InvalidOid;
+  Oid key_pkey = InvalidOid;       // (key_id)
+  Oid key_name_index = InvalidOid;  // (name), unique
+  Oid data_key_table = InvalidOid;
+  Oid data_key_pkey = InvalidOid;  // (key_id, version)
+  Oid kms_table = InvalidOid;
+  Oid kms_pkey = InvalidOid;  // (name)
+  // Attribute numbers of the columns the direct reads need.
+  struct {
+    AttrNumber key_id, name, kms, kek, state, current_version;
+  } key;
+  struct {
+    AttrNumber key_id, version, wrapped, state;
+  } data_key;
+  struct {
+    AttrNumber name, provider, options;
+  } kms;
+  Oid text_collation = InvalidOid;  // of envelope.key.name (and its index)
+  char sql_version[64] = "";        // pg_extension.extversion
+};
+
+// The objects; Error 55000 "extension is not installed" when pg_envelope is not
+// installed in this database, and Error 55000 when its SQL version is not the one
+// this library implements (a new library installed without ALTER EXTENSION UPDATE),
+// unless envelope.version_check is off or the extension is being created or updated.
+const Objects& objects();
+
+// envelope.version_check (superuser; on by default).
+void define_version_check_guc();
+
+// True when relid is one of the key tables (envelope.key, data_key, kms) as last
+// resolved. Plain reads only: safe in an invalidation callback.
+bool is_key_table(Oid relid) noexcept;
+
+// Forgets the resolved objects (from the relcache callback; plain writes only).
+void forget() noexcept;
+
+}  // namespace pg_envelope::ext

@@ -1,0 +1,25 @@
+// Reads of the key tables on the encrypt/decrypt path: straight through their
+// indexes (no SQL, so nothing to resolve through a search_path), with a fresh
+// snapshot, so they see the latest committed state of a key even inside a
+// statement or a REPEATABLE READ transaction that started before the key changed:
+// a destroyed or disabled key is refused from the moment its change commits (or is
+// replayed on a standby), whatever snapshot the caller's query runs with.
+#pragma once
+
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "key_records.hpp"
+#include "pg_envelope/kms.hpp"
+
+namespace pg_envelope::key_catalog {
+
+std::optional<KeyRecord> key_by_name(std::string_view name);
+std::optional<DekRecord> dek(DekId id);
+std::optional<KmsConfig> kms(std::string_view name);
+
+// Key ids of this database's keys that are disabled or destroyed.
+std::vector<std::uint32_t> inactive_keys();
+
+}  // namespace pg_envelope::key_catalog

@@ -1,0 +1,660 @@
+"""Attacks on pg_envelope, as an unprivileged role and as a superuser with a hostile
+search_path would make them. Each test asserts the precise SQLSTATE and that nothing
+leaks.
+
+* Name-resolution hijacks (issue: a role allowed only to decrypt made itself
+  superuser through a domain named "text" in pg_temp): objects named like every type,
+  table, function, aggregate, operator and collation the extension's SQL could use,
+  in pg_temp and in a schema first on the caller's search_path, each recording in
+  `public.pwned` who ran it and trying to make the attacker a superuser. Every
+  SQL-callable function of the extension is called (on a cache miss, a cache hit and
+  after a restart, with keys on the local KMS and on a remote KMS); `pwned` must stay
+  empty. A test fails when the extension gains a function this module does not call.
+* Schema squatting: CREATE EXTENSION (and ALTER EXTENSION UPDATE) refuse a schema
+  "envelope" the extension did not create.
+* No argument is echoed in any error: a marker passed in every text argument of
+  every function never appears in a message, detail, hint, context or the log.
+* Unprivileged roles against every function and table.
+* Tampering of every header field of a stored value.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import sys
+import uuid
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # <repo>/test
+from kms_emulators import vault  # noqa: E402
+
+from pgcluster import Cluster, pg_error, quote_ident  # noqa: E402
+
+ATTACKER = "attacker"
+HOSTILE_SCHEMA = "evil"
+SECRET = "Marguerite 555-0199 diagnosis"
+VAULT_TOKEN = "attack-suite-vault-token"
+LOG_SETTINGS = {"log_min_error_statement": "panic", "log_error_verbosity": "verbose",
+                "envelope.kms_request_timeout": "2s", "envelope.kms_retry_budget": "4s"}
+
+# Types the extension's SQL (or PostgreSQL's own, run for it) could name.
+SHADOWED_TYPES = {
+    "text": "text", "int4": "int4", "int8": "int8", "int2": "int2", "bytea": "bytea",
+    "jsonb": "jsonb", "json": "json", "bool": "bool", "oid": "oid", "name": "name",
+    "regclass": "regclass", "regproc": "regproc", "regprocedure": "regprocedure",
+    "regtype": "regtype", "regnamespace": "regnamespace", "regrole": "regrole",
+    "timestamptz": "timestamptz", "timestamp": "timestamp", "varchar": "varchar",
+    "bpchar": "bpchar", "numeric": "numeric", "float8": "float8", "uuid": "uuid",
+    "xid": "xid", "date": "date", "interval": "interval",
+    # the extension's own type names
+    "encrypted_text": "text", "encrypted_bytea": "bytea", "encrypted_jsonb": "jsonb",
+}
+# Relations named like the extension's.
+SHADOWED_RELATIONS = ["key", "data_key", "kms", "keys", "kms_configs", "stats"]
+# Functions (name, argument types, return type) the SQL could call unqualified.
+SHADOWED_FUNCTIONS = [
+    ("now", "", "timestamptz"), ("jsonb_typeof", "jsonb", "text"), ("length", "text", "int4"),
+    ("octet_length", "bytea", "int4"), ("lower", "text", "text"), ("upper", "text", "text"),
+    ("texteq", "text, text", "bool"), ("int4eq", "int4, int4", "bool"),
+    ("set_config", "text, text, bool", "text"), ("current_setting", "text", "text"),
+    ("encode", "bytea, text", "text"), ("decode", "text, text", "bytea"),
+    ("jsonb_out", "jsonb", "text"), ("textin", "text", "text"),
+    ("pg_extension_config_dump", "regclass, text", "void"),
+    ("encrypt_field", "text, text, text", "text"), ("encrypt_field", "varchar, varchar", "text"),
+    ("decrypt_field", "text, text", "text"), ("create_key", "text, text, text", "int4"),
+    ("rotate_key", "text", "int4"), ("key_tables_changed", "", "int4"),
+]
+OPERATORS = ["=", "<>", "<", ">", "<=", ">=", "||", "~"]
+OPERATOR_TYPES = ["text", "int4", "int8", "bytea", "jsonb", "timestamptz", "oid", "bool"]
+COLLATIONS = ["C", "POSIX", "ucs_basic", "default"]
+
+
+def hijack_sql(schema: str) -> list[str]:
+    """Statements creating the hijack objects in `schema` (pg_temp or a real schema)."""
+    s = schema
+    stmts = [
+        f"""CREATE FUNCTION {s}.pwn() RETURNS pg_catalog.bool LANGUAGE plpgsql AS $f$
+            BEGIN
+              INSERT INTO public.pwned VALUES (CAST(current_user AS pg_catalog.text),
+                                               CAST(session_user AS pg_catalog.text), '{s}');
+              BEGIN
+                EXECUTE 'ALTER ROLE {ATTACKER} SUPERUSER';
+              EXCEPTION WHEN OTHERS THEN NULL;
+              END;
+              RETURN true;
+            END $f$""",
+    ]
+    for name, base in SHADOWED_TYPES.items():
+        stmts.append(f"CREATE DOMAIN {s}.{quote_ident(name)} AS pg_catalog.{base} CHECK ({s}.pwn())")
+    for rel in SHADOWED_RELATIONS:
+        stmts.append(f"CREATE VIEW {s}.{quote_ident(rel)} AS SELECT 1 AS key_id WHERE {s}.pwn()")
+    for name, args, ret in SHADOWED_FUNCTIONS:
+        typed = ", ".join(f"pg_catalog.{a.strip()}" for a in args.split(",")) if args else ""
+        stmts.append(
+            f"CREATE FUNCTION {s}.{quote_ident(name)}({typed}) RETURNS pg_catalog.{ret} LANGUAGE plpgsql "
+            f"AS $f$ BEGIN PERFORM {s}.pwn(); RETURN{' NULL' if ret != 'void' else ''}; END $f$")
+    # count(*) as an aggregate
+    stmts.append(f"CREATE FUNCTION {s}.cnt(pg_catalog.int8) RETURNS pg_catalog.int8 LANGUAGE plpgsql "
+                 f"AS $f$ BEGIN PERFORM {s}.pwn(); RETURN 0; END $f$")
+    stmts.append(f"CREATE AGGREGATE {s}.count(*) (SFUNC = {s}.cnt, STYPE = pg_catalog.int8, INITCOND = '0')")
+    if schema != "pg_temp":  # pg_temp is never searched for operators: PostgreSQL refuses nothing, but skip
+        for t in OPERATOR_TYPES:
+            ret = "bool" if t != "text" else "bool"
+            stmts.append(
+                f"CREATE FUNCTION {s}.op_{t}(a pg_catalog.{t}, b pg_catalog.{t}) RETURNS pg_catalog.{ret} "
+                f"LANGUAGE plpgsql AS $f$ BEGIN PERFORM {s}.pwn(); RETURN true; END $f$")
+            for op in OPERATORS:
+                stmts.append(f"CREATE OPERATOR {s}.{op} (LEFTARG = pg_catalog.{t}, RIGHTARG = pg_catalog.{t}, "
+                             f"FUNCTION = {s}.op_{t})")
+        for coll in COLLATIONS:
+            stmts.append(f"CREATE COLLATION IF NOT EXISTS {s}.{quote_ident(coll)} (locale = 'C')")
+    return stmts
+
+
+def install_hijacks(conn, schema: str) -> None:
+    with conn.cursor() as cur:
+        for stmt in hijack_sql(schema):
+            cur.execute(stmt)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+class Env:
+    """The cluster, the Vault emulator and what the tests set up in them."""
+
+    def __init__(self, cluster: Cluster, emu):
+        self.cluster = cluster
+        self.emu = emu
+
+
+@pytest.fixture(scope="module")
+def env(module_cluster_factory):
+    emu = vault.start(keys=("pg-envelope", "pg-envelope-2"), token=VAULT_TOKEN)
+    pg = module_cluster_factory.create("attacks", settings=LOG_SETTINGS)
+    token_file = pg.write_file("vault.token", VAULT_TOKEN + "\n")
+    setup = [
+        "CREATE EXTENSION pg_envelope",
+        f"CREATE ROLE {ATTACKER} LOGIN",
+        f"CREATE SCHEMA {HOSTILE_SCHEMA} AUTHORIZATION {ATTACKER}",
+        "CREATE TABLE public.pwned (runner text, session_runner text, via text)",
+        "GRANT INSERT, SELECT ON public.pwned TO PUBLIC",
+        # The worst case: the attacker may call every function of the extension.
+        f"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA envelope TO {ATTACKER}",
+        "CREATE TABLE public.rdata (id int PRIMARY KEY, t envelope.encrypted_text, "
+        "b envelope.encrypted_bytea, j envelope.encrypted_jsonb)",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON public.rdata TO {ATTACKER}",
+    ]
+    for q in setup:
+        pg.sql(q)
+    opts = {"address": emu.url, "token_file": str(token_file)}
+    pg.sql("SELECT envelope.create_kms('vault', 'vault-transit', %s::jsonb)", (json.dumps(opts),))
+    pg.sql("SELECT envelope.create_kms('vault_spare', 'vault-transit', %s::jsonb)", (json.dumps(opts),))
+    pg.sql("SELECT envelope.create_key('lk')")
+    pg.sql("SELECT envelope.create_key('rk', kms => 'vault', kek => 'pg-envelope')")
+    for i, key in ((1, "lk"), (2, "rk")):
+        pg.sql("INSERT INTO public.rdata VALUES (%s, envelope.encrypt_field(%s::text, %s, %s::text), "
+               "envelope.encrypt_field(%s::bytea, %s), envelope.encrypt_field(%s::jsonb, %s))",
+               (i, SECRET, key, str(i), SECRET.encode(), key, json.dumps({"n": SECRET}), key))
+    yield Env(pg, emu)
+    emu.stop()
+
+
+def pwned(pg: Cluster) -> list[tuple]:
+    return pg.sql("SELECT runner, session_runner, via FROM public.pwned")
+
+
+def assert_not_pwned(pg: Cluster) -> None:
+    rows = pwned(pg)
+    assert rows == [], f"hijack objects ran: {rows}"
+    assert pg.scalar("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (ATTACKER,)) is False
+
+
+# ---------------------------------------------------------------------------------
+# Every SQL-callable function, called with hijacks in place.
+
+# What each call may answer besides success: the SQLSTATEs that the scenario makes
+# legitimate (the attacker may not create KMSs, for instance).
+def entry_point_calls(tag: str, superuser: bool) -> list[tuple[str, str, tuple, set]]:
+    """(function, SQL, params, accepted SQLSTATEs) covering every function."""
+    k = f"ak_{tag}"
+    su_only = set() if superuser else {"42501"}
+    return [
+        ("envelope.encrypted_text_in(cstring,oid,integer)",
+         "SELECT CAST(CAST((SELECT t FROM public.rdata WHERE id OPERATOR(pg_catalog.=) 2) AS pg_catalog.text) AS envelope.encrypted_text)", (), set()),
+        ("envelope.encrypted_bytea_in(cstring,oid,integer)",
+         "SELECT CAST(CAST((SELECT b FROM public.rdata WHERE id OPERATOR(pg_catalog.=) 2) AS pg_catalog.text) AS envelope.encrypted_bytea)", (), set()),
+        ("envelope.encrypted_jsonb_in(cstring,oid,integer)",
+         "SELECT CAST(CAST((SELECT j FROM public.rdata WHERE id OPERATOR(pg_catalog.=) 2) AS pg_catalog.text) AS envelope.encrypted_jsonb)", (), set()),
+        ("envelope.encrypted_text_out(envelope.encrypted_text)", "SELECT t FROM public.rdata", (), set()),
+        ("envelope.encrypted_bytea_out(envelope.encrypted_bytea)", "SELECT b FROM public.rdata", (), set()),
+        ("envelope.encrypted_jsonb_out(envelope.encrypted_jsonb)", "SELECT j FROM public.rdata", (), set()),
+        ("envelope.encrypted_text_send(envelope.encrypted_text)", "COPY-OUT", (), set()),
+        ("envelope.encrypted_bytea_send(envelope.encrypted_bytea)", "COPY-OUT", (), set()),
+        ("envelope.encrypted_jsonb_send(envelope.encrypted_jsonb)", "COPY-OUT", (), set()),
+        ("envelope.encrypted_text_recv(internal,oid,integer)", "COPY-IN", (), set()),
+        ("envelope.encrypted_bytea_recv(internal,oid,integer)", "COPY-IN", (), set()),
+        ("envelope.encrypted_jsonb_recv(internal,oid,integer)", "COPY-IN", (), set()),
+        ("envelope.decrypt_field(envelope.encrypted_text,text)",
+         "SELECT envelope.decrypt_field(t, CAST(id AS pg_catalog.text)) FROM public.rdata", (), set()),
+        ("envelope.decrypt_field(envelope.encrypted_bytea,text)",
+         "SELECT envelope.decrypt_field(b) FROM public.rdata", (), set()),
+        ("envelope.decrypt_field(envelope.encrypted_jsonb,text)",
+         "SELECT envelope.decrypt_field(j) FROM public.rdata", (), set()),
+        ("envelope.encrypt_field(text,text,text)",
+         "SELECT envelope.encrypt_field('v'::pg_catalog.text, 'lk'::pg_catalog.text), "
+         "envelope.encrypt_field('v'::pg_catalog.text, 'rk'::pg_catalog.text, 'c'::pg_catalog.text)", (), set()),
+        ("envelope.encrypt_field(bytea,text,text)",
+         "SELECT envelope.encrypt_field('\\x01'::pg_catalog.bytea, 'rk'::pg_catalog.text)", (), set()),
+        ("envelope.encrypt_field(jsonb,text,text)",
+         "SELECT envelope.encrypt_field('{\"a\": 1}'::pg_catalog.jsonb, 'rk'::pg_catalog.text)", (), set()),
+        ("envelope.create_key(text,text,text)",
+         f"SELECT envelope.create_key('{k}_r'::pg_catalog.text, 'vault'::pg_catalog.text, "
+         f"'pg-envelope'::pg_catalog.text), envelope.create_key('{k}_l'::pg_catalog.text)", (), set()),
+        ("envelope.rotate_key(text)",
+         "SELECT envelope.rotate_key('rk'::pg_catalog.text), envelope.rotate_key('lk'::pg_catalog.text)", (), set()),
+        ("envelope.rewrap_key(text,text)",
+         "SELECT envelope.rewrap_key('rk'::pg_catalog.text, 'pg-envelope-2'::pg_catalog.text), "
+         "envelope.rewrap_key('rk'::pg_catalog.text, 'pg-envelope'::pg_catalog.text), "
+         "envelope.rewrap_key('lk'::pg_catalog.text)", (), set()),
+        ("envelope.disable_key(text)", f"SELECT envelope.disable_key('{k}_r'::pg_catalog.text)", (), set()),
+        ("envelope.enable_key(text)", f"SELECT envelope.enable_key('{k}_r'::pg_catalog.text)", (), set()),
+        ("envelope.destroy_key(text)", f"SELECT envelope.destroy_key('{k}_l'::pg_catalog.text)", (), set()),
+        ("envelope.cache_evict(text)", "SELECT envelope.cache_evict('rk'::pg_catalog.text)", (), set()),
+        ("envelope.cache_flush()", "SELECT envelope.cache_flush()", (), set()),
+        ("envelope.cache_stats()", "SELECT * FROM envelope.cache_stats()", (), set()),
+        ("envelope.stats_reset()", "SELECT envelope.stats_reset()", (), set()),
+        ("envelope.create_kms(text,text,jsonb)",
+         f"SELECT envelope.create_kms('{k}_kms'::pg_catalog.text, 'vault-transit'::pg_catalog.text, "
+         f"(SELECT options FROM envelope.kms WHERE name OPERATOR(pg_catalog.=) 'vault'))"
+         if superuser else
+         f"SELECT envelope.create_kms('{k}_kms'::pg_catalog.text, 'vault-transit'::pg_catalog.text, "
+         "'{}'::pg_catalog.jsonb)", (), su_only),
+        ("envelope.alter_kms(text,jsonb)",
+         "SELECT envelope.alter_kms('vault_spare'::pg_catalog.text, "
+         "(SELECT options FROM envelope.kms WHERE name OPERATOR(pg_catalog.=) 'vault'))"
+         if superuser else
+         "SELECT envelope.alter_kms('vault_spare'::pg_catalog.text, '{}'::pg_catalog.jsonb)", (), su_only),
+        ("envelope.drop_kms(text)",
+         f"SELECT envelope.drop_kms('{k}_kms'::pg_catalog.text)" if superuser else
+         "SELECT envelope.drop_kms('vault'::pg_catalog.text)", (), set() if superuser else {"2BP01"}),
+        # Fired by every key change above; called here through an UPDATE by hand.
+        ("envelope.key_tables_changed()",
+         "UPDATE envelope.key SET kek = kek WHERE name OPERATOR(pg_catalog.=) 'rk'" if superuser else
+         "SELECT envelope.rotate_key('rk'::pg_catalog.text)", (), set()),
+    ]
+
+
+def run_call(conn, sql: str, params: tuple) -> None:
+    with conn.cursor() as cur:
+        if sql == "COPY-OUT":
+            buf = io.BytesIO()
+            cur.copy_expert("COPY (SELECT t, b, j FROM public.rdata) TO STDOUT (FORMAT binary)", buf)
+            assert len(buf.getvalue()) > 100
+        elif sql == "COPY-IN":
+            buf = io.BytesIO()
+            cur.copy_expert("COPY (SELECT id + 1000, t, b, j FROM public.rdata WHERE id OPERATOR(pg_catalog.<) 1000) "
+                            "TO STDOUT (FORMAT binary)", buf)
+            buf.seek(0)
+            cur.copy_expert("COPY public.rdata FROM STDIN (FORMAT binary)", buf)
+            cur.execute("DELETE FROM public.rdata WHERE id OPERATOR(pg_catalog.>=) 1000")
+        else:
+            cur.execute(sql, params)
+            if cur.description is not None:
+                cur.fetchall()
+
+
+def hostile_session(pg: Cluster, user: str):
+    """A connection whose search_path puts the hostile schema first, with hijack
+    objects in its own pg_temp too."""
+    conn = pg.connect(user=user)
+    install_hijacks(conn, "pg_temp")
+    with conn.cursor() as cur:
+        cur.execute(f"SET search_path = {HOSTILE_SCHEMA}, pg_catalog, public")
+    return conn
+
+
+def exercise_every_entry_point(pg: Cluster, state: str) -> set[str]:
+    called = set()
+    for persona in (ATTACKER, pg.superuser):
+        conn = hostile_session(pg, persona)
+        for fn, sql, params, accepted in entry_point_calls(f"{state}_{persona[:2]}", persona == pg.superuser):
+            try:
+                run_call(conn, sql, params)
+            except psycopg2.Error as e:
+                err = pg_error(e)
+                assert err["sqlstate"] in accepted, (persona, fn, err)
+            called.add(fn)
+        conn.close()
+        assert_not_pwned(pg)
+    return called
+
+
+@pytest.fixture(scope="module")
+def hostile_schema(env):
+    conn = env.cluster.connect(user=ATTACKER)
+    install_hijacks(conn, HOSTILE_SCHEMA)
+    conn.close()
+    assert_not_pwned(env.cluster)
+    return HOSTILE_SCHEMA
+
+
+def test_hijack_on_cache_miss(env, hostile_schema):
+    """The issue's exploit, generalised: the DEK of a remote-KMS key is not cached, so
+    decrypt_field reads the KMS configuration, and every other function runs too."""
+    pg = env.cluster
+    pg.sql("SELECT envelope.cache_flush()")
+    conn = pg.connect(user=ATTACKER)
+    install_hijacks(conn, "pg_temp")
+    with conn.cursor() as cur:
+        cur.execute("SELECT envelope.decrypt_field(t, CAST(id AS pg_catalog.text)) FROM public.rdata ORDER BY id")
+        assert [r[0] for r in cur.fetchall()] == [SECRET, SECRET]
+    assert_not_pwned(pg)
+    pg.sql("SELECT envelope.cache_flush()")
+    exercise_every_entry_point(pg, "miss")
+
+
+def test_hijack_on_cache_hit(env, hostile_schema):
+    pg = env.cluster
+    pg.sql("SELECT envelope.decrypt_field(t, id::text) FROM public.rdata")  # warm
+    exercise_every_entry_point(pg, "hit")
+
+
+def test_hijack_after_restart(env, hostile_schema):
+    pg = env.cluster
+    pg.restart()
+    exercise_every_entry_point(pg, "restart")
+
+
+def test_hijack_module_covers_every_function(env, hostile_schema):
+    """Fails when the extension gains a function the hijack tests do not call."""
+    pg = env.cluster
+    functions = {r[0] for r in pg.sql(
+        "SELECT p.oid::regprocedure::text FROM pg_proc p "
+        "JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e' "
+        "JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_envelope'")}
+    covered = {fn for fn, *_ in entry_point_calls("cover", True)}
+    assert functions, "the extension has no functions?"
+    assert functions - covered == set(), f"functions without a hijack test: {sorted(functions - covered)}"
+    assert covered - functions == set(), f"hijack tests for functions that do not exist: {covered - functions}"
+
+
+def test_sql_functions_pin_search_path(env):
+    """Any SQL or PL/pgSQL function of the extension (and any SECURITY DEFINER one)
+    runs with search_path pinned to pg_catalog, pg_temp."""
+    rows = env.cluster.sql(
+        "SELECT p.oid::regprocedure::text, l.lanname, p.prosecdef, p.proconfig FROM pg_proc p "
+        "JOIN pg_language l ON l.oid = p.prolang "
+        "JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e' "
+        "JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_envelope'")
+    assert rows
+    for fn, lang, secdef, config in rows:
+        if lang in ("c", "internal") and not secdef:
+            continue
+        assert config is not None and "search_path=pg_catalog, pg_temp" in config, (fn, lang, config)
+
+
+# ---------------------------------------------------------------------------------
+# Schema squatting
+
+
+def test_schema_squat_is_refused(cluster_factory):
+    pg = cluster_factory.create("squat")
+    pg.sql("CREATE DATABASE squatted")
+    pg.sql("CREATE ROLE squatter LOGIN")
+    pg.sql("GRANT CREATE ON DATABASE squatted TO squatter")
+    pg.sql("CREATE SCHEMA envelope", dbname="squatted", user="squatter")
+    pg.sql("CREATE FUNCTION envelope.encrypt_field(v varchar, k varchar) RETURNS text LANGUAGE sql "
+           "AS $$ SELECT 'captured' $$", dbname="squatted", user="squatter")
+    with pytest.raises(psycopg2.Error) as e:
+        pg.sql("CREATE EXTENSION pg_envelope", dbname="squatted")
+    err = pg_error(e)
+    assert err["sqlstate"] == "3F000", err
+    assert err["message"] == 'schema "envelope" is owned by role "squatter", not by the owner of extension ' \
+                             '"pg_envelope"', err
+    assert "plaintext" in err["detail"]
+    assert pg.scalar("SELECT count(*) FROM pg_extension WHERE extname = 'pg_envelope'", dbname="squatted") == 0
+    # An empty schema made by somebody else is refused as well.
+    pg.sql("DROP SCHEMA envelope CASCADE", dbname="squatted", user="squatter")
+    pg.sql("CREATE SCHEMA envelope", dbname="squatted", user="squatter")
+    with pytest.raises(psycopg2.Error) as e:
+        pg.sql("CREATE EXTENSION pg_envelope", dbname="squatted")
+    assert pg_error(e)["sqlstate"] == "3F000"
+    # The superuser's own empty schema (e.g. left behind by DROP EXTENSION) is fine,
+    # but not once another role put an object in it.
+    pg.sql("DROP SCHEMA envelope", dbname="squatted", user="squatter")
+    pg.sql("CREATE EXTENSION pg_envelope", dbname="squatted")
+    pg.sql("DROP EXTENSION pg_envelope", dbname="squatted")
+    assert pg.scalar("SELECT count(*) FROM pg_namespace WHERE nspname = 'envelope'", dbname="squatted") == 1
+    pg.sql("CREATE EXTENSION pg_envelope", dbname="squatted")
+    pg.sql("DROP EXTENSION pg_envelope", dbname="squatted")
+    pg.sql("GRANT CREATE ON SCHEMA envelope TO squatter", dbname="squatted")
+    pg.sql("CREATE FUNCTION envelope.decrypt_field(v text) RETURNS text LANGUAGE sql AS $$ SELECT v $$",
+           dbname="squatted", user="squatter")
+    with pytest.raises(psycopg2.Error) as e:
+        pg.sql("CREATE EXTENSION pg_envelope", dbname="squatted")
+    err = pg_error(e)
+    assert err["sqlstate"] == "3F000", err
+    assert err["message"] == 'schema "envelope" holds 1 object(s) that do not belong to extension "pg_envelope"'
+    assert "function decrypt_field(text)" in err["detail"], err
+
+
+def test_squatted_old_install_is_not_updated(cluster_factory):
+    """0.1.0 could be installed into a squatted schema; the update refuses it."""
+    pg = cluster_factory.create("squat-update")
+    pg.sql("CREATE ROLE squatter LOGIN")
+    pg.sql("GRANT CREATE ON DATABASE postgres TO squatter")
+    pg.sql("CREATE SCHEMA envelope", user="squatter")
+    pg.sql("CREATE EXTENSION pg_envelope VERSION '0.1.0'")
+    with pytest.raises(psycopg2.Error) as e:
+        pg.sql("ALTER EXTENSION pg_envelope UPDATE")
+    assert pg_error(e)["sqlstate"] == "3F000"
+    assert pg.scalar("SELECT extversion FROM pg_extension WHERE extname = 'pg_envelope'") == "0.1.0"
+    # Once the schema is the extension owner's, the update goes through.
+    pg.sql("ALTER SCHEMA envelope OWNER TO postgres")
+    pg.sql("ALTER EXTENSION pg_envelope UPDATE")
+    assert pg.scalar("SELECT extversion FROM pg_extension WHERE extname = 'pg_envelope'") == "0.2.0"
+
+
+# ---------------------------------------------------------------------------------
+# No argument echoed in errors
+
+
+def test_no_argument_is_echoed(env):
+    """A marker in each text argument of each function (wrong position, nonexistent
+    name) never shows in the error or the server log."""
+    pg = env.cluster
+    since = pg.log_position()
+    marker = "Secret-" + uuid.uuid4().hex[:12]  # also a syntactically valid key name
+    calls = [
+        ("SELECT envelope.encrypt_field(%s::text, %s)", ("x", marker)),
+        ("SELECT envelope.encrypt_field(%s::text, %s)", (marker, marker)),
+        ("SELECT envelope.encrypt_field(%s::bytea, %s)", (b"x", marker)),
+        ("SELECT envelope.encrypt_field(%s::jsonb, %s)", ('{"a": 1}', marker)),
+        ("SELECT envelope.encrypt_field(%s::text, %s, %s)", ("x", marker, marker)),
+        ("SELECT envelope.decrypt_field(t, %s) FROM public.rdata WHERE id = 1", (marker,)),
+        ("SELECT envelope.decrypt_field(b, %s) FROM public.rdata WHERE id = 1", (marker,)),
+        ("SELECT envelope.decrypt_field(j, %s) FROM public.rdata WHERE id = 2", (marker,)),
+        ("SELECT envelope.create_key(%s, %s)", ("newkey_" + uuid.uuid4().hex[:6], marker)),
+        ("SELECT envelope.create_key(%s, 'local', %s)", (marker, marker + " with spaces")),
+        ("SELECT envelope.create_key(%s, 'vault', %s)", (marker, marker)),
+        ("SELECT envelope.create_key(%s, %s, %s)", (marker + "!", marker, marker)),
+        ("SELECT envelope.rotate_key(%s)", (marker,)),
+        ("SELECT envelope.rewrap_key(%s)", (marker,)),
+        ("SELECT envelope.rewrap_key('rk', %s)", (marker,)),
+        ("SELECT envelope.rewrap_key('lk', %s)", (marker + " bad",)),
+        ("SELECT envelope.disable_key(%s)", (marker,)),
+        ("SELECT envelope.enable_key(%s)", (marker,)),
+        ("SELECT envelope.destroy_key(%s)", (marker,)),
+        ("SELECT envelope.cache_evict(%s)", (marker,)),
+        ("SELECT envelope.alter_kms(%s, '{}')", (marker,)),
+        ("SELECT envelope.drop_kms(%s)", (marker,)),
+        ("SELECT envelope.create_kms(%s, %s)", (marker + "!", marker)),
+        ("SELECT envelope.create_kms(%s, 'vault-transit', '{}')", (marker,)),
+        ("SELECT envelope.create_kms('provider_test', %s)", (marker,)),
+        ("SELECT %s::envelope.encrypted_text", (marker,)),
+        ("SELECT %s::envelope.encrypted_bytea", ("env1:" + marker,)),
+        ("INSERT INTO public.rdata (id, t) VALUES (99, %s)", (marker,)),
+    ]
+    failures = 0
+    for user in (pg.superuser, ATTACKER):
+        conn = pg.connect(user=user)
+        for sql, params in calls:
+            with conn.cursor() as cur:
+                try:
+                    cur.execute(sql, params)
+                    cur.fetchall() if cur.description else None
+                    continue
+                except psycopg2.Error as e:
+                    failures += 1
+                    diag = e.diag
+                    texts = [diag.message_primary, diag.message_detail, diag.message_hint, diag.context]
+                    for t in texts:
+                        assert marker not in (t or ""), (sql, user, t)
+        conn.close()
+    assert failures >= 2 * (len(calls) - 2)  # every call is a mistake (two may succeed)
+    pg.assert_log_free_of([marker], since=since)
+
+
+# ---------------------------------------------------------------------------------
+# Unprivileged roles
+
+
+def test_unprivileged_role_is_refused_everything(env):
+    pg = env.cluster
+    pg.sql("DROP ROLE IF EXISTS nobody")
+    pg.sql("CREATE ROLE nobody LOGIN")
+    pg.sql("GRANT SELECT ON public.rdata TO nobody")
+    conn = pg.connect(user="nobody")
+    for fn, sql, params, _ in entry_point_calls("nobody", False):
+        if sql.startswith("COPY") or "_out(" in fn or "_in(" in fn or "key_tables_changed" in fn:
+            continue  # type I/O is for everyone; the trigger is not callable
+        with conn.cursor() as cur, pytest.raises(psycopg2.Error) as e:
+            cur.execute(sql, params)
+        assert pg_error(e)["sqlstate"] == "42501", (fn, pg_error(e))
+        assert "permission denied for" in pg_error(e)["message"], (fn, pg_error(e))
+    # Trigger functions cannot be called at all.
+    with conn.cursor() as cur, pytest.raises(psycopg2.Error) as e:
+        cur.execute("SELECT envelope.key_tables_changed()")
+    assert pg_error(e)["sqlstate"] in ("0A000", "42501"), pg_error(e)
+    tables = [r[0] for r in pg.sql(
+        "SELECT c.oid::regclass::text FROM pg_class c WHERE c.relnamespace = 'envelope'::regnamespace "
+        "AND c.relkind IN ('r', 'v')")]
+    assert set(tables) >= {"envelope.key", "envelope.data_key", "envelope.kms", "envelope.keys",
+                           "envelope.kms_configs", "envelope.stats"}
+    for table in tables:
+        stmts = [f"SELECT * FROM {table}"]
+        if table in ("envelope.key", "envelope.data_key", "envelope.kms"):
+            stmts += [f"DELETE FROM {table}", f"INSERT INTO {table} DEFAULT VALUES", f"TRUNCATE {table}",
+                      f"UPDATE {table} SET created_at = created_at"]
+        for stmt in stmts:
+            with conn.cursor() as cur, pytest.raises(psycopg2.Error) as e:
+                cur.execute(stmt)
+            assert pg_error(e)["sqlstate"] == "42501", (stmt, pg_error(e))
+    # A role allowed to decrypt only cannot manage keys or read the key tables.
+    pg.sql("GRANT EXECUTE ON FUNCTION envelope.decrypt_field(envelope.encrypted_text, text) TO nobody")
+    with conn.cursor() as cur:
+        cur.execute("SELECT envelope.decrypt_field(t, id::text) FROM public.rdata WHERE id = 1")
+        assert cur.fetchone()[0] == SECRET
+    for sql in ("SELECT envelope.rotate_key('lk')", "SELECT envelope.destroy_key('lk')",
+                "SELECT * FROM envelope.data_key", "SELECT envelope.encrypt_field('x'::text, 'lk')"):
+        with conn.cursor() as cur, pytest.raises(psycopg2.Error) as e:
+            cur.execute(sql)
+        assert pg_error(e)["sqlstate"] == "42501", (sql, pg_error(e))
+    conn.close()
+    pg.sql("REVOKE ALL ON FUNCTION envelope.decrypt_field(envelope.encrypted_text, text) FROM nobody")
+    pg.sql("REVOKE ALL ON public.rdata FROM nobody")
+    pg.sql("DROP ROLE nobody")
+
+
+# ---------------------------------------------------------------------------------
+# Tampering with every header field
+
+
+HEADER_FIELDS = [
+    # (name, offsets, SQLSTATE of decrypt_field, refused at input (22P02 text, 22P03 binary))
+    ("format version", [0], None, True),
+    ("algorithm id", [1], None, True),
+    ("key id", [2, 3, 4, 5], "42704", False),
+    ("DEK version", [6, 7, 8, 9], "42704", False),
+    ("nonce", list(range(10, 22)), "22000", False),
+]
+
+
+def test_tampering_with_every_header_field(env):
+    pg = env.cluster
+    since = pg.log_position()
+    for key, row_id in (("lk", 1), ("rk", 2)):
+        raw = bytes(pg.scalar("SELECT envelope.encrypted_text_send(t) FROM public.rdata WHERE id = %s", (row_id,)))
+        conn = pg.connect()
+        cur = conn.cursor()
+        cur.execute("CREATE TEMP TABLE tampered (v envelope.encrypted_text)")
+        for name, offsets, on_decrypt, refused_at_input in HEADER_FIELDS:
+            for off in offsets:
+                for bit in (0, 7):
+                    forged = bytearray(raw)
+                    forged[off] ^= 1 << bit
+                    text_form = "env1:" + b64(bytes(forged))
+                    zero_ref = forged[2:6] == b"\0" * 4 or forged[6:10] == b"\0" * 4
+                    # Structurally invalid values are refused at input, text and binary.
+                    if refused_at_input or zero_ref:
+                        with pytest.raises(psycopg2.Error) as e:
+                            cur.execute("SELECT %s::envelope.encrypted_text", (text_form,))
+                        assert pg_error(e)["sqlstate"] == "22P02", (name, off, pg_error(e))
+                        buf = io.BytesIO(copy_binary_row(bytes(forged)))
+                        with pytest.raises(psycopg2.Error) as e:
+                            cur.copy_expert("COPY tampered FROM STDIN (FORMAT binary)", buf)
+                        assert pg_error(e)["sqlstate"] == "22P03", (name, off, pg_error(e))
+                        continue
+                    cur.execute("TRUNCATE tampered")
+                    cur.execute("INSERT INTO tampered VALUES (%s::envelope.encrypted_text)", (text_form,))
+                    with pytest.raises(psycopg2.Error) as e:
+                        cur.execute("SELECT envelope.decrypt_field(v, %s) FROM tampered", (str(row_id),))
+                    err = pg_error(e)
+                    assert err["sqlstate"] == on_decrypt, (key, name, off, bit, err)
+                    for t in (err["message"], err["detail"], err["hint"]):
+                        assert SECRET not in (t or "")
+        # Ciphertext and tag: authentication fails.
+        for off in (22, len(raw) - 17, len(raw) - 1):
+            forged = bytearray(raw)
+            forged[off] ^= 0x01
+            cur.execute("TRUNCATE tampered")
+            cur.execute("INSERT INTO tampered VALUES (%s::envelope.encrypted_text)", ("env1:" + b64(bytes(forged)),))
+            with pytest.raises(psycopg2.Error) as e:
+                cur.execute("SELECT envelope.decrypt_field(v, %s) FROM tampered", (str(row_id),))
+            assert pg_error(e)["sqlstate"] == "22000" and "could not decrypt" in pg_error(e)["message"]
+        # Truncated values are refused at input.
+        for n in (0, 1, 21, 37):
+            with pytest.raises(psycopg2.Error) as e:
+                cur.execute("SELECT %s::envelope.encrypted_text", ("env1:" + b64(raw[:n]),))
+            assert pg_error(e)["sqlstate"] == "22P02"
+        conn.close()
+    pg.assert_log_free_of([SECRET], since=since)
+
+
+def copy_binary_row(value: bytes) -> bytes:
+    """A COPY BINARY stream with one row of one column holding `value`."""
+    out = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
+    out += (1).to_bytes(2, "big") + len(value).to_bytes(4, "big") + value
+    out += (0xFFFF).to_bytes(2, "big")
+    return out
+
+
+# ---------------------------------------------------------------------------------
+# A forged value whose plaintext the JSON parser refuses: its errors quote the text.
+
+
+def local_dek(pg: Cluster, key: str) -> tuple[int, int, bytes]:
+    """(key id, version, DEK) of a local-KMS key, unwrapped here with the master key
+    as docs/format.md specifies: what an attacker holding both could do."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+    key_id, version, kek_name, wrapped = pg.sql(
+        "SELECT k.key_id, d.version, k.kek, d.wrapped FROM envelope.key k JOIN envelope.data_key d USING (key_id) "
+        "WHERE k.name = %s AND d.version = k.current_version", (key,))[0]
+    wrapped = bytes(wrapped)
+    kek = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"pg_envelope local KEK v1",
+               info=kek_name.encode()).derive(bytes.fromhex(pg.master_key_hex))
+    aad = b"pg_envelope DEK v1\x00" + key_id.to_bytes(4, "big") + version.to_bytes(4, "big") + key.encode()
+    assert wrapped[0] == 1
+    dek = AESGCM(kek).decrypt(wrapped[1:13], wrapped[13:], aad)
+    return key_id, version, dek
+
+
+def forge(key_id: int, version: int, dek: bytes, plain_type: int, plaintext: bytes) -> str:
+    import os as _os
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    header = bytes([1, 1]) + key_id.to_bytes(4, "big") + version.to_bytes(4, "big") + _os.urandom(12)
+    sealed = AESGCM(dek).encrypt(header[10:22], plaintext, header + bytes([plain_type, 0]))
+    return "env1:" + b64(header + sealed)
+
+
+def test_json_parser_errors_do_not_quote_a_decrypted_value(env):
+    pg = env.cluster
+    since = pg.log_position()
+    key_id, version, dek = local_dek(pg, "lk")
+    marker = "Secret-" + uuid.uuid4().hex[:10]
+    # Authentic under the key, typed jsonb, but not JSON.
+    forged = forge(key_id, version, dek, 3, f'{{"ssn": {marker}}}'.encode())
+    with pytest.raises(psycopg2.Error) as e:
+        pg.sql("SELECT envelope.decrypt_field(%s::envelope.encrypted_jsonb)", (forged,))
+    err = pg_error(e)
+    assert err["sqlstate"] == "22P02", err
+    assert err["message"] == 'decrypted value of key "lk" is not valid jsonb in this database', err
+    diag = e.value.diag
+    for t in (diag.message_primary, diag.message_detail, diag.message_hint, diag.context):
+        assert marker not in (t or ""), t
+    # The forgery is good: as text it decrypts (the type is bound into the AAD, so
+    # re-typing it fails authentication instead).
+    with pytest.raises(psycopg2.Error) as e:
+        pg.sql("SELECT envelope.decrypt_field(%s::envelope.encrypted_text)", (forged,))
+    assert pg_error(e)["sqlstate"] == "22000"
+    ok = forge(key_id, version, dek, 3, b'{"a": 1}')
+    assert pg.scalar("SELECT envelope.decrypt_field(%s::envelope.encrypted_jsonb)", (ok,)) == {"a": 1}
+    pg.assert_log_free_of([marker], since=since)
