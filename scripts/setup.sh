@@ -25,6 +25,8 @@ fi
 
 export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 echo "== building pg_envelope against $("$PG_CONFIG" --version)"
-make -C "$here" -s -j"$(nproc)" PG_CONFIG="$PG_CONFIG"
+werror=""
+if [ "${CI:-}" = "true" ]; then werror="-Werror"; fi  # CI: the build is warning-free or fails
+make -C "$here" -s -j"$(nproc)" PG_CONFIG="$PG_CONFIG" PG_ENVELOPE_WERROR="$werror"
 as_root make -C "$here" -s install PG_CONFIG="$PG_CONFIG" >/dev/null
 echo "== installed into $("$PG_CONFIG" --pkglibdir)"

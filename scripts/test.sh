@@ -5,9 +5,11 @@
 #   2. the same unit tests built with AddressSanitizer + UBSan;
 #   3. libFuzzer over the parsers (scripts/fuzz.sh): every test/fuzz/fuzz_*.cpp, its
 #      seed corpus replayed, then $PG_ENVELOPE_FUZZ_SECONDS (default 30) s of fuzzing each;
-#   4. pg_regress suites against temporary instances (preloaded and not);
+#   4. pg_regress suites (scripts/regress.sh): `make installcheck` against a running
+#      server, each suite alone and in reverse order, and without the preload;
 #   5. pytest: integration tests that start their own clusters (unix sockets) and
-#      KMS emulators (loopback), and the emulators' own protocol tests.
+#      KMS emulators (loopback), the emulators' own protocol tests, and the checks of
+#      the source tree's structure (no include cycle, one version everywhere).
 # Exits non-zero if anything fails. .ci/run runs exactly this.
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -66,7 +68,7 @@ count "$r_ok" "$r_bad" pg_regress "$rc"
 
 echo "== 5/5 integration tests (pytest)"
 as_db_user env PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 -m pytest -p no:cacheprovider -q \
-  "$here/test/integration" "$here/test/kms_emulators/tests" 2>&1 | tee "$logs/pytest.log"
+  "$here/test/integration" "$here/test/kms_emulators/tests" "$here/test/structure" 2>&1 | tee "$logs/pytest.log"
 rc=${PIPESTATUS[0]}
 p_ok=$(grep -oE '[0-9]+ passed' "$logs/pytest.log" | tail -1 | cut -d' ' -f1)
 p_bad=$(grep -oE '[0-9]+ (failed|error)' "$logs/pytest.log" | awk '{s+=$1} END {print s+0}')

@@ -7,11 +7,12 @@ extern "C" {
 }
 
 #include "pg/extension_objects.hpp"
-#include "pg/kms_registry.hpp"
-#include "pg/shared_cache.hpp"
-#include "pg/keyring.hpp"
-#include "pg/shared_state.hpp"
+#include "pg/shared_dek_cache.hpp"
+#include "pg/dek_resolver.hpp"
 #include "pg_envelope/kms.hpp"
+#include "pg/key_change_commit.hpp"
+#include "pg/kms_settings.hpp"
+#include "pg/shared_memory.hpp"
 
 extern "C" {
 PG_MODULE_MAGIC;
@@ -43,7 +44,7 @@ void define_gucs(GucContext context) {
                           nullptr, nullptr);
   pg_envelope::define_kms_gucs();
   pg_envelope::ext::define_version_check_guc();
-  if (context == PGC_POSTMASTER) pg_envelope::shared_cache::define_gucs();
+  if (context == PGC_POSTMASTER) pg_envelope::shared_dek_cache::define_gucs();
 #if PG_VERSION_NUM >= 150000
   MarkGUCPrefixReserved("envelope");
 #else
@@ -108,11 +109,9 @@ void _PG_init(void) {
       return;
     }
     pg_envelope::pg_call([] { define_gucs(PGC_POSTMASTER); });
-    pg_envelope::set_loaded_at_startup();
     load_master_key();
-    pg_envelope::pg_call([] {
-      pg_envelope::request_shared_state();
-      pg_envelope::keyring::register_callbacks();
-    });
+    pg_envelope::pg_call([] { pg_envelope::request_shared_memory(); });
+    pg_envelope::register_commit_callback();
+    pg_envelope::dek_resolver::register_callbacks();
   });
 }

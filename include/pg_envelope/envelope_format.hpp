@@ -17,7 +17,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <string>
 #include <string_view>
 
 #include "pg_envelope/crypto.hpp"
@@ -78,20 +77,5 @@ void write_text_form(ByteView bytes, char* out) noexcept;  // writes text_form_l
 // Decodes the text form strictly: exact prefix, canonical base64 (padding required,
 // unused bits zero, no whitespace). Returns a problem on failure.
 FormatProblem decode_text_form(std::string_view text, Bytes& out);
-
-// Plain base64 (RFC 4648 section 4), strict decoding; exposed for unit tests.
-std::string base64_encode(ByteView in);
-bool base64_decode_strict(std::string_view in, Bytes& out);
-
-inline std::uint32_t load_be32(const std::uint8_t* p) noexcept {
-  return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | p[3];
-}
-
-inline void store_be32(std::uint8_t* p, std::uint32_t v) noexcept {
-  p[0] = static_cast<std::uint8_t>(v >> 24);
-  p[1] = static_cast<std::uint8_t>(v >> 16);
-  p[2] = static_cast<std::uint8_t>(v >> 8);
-  p[3] = static_cast<std::uint8_t>(v);
-}
 
 }  // namespace pg_envelope

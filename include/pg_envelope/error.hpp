@@ -15,7 +15,7 @@ namespace pg_envelope {
 namespace sqlstate {
 // SQLSTATEs raised by pg_envelope, named as in PostgreSQL's errcodes.txt (the
 // ERRCODE_ name without its prefix, in camel case). Every layer uses these names,
-// never a literal, and no value has two names here (test/unit/error_test.cpp).
+// never a literal, and no value has two names here (test/unit/sqlstate_test.cpp).
 // Class 08: connection exception
 inline constexpr const char* kConnectionFailure = "08006";
 // Class 0A: feature not supported

@@ -2,11 +2,12 @@
 // PostgreSQL layer supplies the interrupt check (statement_timeout, pg_cancel_backend)
 // and turns an interrupted call back into the pending PostgreSQL error.
 //
-// Rules: TLS verification always on; plain http only to loopback addresses; connect
-// and per-attempt timeouts; retries with exponential backoff and full jitter only for
-// retryable failures, within a total time budget; one reused handle per process (so
-// connections are reused); CURLOPT_NOSIGNAL. Request and response bodies may hold
-// key material: they live in SecretString and are never logged.
+// Rules: TLS verification always on; plain http only where src/kms/url.hpp allows it
+// (loopback addresses, the cloud metadata services), checked when a provider is
+// built; connect and per-attempt timeouts; retries with exponential backoff and full
+// jitter only for retryable failures, within a total time budget; one reused handle
+// per process (so connections are reused); CURLOPT_NOSIGNAL. Request and response
+// bodies may hold key material: they live in SecretString and are never logged.
 #pragma once
 
 #include <cstdint>
@@ -72,9 +73,6 @@ struct HttpResult {
 // caller maps HttpResult to an error naming its KMS and operation.
 HttpResult http_call(const HttpRequest& request, const HttpOptions& options,
                      const std::function<Verdict(const HttpResponse&)>& judge);
-
-// Throws Error 22023 unless `url` is https, or http to a loopback address.
-void check_kms_url(std::string_view url, std::string_view kms_name);
 
 // The delay a response header asks for, in milliseconds, when `line` is a
 // "Retry-After: <seconds>" header line (name case-insensitive, optional whitespace,

@@ -9,7 +9,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -79,7 +81,6 @@ SecureBytes read_master_key_command(const std::string& command, int timeout_ms =
 // inherited by every backend. Never exposed to SQL.
 void install_master_key(SecureBytes key);
 void record_master_key_failure(MasterKeyStatus status);
-const MasterKeyStatus& master_key_status();
 
 // The built-in local provider; throws Error 55000 when the master key is unavailable.
 KmsProvider& local_kms();
@@ -88,7 +89,7 @@ KmsProvider& local_kms();
 // come from the server's environment or from files named in the options.
 struct KmsConfig {
   std::string name;
-  std::string provider;  // "local", "vault-transit", "aws-kms", "gcp-kms", "azure-keyvault"
+  std::string provider;  // "local" or one of remote_provider_names()
   std::string options_json;
 };
 
@@ -100,10 +101,17 @@ struct KmsContext {
 };
 
 // Builds the provider for a configuration. Validates the options strictly (unknown
-// or secret-looking options, wrong types, non-https addresses): Error 22023.
+// or secret-looking options, wrong types, non-https addresses): Error 22023. For
+// "local" or an unknown provider, Error 22023 (the latter's detail lists
+// remote_provider_names()).
 std::unique_ptr<KmsProvider> make_kms_provider(const KmsConfig& config, const KmsContext& context);
 
-// The names make_kms_provider accepts.
+// The remote providers make_kms_provider builds, in the order of docs/kms.md:
+// "vault-transit", "aws-kms", "gcp-kms", "azure-keyvault". With "local", these are
+// the values the CHECK constraint of envelope.kms.provider allows (extension/*.sql).
+std::span<const std::string_view> remote_provider_names() noexcept;
+
+// True for "local" and remote_provider_names().
 bool is_known_provider(std::string_view provider);
 
 // The local provider over an explicit master key (unit tests, tools).

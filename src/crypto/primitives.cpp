@@ -1,4 +1,4 @@
-// CSPRNG, HKDF-SHA256, constant-time comparison and secure zeroing via OpenSSL.
+// CSPRNG, nonces, HKDF-SHA256, SHA-256 and constant-time comparison via OpenSSL.
 #include <openssl/crypto.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
@@ -13,10 +13,6 @@
 #include "pg_envelope/error.hpp"
 
 namespace pg_envelope {
-
-void secure_zero(void* p, std::size_t n) noexcept {
-  if (p != nullptr && n > 0) OPENSSL_cleanse(p, n);
-}
 
 namespace {
 

@@ -3,83 +3,9 @@
 
 #include <cstring>
 
+#include "pg_envelope/encoding.hpp"
+
 namespace pg_envelope {
-
-namespace {
-
-constexpr char kB64Alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-// 0..63 for alphabet characters, 64 for '=', 255 for anything else.
-struct DecodeTable {
-  std::uint8_t v[256];
-  constexpr DecodeTable() : v() {
-    for (auto& x : v) x = 255;
-    for (int i = 0; i < 64; ++i) v[static_cast<unsigned char>(kB64Alphabet[i])] = static_cast<std::uint8_t>(i);
-    v[static_cast<unsigned char>('=')] = 64;
-  }
-};
-constexpr DecodeTable kDecode{};
-
-std::size_t b64_len(std::size_t n) noexcept { return (n + 2) / 3 * 4; }
-
-void b64_write(ByteView in, char* out) noexcept {
-  std::size_t i = 0, o = 0;
-  for (; i + 3 <= in.size(); i += 3) {
-    std::uint32_t v = (in[i] << 16) | (in[i + 1] << 8) | in[i + 2];
-    out[o++] = kB64Alphabet[(v >> 18) & 63];
-    out[o++] = kB64Alphabet[(v >> 12) & 63];
-    out[o++] = kB64Alphabet[(v >> 6) & 63];
-    out[o++] = kB64Alphabet[v & 63];
-  }
-  std::size_t rest = in.size() - i;
-  if (rest == 1) {
-    std::uint32_t v = in[i] << 16;
-    out[o++] = kB64Alphabet[(v >> 18) & 63];
-    out[o++] = kB64Alphabet[(v >> 12) & 63];
-    out[o++] = '=';
-    out[o++] = '=';
-  } else if (rest == 2) {
-    std::uint32_t v = (in[i] << 16) | (in[i + 1] << 8);
-    out[o++] = kB64Alphabet[(v >> 18) & 63];
-    out[o++] = kB64Alphabet[(v >> 12) & 63];
-    out[o++] = kB64Alphabet[(v >> 6) & 63];
-    out[o++] = '=';
-  }
-}
-
-}  // namespace
-
-std::string base64_encode(ByteView in) {
-  std::string out(b64_len(in.size()), '\0');
-  b64_write(in, out.data());
-  return out;
-}
-
-bool base64_decode_strict(std::string_view in, Bytes& out) {
-  out.clear();
-  if (in.size() % 4 != 0) return false;
-  out.reserve(in.size() / 4 * 3);
-  for (std::size_t i = 0; i < in.size(); i += 4) {
-    std::uint8_t c[4];
-    for (int k = 0; k < 4; ++k) c[k] = kDecode.v[static_cast<unsigned char>(in[i + k])];
-    bool last = (i + 4 == in.size());
-    if (c[0] > 63 || c[1] > 63) return false;
-    if (c[2] == 64) {  // "xx=="
-      if (!last || c[3] != 64 || (c[1] & 0x0F) != 0) return false;
-      out.push_back(static_cast<std::uint8_t>((c[0] << 2) | (c[1] >> 4)));
-    } else if (c[3] == 64) {  // "xxx="
-      if (!last || c[2] > 63 || (c[2] & 0x03) != 0) return false;
-      out.push_back(static_cast<std::uint8_t>((c[0] << 2) | (c[1] >> 4)));
-      out.push_back(static_cast<std::uint8_t>((c[1] << 4) | (c[2] >> 2)));
-    } else {
-      if (c[2] > 63 || c[3] > 63) return false;
-      out.push_back(static_cast<std::uint8_t>((c[0] << 2) | (c[1] >> 4)));
-      out.push_back(static_cast<std::uint8_t>((c[1] << 4) | (c[2] >> 2)));
-      out.push_back(static_cast<std::uint8_t>((c[2] << 6) | c[3]));
-    }
-  }
-  return true;
-}
 
 FormatProblem parse_envelope(ByteView bytes, EnvelopeView& out) noexcept {
   if (bytes.size() < kEnvelopeOverhead)
@@ -116,11 +42,11 @@ void build_aad(ByteView header_bytes, PlainType type, bool has_context, std::str
   if (has_context) aad.insert(aad.end(), context.begin(), context.end());
 }
 
-std::size_t text_form_length(std::size_t binary_len) noexcept { return kTextPrefix.size() + b64_len(binary_len); }
+std::size_t text_form_length(std::size_t binary_len) noexcept { return kTextPrefix.size() + base64_length(binary_len); }
 
 void write_text_form(ByteView bytes, char* out) noexcept {
   std::memcpy(out, kTextPrefix.data(), kTextPrefix.size());
-  b64_write(bytes, out + kTextPrefix.size());
+  base64_write(bytes, out + kTextPrefix.size());
 }
 
 FormatProblem decode_text_form(std::string_view text, Bytes& out) {

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include "remote_kms.hpp"
+#include "secret_file.hpp"
 
 namespace pg_envelope::remote::aws {
 

@@ -17,7 +17,9 @@
 
 #include "aws_credentials.hpp"
 #include "kms_responses.hpp"
+#include "pg_envelope/encoding.hpp"
 #include "remote_kms.hpp"
+#include "url.hpp"
 
 namespace pg_envelope {
 
@@ -113,7 +115,7 @@ SecureBytes plaintext(const json& out, const std::string& kms) {
   SecureBytes payload;
   auto it = out.is_object() ? out.find("Plaintext") : out.end();
   if (it == out.end() || !it->is_string() ||
-      !unb64(std::string_view(it->get_ref<const SecureStdString&>()), payload))
+      !base64_decode_secret(std::string_view(it->get_ref<const SecureStdString&>()), payload))
     fail(FailureKind::kBadRequest, kms, "Decrypt", "malformed response", "The response has no Plaintext.");
   return payload;
 }
@@ -134,11 +136,7 @@ class AwsKms final : public KmsProvider {
     while (!endpoint_.empty() && endpoint_.back() == '/') endpoint_.pop_back();
     profile_ = o.string_or("profile", "");
     credentials_file_ = o.string_or("credentials_file", "");
-    std::string ca = o.string_or("ca_file", "");
-    if (!ca.empty()) {
-      ctx_.http.ca_file = ca;
-      ctx_.http.ca_file_fixed = true;
-    }
+    o.apply_ca_file(ctx_.http);
     o.finish();
     for (char c : region_)
       if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
@@ -167,7 +165,7 @@ class AwsKms final : public KmsProvider {
     SecureBytes payload = remote::bind_dek(dek, b);
     json body;
     body["KeyId"] = std::string(kek);
-    body["Plaintext"] = std::string_view(remote::b64_secret(payload.view()).view());
+    body["Plaintext"] = std::string_view(base64_encode_secret(payload.view()).view());
     body["EncryptionContext"] = context(b);
     return remote::aws::ciphertext_blob(call("Encrypt", body, kek), name_, "Encrypt");
   }
@@ -176,7 +174,7 @@ class AwsKms final : public KmsProvider {
     validate_kek(kek);
     json body;
     body["KeyId"] = std::string(kek);
-    body["CiphertextBlob"] = remote::b64(wrapped);
+    body["CiphertextBlob"] = base64_encode(wrapped);
     body["EncryptionContext"] = context(b);
     json out = call("Decrypt", body, kek);
     SecureBytes payload = remote::aws::plaintext(out, name_);
@@ -187,7 +185,7 @@ class AwsKms final : public KmsProvider {
     validate_kek(old_kek);
     validate_kek(new_kek);
     json body;
-    body["CiphertextBlob"] = remote::b64(wrapped);
+    body["CiphertextBlob"] = base64_encode(wrapped);
     body["SourceKeyId"] = std::string(old_kek);
     body["SourceEncryptionContext"] = context(b);
     body["DestinationKeyId"] = std::string(new_kek);

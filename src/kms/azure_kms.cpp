@@ -32,9 +32,11 @@
 #include <iterator>
 
 #include "bearer_token.hpp"
+#include "kms_messages.hpp"
 #include "kms_responses.hpp"
-#include "pg_envelope/base64url.hpp"
+#include "pg_envelope/encoding.hpp"
 #include "remote_kms.hpp"
+#include "url.hpp"
 
 namespace pg_envelope {
 
@@ -254,11 +256,7 @@ class AzureKeyVaultKms final : public KmsProvider {
     std::string token_file = o.string_or("token_file", "");
     std::string imds_url = o.string_or("imds_url", "");
     while (!imds_url.empty() && imds_url.back() == '/') imds_url.pop_back();
-    std::string ca = o.string_or("ca_file", "");
-    if (!ca.empty()) {
-      ctx_.http.ca_file = ca;
-      ctx_.http.ca_file_fixed = true;
-    }
+    o.apply_ca_file(ctx_.http);
     o.finish();
     remote::check_base_url(vault_url_, name_, "vault_url");
     if (!remote::parse_url(vault_url_, vault_) || (vault_.path != "/" && !vault_.path.empty()))

@@ -1,12 +1,12 @@
-// Bearer tokens and base URLs of the OAuth-based KMS providers (see bearer_token.hpp).
+// Bearer tokens of the OAuth-based KMS providers (see bearer_token.hpp).
 #include "bearer_token.hpp"
-
-#include <curl/curl.h>
-#include <sys/stat.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+
+#include "kms_messages.hpp"
+#include "remote_kms.hpp"
 
 namespace pg_envelope::remote {
 
@@ -52,10 +52,13 @@ std::string lower(std::string s) {
 
 BearerToken::BearerToken(std::string kms_name, std::string token_file, const char* env_var,
                          MetadataTokenSource metadata)
-    : kms_(std::move(kms_name)), token_file_(std::move(token_file)), env_var_(env_var), metadata_(std::move(metadata)) {}
+    : kms_(std::move(kms_name)),
+      token_file_(std::move(token_file), kms_, "token"),
+      env_var_(env_var),
+      metadata_(std::move(metadata)) {}
 
 std::string BearerToken::describe() const {
-  if (!token_file_.empty()) return "the token file \"" + token_file_ + "\"";
+  if (!token_file_.path().empty()) return "the token file \"" + token_file_.path() + "\"";
   std::string d = "the server's " + std::string(env_var_) + " environment variable";
   if (!metadata_.url.empty()) d += ", else the instance-metadata service at " + metadata_.url;
   return d;
@@ -65,9 +68,9 @@ SecretString BearerToken::get(const KmsContext& ctx) {
   SecretString token;
   std::string source;
   const char* env = ctx.getenv ? ctx.getenv(env_var_) : nullptr;
-  if (!token_file_.empty()) {
-    token = from_file();
-    source = "the token file \"" + token_file_ + "\"";
+  if (!token_file_.path().empty()) {
+    token = token_file_.get();
+    source = "the token file \"" + token_file_.path() + "\"";
     used_metadata_ = false;
   } else if (env != nullptr && *env != '\0') {
     token = SecretString(env);
@@ -92,20 +95,6 @@ bool BearerToken::invalidate() {
   if (!used_metadata_ || metadata_token_.empty()) return false;
   metadata_token_.wipe();
   return true;
-}
-
-SecretString BearerToken::from_file() {
-  // As the Vault provider: re-read when the file's modification time changes, so a
-  // token rotated by an agent is picked up without a reconnect.
-  struct stat st;
-  if (::stat(token_file_.c_str(), &st) == 0 &&
-      (st.st_mtim.tv_sec != file_mtime_.tv_sec || st.st_mtim.tv_nsec != file_mtime_.tv_nsec || file_token_.empty())) {
-    file_token_ = read_secret_file(token_file_, kms_, "token");
-    file_mtime_ = st.st_mtim;
-  } else if (file_token_.empty()) {
-    file_token_ = read_secret_file(token_file_, kms_, "token");
-  }
-  return SecretString(file_token_.view());
 }
 
 HttpResult BearerToken::call(HttpRequest& rq, const KmsContext& ctx,
@@ -184,64 +173,6 @@ SecretString BearerToken::from_metadata(const KmsContext& ctx) {
   // that is shorter. Without a lifetime the token serves this one call.
   metadata_expiry_ = now + std::chrono::seconds(token_cache_seconds(got.expires_in));
   return SecretString(metadata_token_.view());
-}
-
-bool parse_url(std::string_view url, UrlParts& out) {
-  CURLU* u = curl_url();
-  if (u == nullptr) throw std::bad_alloc();
-  std::string s(url);
-  char *scheme = nullptr, *host = nullptr, *port = nullptr, *path = nullptr;
-  bool ok = curl_url_set(u, CURLUPART_URL, s.c_str(), 0) == CURLUE_OK &&
-            curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
-            curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
-            curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK &&
-            curl_url_get(u, CURLUPART_PATH, &path, 0) == CURLUE_OK;
-  if (ok) {
-    out.scheme = lower(scheme);
-    out.host = lower(host);
-    out.port = port;
-    out.path = path;
-  }
-  curl_free(scheme);
-  curl_free(host);
-  curl_free(port);
-  curl_free(path);
-  curl_url_cleanup(u);
-  return ok;
-}
-
-void check_base_url(std::string_view url, const std::string& kms, const char* option, bool metadata) {
-  bool clean = !url.empty() && std::all_of(url.begin(), url.end(), [](char c) {
-    return c > ' ' && c < 127 && c != '?' && c != '#' && c != '@';
-  });
-  if (!clean)
-    throw Error(sqlstate::kInvalidParameterValue, "invalid \"" + std::string(option) + "\" for KMS \"" + kms + "\"",
-                "The address must be a base URL without query, fragment, user information or spaces.");
-  UrlParts p;
-  if (metadata && parse_url(url, p) && p.scheme == "http" &&
-      (p.host == "169.254.169.254" || p.host == "metadata.google.internal"))
-    return;
-  check_kms_url(url, kms);
-}
-
-std::string safe_message(std::string_view text) {
-  std::string out;
-  bool quoted = false;
-  for (char c : text) {
-    if (out.size() >= 200) {
-      out += "...";
-      break;
-    }
-    if (c == '"') {
-      if (!quoted) out += "\"...\"";
-      quoted = !quoted;
-      continue;
-    }
-    if (quoted) continue;
-    out += (c >= ' ' && c < 127) ? c : ' ';
-  }
-  while (!out.empty() && (out.back() == '.' || out.back() == ' ')) out.pop_back();  // we end the sentence
-  return out;
 }
 
 }  // namespace pg_envelope::remote

@@ -1,5 +1,5 @@
-// Bearer tokens and URLs for the OAuth-based KMS providers (GCP Cloud KMS, Azure Key
-// Vault). Pure C++.
+// Bearer tokens for the OAuth-based KMS providers (GCP Cloud KMS, Azure Key Vault).
+// Pure C++.
 //
 // A token comes from the first configured source, in this order:
 //   1. a token file named by an option ("token_file"), re-read whenever it changes;
@@ -11,11 +11,13 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <string>
-#include <string_view>
-#include <vector>
 
-#include "remote_kms.hpp"
+#include "pg_envelope/http.hpp"
+#include "pg_envelope/kms.hpp"
+#include "pg_envelope/secrets.hpp"
+#include "secret_file.hpp"
 
 namespace pg_envelope::remote {
 
@@ -68,39 +70,15 @@ class BearerToken {
   std::string describe() const;
 
  private:
-  SecretString from_file();
   SecretString from_metadata(const KmsContext& ctx);
 
   std::string kms_;
-  std::string token_file_;
+  CachedSecretFile token_file_;
   const char* env_var_;
   MetadataTokenSource metadata_;
-  SecretString file_token_;
-  timespec file_mtime_{};
   SecretString metadata_token_;
   std::chrono::steady_clock::time_point metadata_expiry_{};
   bool used_metadata_ = false;  // the last get() took the metadata token
 };
-
-// The parts of an absolute URL that decide where a request goes.
-struct UrlParts {
-  std::string scheme;  // lower case
-  std::string host;    // lower case; IPv6 in brackets
-  std::string port;    // always set: explicit, or the scheme's default
-  std::string path;
-};
-bool parse_url(std::string_view url, UrlParts& out);
-
-// Checks the base URL of a KMS or metadata service: check_kms_url() (https, or http
-// to loopback), no query, fragment or user info, since paths are appended to it.
-// With `metadata` true, plain http is also allowed to the link-local instance-metadata
-// address 169.254.169.254 and to metadata.google.internal: those services speak only
-// http, and pg_envelope sends them no secret.
-void check_base_url(std::string_view url, const std::string& kms_name, const char* option, bool metadata = false);
-
-// A server's error text, safe to show: at most 200 characters, printable ASCII only,
-// every double-quoted span replaced by "...", since services quote the offending
-// input there (which may be key material), and no final period (the caller embeds it).
-std::string safe_message(std::string_view text);
 
 }  // namespace pg_envelope::remote

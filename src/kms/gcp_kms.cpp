@@ -31,10 +31,13 @@
 #include <iterator>
 
 #include "bearer_token.hpp"
+#include "kms_messages.hpp"
 #include "kms_responses.hpp"
 #include "pg_envelope/crc32c.hpp"
 #include "pg_envelope/crypto.hpp"
+#include "pg_envelope/encoding.hpp"
 #include "remote_kms.hpp"
+#include "url.hpp"
 
 namespace pg_envelope {
 
@@ -168,7 +171,7 @@ Bytes encrypt_ciphertext(const json& out, const Site& site) {
 SecureBytes decrypt_plaintext(const json& out, const Site& site) {
   SecureBytes payload;
   auto it = out.find("plaintext");
-  if (it == out.end() || !it->is_string() || !unb64(std::string_view(it->get_ref<const SecureStdString&>()), payload))
+  if (it == out.end() || !it->is_string() || !base64_decode_secret(std::string_view(it->get_ref<const SecureStdString&>()), payload))
     fail(FailureKind::kBadRequest, site.kms, "decrypt", "malformed response", "The response has no plaintext.");
   std::uint32_t crc = 0;
   if (!crc_field(out, "plaintextCrc32c", crc) || crc != crc32c(payload.view()))
@@ -240,9 +243,9 @@ class GcpKms final : public KmsProvider {
     SecureBytes payload = remote::bind_dek(dek, b);
     std::string aad = aad_of(b);
     json body;
-    body["plaintext"] = std::string_view(remote::b64_secret(payload.view()).view());
+    body["plaintext"] = std::string_view(base64_encode_secret(payload.view()).view());
     body["plaintextCrc32c"] = std::to_string(crc32c(payload.view()));
-    body["additionalAuthenticatedData"] = remote::b64(as_bytes(aad));
+    body["additionalAuthenticatedData"] = base64_encode(as_bytes(aad));
     body["additionalAuthenticatedDataCrc32c"] = std::to_string(crc32c(as_bytes(aad)));
     return remote::gcp::encrypt_ciphertext(call("encrypt", kek, body), site("encrypt", kek));
   }
@@ -251,9 +254,9 @@ class GcpKms final : public KmsProvider {
     validate_kek(kek);
     std::string aad = aad_of(b);
     json body;
-    body["ciphertext"] = remote::b64(wrapped);
+    body["ciphertext"] = base64_encode(wrapped);
     body["ciphertextCrc32c"] = std::to_string(crc32c(wrapped));
-    body["additionalAuthenticatedData"] = remote::b64(as_bytes(aad));
+    body["additionalAuthenticatedData"] = base64_encode(as_bytes(aad));
     body["additionalAuthenticatedDataCrc32c"] = std::to_string(crc32c(as_bytes(aad)));
     SecureBytes payload = remote::gcp::decrypt_plaintext(call("decrypt", kek, body), site("decrypt", kek));
     return remote::unbind_dek(payload.view(), b, name_);
@@ -267,11 +270,7 @@ class GcpKms final : public KmsProvider {
     endpoint_ = trimmed_url(o.string_or("endpoint", kDefaultEndpoint));
     std::string token_file = o.string_or("token_file", "");
     std::string metadata_url = trimmed_url(o.string_or("metadata_url", ""));
-    std::string ca = o.string_or("ca_file", "");
-    if (!ca.empty()) {
-      ctx_.http.ca_file = ca;
-      ctx_.http.ca_file_fixed = true;
-    }
+    o.apply_ca_file(ctx_.http);
     o.finish();
     remote::check_base_url(endpoint_, name_, "endpoint");
     if (!metadata_url.empty()) remote::check_base_url(metadata_url, name_, "metadata_url", /*metadata=*/true);

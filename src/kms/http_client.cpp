@@ -1,7 +1,5 @@
 // libcurl-based HTTP for KMS providers (see include/pg_envelope/http.hpp).
-#include <arpa/inet.h>
 #include <curl/curl.h>
-#include <netinet/in.h>
 
 #include <algorithm>
 #include <chrono>
@@ -230,36 +228,6 @@ HttpResult http_call(const HttpRequest& rq, const HttpOptions& options,
   }
   result.elapsed_ms = ms_since(t0);
   return result;
-}
-
-void check_kms_url(std::string_view url, std::string_view kms_name) {
-  CURLU* u = curl_url();
-  if (u == nullptr) throw std::bad_alloc();
-  std::string s(url);
-  char* scheme = nullptr;
-  char* host = nullptr;
-  bool parsed = curl_url_set(u, CURLUPART_URL, s.c_str(), 0) == CURLUE_OK &&
-                curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
-                curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK;
-  std::string sch = scheme ? scheme : "", hst = host ? host : "";
-  curl_free(scheme);
-  curl_free(host);
-  curl_url_cleanup(u);
-  if (!parsed)
-    throw Error(sqlstate::kInvalidParameterValue, "invalid URL for KMS \"" + std::string(kms_name) + "\"",
-                "The address is not a valid absolute URL.");
-  // Loopback only by address, never by a name that merely starts with "127."
-  // (127.0.0.1.example.com is an ordinary host).
-  std::string bare = hst.size() > 2 && hst.front() == '[' && hst.back() == ']' ? hst.substr(1, hst.size() - 2) : hst;
-  in_addr v4{};
-  in6_addr v6{};
-  bool loopback = hst == "localhost" ||
-                  (inet_pton(AF_INET, bare.c_str(), &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127) ||
-                  (inet_pton(AF_INET6, bare.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6));
-  if (sch == "https" || (sch == "http" && loopback)) return;
-  throw Error(sqlstate::kInvalidParameterValue, "KMS \"" + std::string(kms_name) + "\" must be reached over https",
-              "Plain http is allowed only to loopback addresses (127.0.0.0/8, ::1, localhost).",
-              "Use an https:// address.");
 }
 
 }  // namespace pg_envelope

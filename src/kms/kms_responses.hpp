@@ -15,8 +15,8 @@
 #include <string>
 #include <string_view>
 
-#include "bearer_token.hpp"
 #include "remote_kms.hpp"
+#include "url.hpp"
 
 namespace pg_envelope::remote {
 
@@ -36,13 +36,9 @@ struct Site {
 // Success for 2xx; retry 429, 500, 502, 503, 504; otherwise a failure.
 Verdict judge(const HttpResponse& response);
 
-// A Vault error message as it goes into an error: its first 200 bytes, cut at a
-// character boundary, with each run of white space and control characters (Vault's
-// multi-error format puts newlines and tabs in it) made one space.
-std::string error_text(std::string_view message);
-
 // The body of a finished call (transport failures included): the parsed body for a
-// 2xx (whatever JSON it holds), else the Error of its status and "errors" text:
+// 2xx (whatever JSON it holds), else the Error of its status and "errors" text
+// (the first message, made safe by vault::error_text() of kms_messages.hpp):
 // 401, or 403 whose errors say "invalid token" (Vault's answer to a bad, expired or
 // revoked token) → 28000; any other 403 → 42501; 429, 5xx → 58000; "not found" →
 // 42704; "authentication failed", "invalid ciphertext", "unable to decrypt" → 22000;
@@ -106,7 +102,7 @@ struct Site {
 // A Google API error: {"error": {"code": 403, "message": "...", "status": "PERMISSION_DENIED"}}.
 struct GoogleError {
   std::string status;   // e.g. "PERMISSION_DENIED"; empty when absent or not a status name
-  std::string message;  // safe_message() of the message
+  std::string message;  // safe_message() of the message (kms_messages.hpp)
 };
 GoogleError google_error(const HttpResponse& response);
 

@@ -5,11 +5,14 @@
 //                                info = kek name)
 //   wrapped DEK    = 0x01 || nonce(12) || AES-256-GCM(KEK, nonce, DEK, aad)(32) || tag(16)
 //   aad            = "pg_envelope DEK v1" || 0x00 || key_id(4, BE) || version(4, BE) || key name
+//
+// And the process-wide local KMS over the server's master key: installed once (in the
+// postmaster), or the reason it could not be, which local_kms() reports.
 #include <cctype>
 #include <cstring>
 
 #include "pg_envelope/crypto.hpp"
-#include "pg_envelope/envelope_format.hpp"
+#include "pg_envelope/encoding.hpp"
 #include "pg_envelope/error.hpp"
 #include "pg_envelope/kms.hpp"
 
@@ -102,5 +105,56 @@ class LocalKms final : public KmsProvider {
 }  // namespace
 
 std::unique_ptr<KmsProvider> make_local_kms(ByteView master_key) { return std::make_unique<LocalKms>(master_key); }
+
+namespace {
+
+std::unique_ptr<KmsProvider>& local_slot() {
+  static std::unique_ptr<KmsProvider> provider;
+  return provider;
+}
+
+MasterKeyStatus& status_slot() {
+  static MasterKeyStatus status;
+  return status;
+}
+
+}  // namespace
+
+void install_master_key(SecureBytes key) {
+  local_slot() = make_local_kms(key.view());
+  MasterKeyStatus& s = status_slot();
+  s.state = MasterKeyStatus::State::kLoaded;
+  s.sqlstate.clear();
+  s.message.clear();
+}
+
+void record_master_key_failure(MasterKeyStatus status) {
+  local_slot().reset();
+  status_slot() = std::move(status);
+}
+
+KmsProvider& local_kms() {
+  if (auto& p = local_slot()) return *p;
+
+  const MasterKeyStatus& s = status_slot();
+  switch (s.state) {
+    case MasterKeyStatus::State::kNotLoaded:
+      throw Error(sqlstate::kObjectNotInPrerequisiteState,
+                  "pg_envelope must be loaded via \"shared_preload_libraries\"",
+                  "The local KMS master key is read once, when the server starts.",
+                  "Add pg_envelope to shared_preload_libraries in postgresql.conf and restart the server.");
+    case MasterKeyStatus::State::kNotConfigured:
+      throw Error(sqlstate::kObjectNotInPrerequisiteState, "the local KMS has no master key",
+                  "Neither envelope.master_key_file nor envelope.master_key_command is set.",
+                  "Generate a key with \"openssl rand -hex 32\", store it in a file readable only by the "
+                  "server's user, set envelope.master_key_file to its path and restart the server.");
+    default:
+      throw Error(s.sqlstate.empty() ? sqlstate::kObjectNotInPrerequisiteState : s.sqlstate.c_str(),
+                  "the local KMS master key could not be loaded" + (s.source.empty() ? "" : " from " + s.source),
+                  s.message + " The key is read once, when the server starts.",
+                  s.source.empty() ? "Correct the master key settings and restart the server."
+                                   : "Correct " + s.source + " and restart the server.");
+  }
+}
 
 }  // namespace pg_envelope

@@ -1,18 +1,13 @@
 // Shared helpers of the remote KMS providers (see remote_kms.hpp).
 #include "remote_kms.hpp"
 
-#include <fcntl.h>
 #include <openssl/evp.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
+#include <cctype>
 
-#include "pg_envelope/base64_secret.hpp"
 #include "pg_envelope/crypto.hpp"
-#include "pg_envelope/envelope_format.hpp"
+#include "pg_envelope/encoding.hpp"
 
 namespace pg_envelope::remote {
 
@@ -45,6 +40,19 @@ void binding_tag(const DekBinding& b, std::uint8_t out[kBindingTagSize]) {
   EVP_MD_CTX_free(ctx);
   if (!ok) throw Error(sqlstate::kInternalError, "SHA-256 failed");
   std::copy(digest, digest + kBindingTagSize, out);
+}
+
+const char* sqlstate_of(FailureKind kind) noexcept {
+  switch (kind) {
+    case FailureKind::kAuth: return sqlstate::kInvalidAuthorizationSpecification;
+    case FailureKind::kPermission: return sqlstate::kInsufficientPrivilege;
+    case FailureKind::kNotFound: return sqlstate::kUndefinedObject;
+    case FailureKind::kDisabled: return sqlstate::kObjectNotInPrerequisiteState;
+    case FailureKind::kInvalidCiphertext: return sqlstate::kDataException;
+    case FailureKind::kBadRequest: return sqlstate::kInvalidParameterValue;
+    case FailureKind::kUnavailable: return sqlstate::kSystemError;
+  }
+  return sqlstate::kInternalError;
 }
 
 }  // namespace
@@ -83,6 +91,14 @@ std::string Options::string_or(const char* name, std::string fallback) {
   return std::string(v.data(), v.size());
 }
 
+void Options::apply_ca_file(HttpOptions& http) {
+  std::string ca = string_or("ca_file", "");
+  if (!ca.empty()) {
+    http.ca_file = ca;
+    http.ca_file_fixed = true;
+  }
+}
+
 void Options::finish() {
   for (auto it = obj_.begin(); it != obj_.end(); ++it)
     if (std::find(known_.begin(), known_.end(), std::string(it.key().data(), it.key().size())) == known_.end()) {
@@ -110,96 +126,6 @@ SecureBytes unbind_dek(ByteView payload, const DekBinding& binding, const std::s
                     "\" version " + std::to_string(binding.version),
                 "The wrapped data key in envelope.data_key was moved from another key or version.");
   return SecureBytes(payload.data(), kAes256KeySize);
-}
-
-std::string b64(ByteView bytes) { return base64_encode(bytes); }
-
-SecretString b64_secret(ByteView bytes) { return base64_encode_secret(bytes); }
-
-bool unb64(std::string_view text, SecureBytes& out) { return base64_decode_secret(text, out); }
-
-std::string_view trim_view(std::string_view v) noexcept {
-  auto space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'; };
-  while (!v.empty() && space(v.back())) v.remove_suffix(1);
-  while (!v.empty() && space(v.front())) v.remove_prefix(1);
-  return v;
-}
-
-FileRead read_file_secret(const std::string& path, SecretString& out, struct stat& st, int& error) {
-  out.wipe();
-  error = 0;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    error = errno;
-    return FileRead::kOpenFailed;
-  }
-  if (::fstat(fd, &st) != 0) {
-    error = errno;
-    ::close(fd);
-    return FileRead::kOpenFailed;
-  }
-  char chunk[4096];
-  FileRead result = FileRead::kOk;
-  try {
-    for (;;) {
-      ssize_t n = ::read(fd, chunk, sizeof chunk);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) {
-        error = errno;
-        result = FileRead::kReadFailed;
-        break;
-      }
-      if (n == 0) break;
-      if (out.size() + static_cast<std::size_t>(n) > kMaxSecretFileSize) {
-        result = FileRead::kTooLarge;
-        break;
-      }
-      out.append(chunk, static_cast<std::size_t>(n));
-    }
-  } catch (...) {
-    secure_zero(chunk, sizeof chunk);
-    ::close(fd);
-    out.wipe();
-    throw;
-  }
-  secure_zero(chunk, sizeof chunk);
-  ::close(fd);
-  if (result != FileRead::kOk) out.wipe();
-  return result;
-}
-
-SecretString read_secret_file(const std::string& path, const std::string& kms, const char* what) {
-  SecretString content;
-  struct stat st {};
-  int error = 0;
-  FileRead r = read_file_secret(path, content, st, error);
-  if (r == FileRead::kOpenFailed || r == FileRead::kReadFailed)
-    throw Error(sqlstate::kUndefinedFile, "could not read the " + std::string(what) + " file of KMS \"" + kms + "\"",
-                "File \"" + path + "\": " + std::strerror(error) + ".");
-  if ((st.st_mode & S_IRWXO) != 0)
-    throw Error(sqlstate::kConfigFileError, "the " + std::string(what) + " file of KMS \"" + kms + "\" is world-accessible",
-                "File \"" + path + "\" must not be readable by other users.");
-  if (r == FileRead::kTooLarge)
-    throw Error(sqlstate::kConfigFileError, "the " + std::string(what) + " file of KMS \"" + kms + "\" is too large",
-                "File \"" + path + "\" is larger than " + std::to_string(kMaxSecretFileSize) + " bytes.");
-  SecretString out(trim_view(content.view()));
-  if (out.empty())
-    throw Error(sqlstate::kConfigFileError, "the " + std::string(what) + " file of KMS \"" + kms + "\" is empty",
-                "File \"" + path + "\" holds no " + what + ".");
-  return out;
-}
-
-const char* sqlstate_of(FailureKind kind) noexcept {
-  switch (kind) {
-    case FailureKind::kAuth: return sqlstate::kInvalidAuthorizationSpecification;
-    case FailureKind::kPermission: return sqlstate::kInsufficientPrivilege;
-    case FailureKind::kNotFound: return sqlstate::kUndefinedObject;
-    case FailureKind::kDisabled: return sqlstate::kObjectNotInPrerequisiteState;
-    case FailureKind::kInvalidCiphertext: return sqlstate::kDataException;
-    case FailureKind::kBadRequest: return sqlstate::kInvalidParameterValue;
-    case FailureKind::kUnavailable: return sqlstate::kSystemError;
-  }
-  return sqlstate::kInternalError;
 }
 
 void fail(FailureKind kind, const std::string& kms, const std::string& op, const std::string& type,

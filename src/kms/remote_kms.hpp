@@ -1,15 +1,16 @@
 // Shared pieces of the remote (HTTP) KMS providers: option parsing, the DEK binding
-// tag, base64, and the mapping of HTTP outcomes to errors that name the KMS, the
+// tag, JSON bodies, and the mapping of HTTP outcomes to errors that name the KMS, the
 // operation and the provider's error type. Pure C++.
+//
+// What else they share has a file of its own: URL checks (url.hpp), service error
+// text (kms_messages.hpp), credential files (secret_file.hpp), bearer tokens
+// (bearer_token.hpp), base64 (pg_envelope/encoding.hpp).
 #pragma once
-
-#include <sys/stat.h>
 
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include "pg_envelope/envelope_format.hpp"
 #include "pg_envelope/error.hpp"
 #include "pg_envelope/http.hpp"
 #include "pg_envelope/kms.hpp"
@@ -25,8 +26,11 @@ class Options {
   Options(const KmsConfig& config);
   std::string required_string(const char* name);
   std::string string_or(const char* name, std::string fallback);
+  // Reads the "ca_file" option (a string, optional): when set, `http` verifies this
+  // KMS's certificate against that file instead of envelope.kms_ca_file
+  // (HttpOptions::ca_file_fixed, which the settings refresh keeps).
+  void apply_ca_file(HttpOptions& http);
   void finish();
-  const std::string& kms_name() const { return kms_; }
 
  private:
   std::string kms_;
@@ -41,27 +45,6 @@ class Options {
 SecureBytes bind_dek(ByteView dek, const DekBinding& binding);
 SecureBytes unbind_dek(ByteView payload, const DekBinding& binding, const std::string& kms_name);
 
-std::string b64(ByteView bytes);        // not for secrets
-SecretString b64_secret(ByteView bytes);  // standard alphabet, padded
-bool unb64(std::string_view text, SecureBytes& out);  // standard alphabet, padded, strict
-
-// Credential files are read whole, through open(2) and read(2) into wiping memory
-// (no stream buffers), and are never larger than this.
-inline constexpr std::size_t kMaxSecretFileSize = 1u << 20;
-
-enum class FileRead { kOk, kOpenFailed, kReadFailed, kTooLarge };
-// Reads the file at `path` into `out`; `st` receives its fstat(2) (valid unless
-// kOpenFailed), `error` the errno of a failure. Never throws but std::bad_alloc.
-FileRead read_file_secret(const std::string& path, SecretString& out, struct stat& st, int& error);
-
-// Reads a credential file (token), trimmed; refuses files that other users (outside
-// the owner and group) can access (F0000), that cannot be read (58P01), that are
-// empty or larger than kMaxSecretFileSize (F0000).
-SecretString read_secret_file(const std::string& path, const std::string& kms_name, const char* what);
-
-// `text` without the whitespace (C locale isspace) around it.
-std::string_view trim_view(std::string_view text) noexcept;
-
 // An error for a failed call: "KMS "vault" Decrypt failed: <type>", with the SQLSTATE
 // of its kind, the same for every provider (docs/kms.md, "Errors"):
 //   kAuth              28000 the KMS does not accept who we are: no, malformed, bad or
@@ -73,7 +56,6 @@ std::string_view trim_view(std::string_view text) noexcept;
 //   kBadRequest        22023 any other refusal, a malformed response
 //   kUnavailable       58000 unreachable, timeouts, throttling and 5xx after the retries
 enum class FailureKind { kAuth, kPermission, kNotFound, kDisabled, kInvalidCiphertext, kBadRequest, kUnavailable };
-const char* sqlstate_of(FailureKind kind) noexcept;
 [[noreturn]] void fail(FailureKind kind, const std::string& kms, const std::string& op, const std::string& type,
                        const std::string& detail);
 // Maps a transport-level failure (no usable response) to an error.

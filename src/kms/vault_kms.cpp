@@ -8,12 +8,14 @@
 // The wrapped DEK stored in envelope.data_key is the "vault:vN:..." string itself.
 // Token: the "token_file" option (re-read whenever the file changes) or the server's
 // VAULT_TOKEN environment variable. Namespace via X-Vault-Namespace.
-#include <sys/stat.h>
-
 #include <algorithm>
 
+#include "kms_messages.hpp"
 #include "kms_responses.hpp"
+#include "pg_envelope/encoding.hpp"
 #include "remote_kms.hpp"
+#include "secret_file.hpp"
+#include "url.hpp"
 
 namespace pg_envelope {
 
@@ -24,30 +26,6 @@ Verdict judge(const HttpResponse& resp) {
   if (resp.status == 429 || resp.status == 500 || resp.status == 502 || resp.status == 503 || resp.status == 504)
     return Verdict::kRetry;
   return Verdict::kFail;
-}
-
-std::string error_text(std::string_view m) {
-  // At most 200 bytes, cut at a character boundary (the parser checked the UTF-8),
-  // each run of white space and control characters (Vault's multi-error format is
-  // "2 errors occurred:\n\t* ...\n\t* ...\n\n") one space, none at the ends.
-  std::string out;
-  bool space = false;
-  for (std::size_t i = 0; i < m.size();) {
-    unsigned char c = static_cast<unsigned char>(m[i]);
-    std::size_t n = c < 0x80 ? 1 : c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
-    if (i + n > m.size()) break;
-    if (c <= ' ' || c == 0x7F) {
-      space = !out.empty();
-      ++i;
-      continue;
-    }
-    if (out.size() + (space ? 1 : 0) + n > 200) break;
-    if (space) out += ' ';
-    space = false;
-    out.append(m.data() + i, n);
-    i += n;
-  }
-  return out;
 }
 
 json result(const HttpResult& r, const Site& site) {
@@ -106,7 +84,7 @@ Bytes ciphertext(const json& out, const std::string& kms, const std::string& op)
 SecureBytes plaintext(const json& out, const std::string& kms) {
   const json* p = data_field(out, "plaintext");
   SecureBytes payload;
-  if (p == nullptr || !unb64(std::string_view(p->get_ref<const SecureStdString&>()), payload))
+  if (p == nullptr || !base64_decode_secret(std::string_view(p->get_ref<const SecureStdString&>()), payload))
     fail(FailureKind::kBadRequest, kms, "decrypt", "malformed response", "The response has no valid plaintext.");
   return payload;
 }
@@ -126,14 +104,14 @@ class VaultTransitKms final : public KmsProvider {
     while (!address_.empty() && address_.back() == '/') address_.pop_back();
     mount_ = o.string_or("mount", "transit");
     namespace_ = o.string_or("namespace", "");
-    token_file_ = o.string_or("token_file", "");
-    std::string ca = o.string_or("ca_file", "");
-    if (!ca.empty()) {
-      ctx_.http.ca_file = ca;
-      ctx_.http.ca_file_fixed = true;
-    }
+    token_file_ = remote::CachedSecretFile(o.string_or("token_file", ""), name_, "token");
+    o.apply_ca_file(ctx_.http);
     o.finish();
+    // check_kms_url() first, so an address that is not an https (or loopback http)
+    // URL keeps the error it always had; then the base-URL rules the other providers
+    // follow too, since paths are appended to the address.
     check_kms_url(address_, name_);
+    remote::check_base_url(address_, name_, "address");
     auto bad_chars = [](const std::string& v) {
       for (char c : v)
         if (static_cast<unsigned char>(c) < 0x21 || c == 0x7f || c == '?' || c == '#') return true;
@@ -166,7 +144,7 @@ class VaultTransitKms final : public KmsProvider {
   Bytes wrap(std::string_view kek, const DekBinding& b, ByteView dek) override {
     SecureBytes payload = remote::bind_dek(dek, b);
     json body;
-    body["plaintext"] = std::string_view(remote::b64_secret(payload.view()).view());
+    body["plaintext"] = std::string_view(base64_encode_secret(payload.view()).view());
     return remote::vault::ciphertext(call("encrypt", kek, body), name_, "encrypt");
   }
 
@@ -187,23 +165,14 @@ class VaultTransitKms final : public KmsProvider {
 
  private:
   SecretString token() {
-    if (token_file_.empty()) {
+    if (token_file_.path().empty()) {
       const char* env = ctx_.getenv ? ctx_.getenv("VAULT_TOKEN") : nullptr;
       if (env == nullptr || *env == '\0')
         remote::fail(FailureKind::kAuth, name_, "authentication", "no Vault token",
                      "Neither the \"token_file\" option nor the server's VAULT_TOKEN environment variable is set.");
       return SecretString(env);
     }
-    struct stat st;
-    if (::stat(token_file_.c_str(), &st) == 0 &&
-        (st.st_mtim.tv_sec != token_mtime_.tv_sec || st.st_mtim.tv_nsec != token_mtime_.tv_nsec ||
-         cached_token_.empty())) {
-      cached_token_ = remote::read_secret_file(token_file_, name_, "token");
-      token_mtime_ = st.st_mtim;
-    } else if (cached_token_.empty()) {
-      cached_token_ = remote::read_secret_file(token_file_, name_, "token");
-    }
-    return SecretString(cached_token_.view());
+    return token_file_.get();
   }
 
   json call(const char* op, std::string_view kek, const json& body) {
@@ -227,9 +196,8 @@ class VaultTransitKms final : public KmsProvider {
 
   std::string name_;
   KmsContext ctx_;
-  std::string address_, mount_, namespace_, token_file_;
-  SecretString cached_token_;
-  timespec token_mtime_{};
+  std::string address_, mount_, namespace_;
+  remote::CachedSecretFile token_file_;
 };
 
 }  // namespace

@@ -92,9 +92,9 @@ void guarded_hook(int elevel, const char* what, F&& f) {
 }  // namespace pg_envelope
 
 #define PGENV_FUNCTION(name)                                                         \
-  static Datum name##_impl(FunctionCallInfo fcinfo);                                 \
+  static Datum name##_impl([[maybe_unused]] FunctionCallInfo fcinfo);                \
   extern "C" {                                                                       \
   PG_FUNCTION_INFO_V1(name);                                                         \
   }                                                                                  \
   extern "C" Datum name(PG_FUNCTION_ARGS) { return pg_envelope::run_guarded(fcinfo, name##_impl); } \
-  static Datum name##_impl(FunctionCallInfo fcinfo)
+  static Datum name##_impl([[maybe_unused]] FunctionCallInfo fcinfo)

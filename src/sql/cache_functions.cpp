@@ -8,9 +8,11 @@ extern "C" {
 #include "utils/timestamp.h"
 }
 
-#include "pg/keyring.hpp"
-#include "pg/shared_cache.hpp"
-#include "pg/shared_state.hpp"
+#include "pg/dek_resolver.hpp"
+#include "pg/shared_dek_cache.hpp"
+#include "pg/key_change_commit.hpp"
+#include "pg/kms_stats.hpp"
+#include "pg/shared_memory.hpp"
 
 using namespace pg_envelope;
 
@@ -19,30 +21,31 @@ using namespace pg_envelope;
 PGENV_FUNCTION(envelope_cache_flush) {
   require_preloaded();
   invalidate_keys_at_commit();
-  shared_cache::flush();
-  keyring::forget_all();
+  shared_dek_cache::flush();
+  dek_resolver::forget_all();
   PG_RETURN_VOID();
 }
 
 // cache_stats() RETURNS record: the counters of the shared DEK cache and of KMS calls.
 PGENV_FUNCTION(envelope_cache_stats) {
   require_preloaded();
-  shared_cache::Stats s = shared_cache::stats();
+  shared_dek_cache::Stats s = shared_dek_cache::stats();
+  kms_stats::Counters k = kms_stats::read();
   TupleDesc desc;
   if (pg_call([&] { return get_call_result_type(fcinfo, nullptr, &desc); }) != TYPEFUNC_COMPOSITE)
     throw Error(sqlstate::kInternalError, "cache_stats must return a record");
   desc = pg_call([desc] { return BlessTupleDesc(desc); });
   constexpr int kColumns = 16;
   if (desc->natts != kColumns) throw Error(sqlstate::kInternalError, "cache_stats returns the wrong columns");
-  double avg = s.kms_calls > 0 ? s.kms_time_ms / static_cast<double>(s.kms_calls) : 0.0;
+  double avg = k.calls > 0 ? k.time_ms / static_cast<double>(k.calls) : 0.0;
   Datum values[kColumns] = {Int64GetDatum(s.capacity),   Int64GetDatum(s.entries),     Int64GetDatum(s.hits),
                             Int64GetDatum(s.misses),     Int64GetDatum(s.stores),      Int64GetDatum(s.evictions),
-                            Int64GetDatum(s.kms_calls),  Int64GetDatum(s.kms_unwraps), Int64GetDatum(s.kms_errors),
-                            Float8GetDatum(s.kms_time_ms), Float8GetDatum(avg),        Float8GetDatum(s.kms_max_ms),
+                            Int64GetDatum(k.calls),      Int64GetDatum(k.unwraps),     Int64GetDatum(k.errors),
+                            Float8GetDatum(k.time_ms),   Float8GetDatum(avg),          Float8GetDatum(k.max_ms),
                             Int64GetDatum(s.flushes),    Int64GetDatum(s.waits),       BoolGetDatum(s.dump_excluded),
                             TimestampTzGetDatum(s.reset_at)};
   bool nulls[kColumns] = {};
-  nulls[10] = s.kms_calls == 0;  // no average of nothing
+  nulls[10] = k.calls == 0;  // no average of nothing
   HeapTuple tuple = pg_call([&] { return heap_form_tuple(desc, values, nulls); });
   return HeapTupleGetDatum(tuple);
 }
@@ -50,6 +53,7 @@ PGENV_FUNCTION(envelope_cache_stats) {
 // stats_reset() RETURNS void: zeroes the counters of envelope.stats (not the cache).
 PGENV_FUNCTION(envelope_stats_reset) {
   require_preloaded();
-  shared_cache::reset_stats();
+  shared_dek_cache::reset_stats();
+  kms_stats::reset();
   PG_RETURN_VOID();
 }

@@ -31,7 +31,7 @@ extern "C" {
 #include "utils/syscache.h"
 }
 
-#include "pg/shared_state.hpp"
+#include "pg/key_change_commit.hpp"
 
 using namespace pg_envelope;
 

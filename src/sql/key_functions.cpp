@@ -9,14 +9,19 @@
 
 #include "pg/key_catalog.hpp"
 #include "pg/key_errors.hpp"
-#include "pg/key_store.hpp"
-#include "pg/keyring.hpp"
+#include "pg/key_admin_sql.hpp"
+#include "pg/dek_resolver.hpp"
 #include "pg/kms_registry.hpp"
-#include "pg/shared_cache.hpp"
-#include "pg/shared_state.hpp"
+#include "pg/shared_dek_cache.hpp"
 #include "pg/sql_args.hpp"
 #include "pg_envelope/crypto.hpp"
+#include "pg_envelope/encoding.hpp"
 #include "pg_envelope/kms.hpp"
+#include "pg/key_change_commit.hpp"
+#include "pg/key_generation.hpp"
+#include "pg/kms_calls.hpp"
+#include "pg/shared_memory.hpp"
+#include "pg/wait_events.hpp"
 
 using namespace pg_envelope;
 
@@ -42,7 +47,7 @@ std::uint32_t fresh_key_id() {
     std::uint8_t b[4];
     random_bytes(b);
     std::uint32_t id = load_be32(b) & 0x7FFFFFFFu;  // positive int4
-    if (id != 0 && !key_store::key_id_in_use(id)) return id;
+    if (id != 0 && !key_admin_sql::key_id_in_use(id)) return id;
   }
   throw Error(sqlstate::kInternalError, "could not allocate a key id");
 }
@@ -50,7 +55,7 @@ std::uint32_t fresh_key_id() {
 // The key named by argument 0, locked for a change (or not, for cache_evict).
 KeyRecord existing_key(FunctionCallInfo fcinfo, bool for_update = true) {
   std::string name = text_arg(fcinfo, 0, "key name");
-  std::optional<KeyRecord> key = for_update ? key_store::find_key(name, true) : key_catalog::key_by_name(name);
+  std::optional<KeyRecord> key = for_update ? key_admin_sql::find_key(name, true) : key_catalog::key_by_name(name);
   if (!key) throw_no_such_key(kManagementHint);
   return std::move(*key);
 }
@@ -76,7 +81,7 @@ void check_kms_unwraps_existing(KmsProvider& kms, const std::optional<DekRecord>
 
 void store_new_dek(const KeyRecord& key, std::uint32_t version) {
   KmsProvider& kms = kms_provider(key.kms);
-  std::optional<DekRecord> probe = key_store::find_any_live_dek(kms.kms_name());
+  std::optional<DekRecord> probe = key_admin_sql::find_any_live_dek(kms.kms_name());
   GeneratedDek dek;
   {
     KmsWait wait;  // only around the KMS calls, not the SPI ones
@@ -89,7 +94,7 @@ void store_new_dek(const KeyRecord& key, std::uint32_t version) {
       throw Error(sqlstate::kInternalError,
                   "KMS \"" + key.kms + "\" returned a wrapped data key that does not unwrap to the same key");
   }
-  key_store::insert_dek(key.key_id, version, dek.wrapped);
+  key_admin_sql::insert_dek(key.key_id, version, dek.wrapped);
 }
 
 }  // namespace
@@ -107,14 +112,14 @@ PGENV_FUNCTION(envelope_create_key) {
     KmsProvider& kms = kms_provider(key.kms);
     key.kek = kek_given ? text_arg(fcinfo, 2, "KEK") : kms.default_kek();
     kms.validate_kek(key.kek);
-    if (std::optional<KeyRecord> existing = key_store::find_key(key.name))
+    if (std::optional<KeyRecord> existing = key_admin_sql::find_key(key.name))
       throw Error(sqlstate::kDuplicateObject, "key \"" + key.name + "\" already exists",
                   existing->destroyed ? "The key was destroyed; the names of destroyed keys are never reused." : "",
                   existing->destroyed ? "Choose another name."
                                       : "Use envelope.rotate_key() to add a new data key version to it.");
     key.key_id = fresh_key_id();
     key.current_version = 1;
-    key_store::insert_key(key);
+    key_admin_sql::insert_key(key);
     store_new_dek(key, 1);
   } catch (const Error& e) {
     if (std::string_view(e.sqlstate()) == sqlstate::kDuplicateObject) throw;  // names an existing key
@@ -138,7 +143,7 @@ PGENV_FUNCTION(envelope_rotate_key) {
   if (key.disabled) throw_key_disabled(key.name, "Enable it with envelope.enable_key() first.");
   std::uint32_t version = key.current_version + 1;
   store_new_dek(key, version);
-  key_store::set_current_version(key.key_id, version);
+  key_admin_sql::set_current_version(key.key_id, version);
   invalidate_keys_at_commit();
   PG_RETURN_INT32(static_cast<int32>(version));
 }
@@ -149,10 +154,10 @@ PGENV_FUNCTION(envelope_destroy_key) {
   require_preloaded();
   require_writable("destroy a key");
   KeyRecord key = existing_key(fcinfo);
-  key_store::destroy_key(key.key_id);
+  key_admin_sql::destroy_key(key.key_id);
   // No copy of its DEKs stays in shared memory, nor in any backend's cache.
   evict_key_now_and_at_commit(key.key_id);
-  keyring::forget_all();
+  dek_resolver::forget_all();
   PG_RETURN_VOID();
 }
 
@@ -174,9 +179,9 @@ PGENV_FUNCTION(envelope_disable_key) {
   require_preloaded();
   require_writable("disable a key");
   KeyRecord key = live_key_arg(fcinfo);
-  key_store::set_key_disabled(key.key_id, true);
+  key_admin_sql::set_key_disabled(key.key_id, true);
   evict_key_now_and_at_commit(key.key_id);
-  keyring::forget_all();
+  dek_resolver::forget_all();
   PG_RETURN_VOID();
 }
 
@@ -185,7 +190,7 @@ PGENV_FUNCTION(envelope_disable_key) {
 PGENV_FUNCTION(envelope_enable_key) {
   require_preloaded();
   require_writable("enable a key");
-  key_store::set_key_disabled(live_key_arg(fcinfo).key_id, false);
+  key_admin_sql::set_key_disabled(live_key_arg(fcinfo).key_id, false);
   invalidate_keys_at_commit();
   PG_RETURN_VOID();
 }
@@ -198,8 +203,8 @@ PGENV_FUNCTION(envelope_cache_evict) {
   require_preloaded();
   KeyRecord key = existing_key(fcinfo, /*for_update=*/false);
   invalidate_keys_at_commit();
-  std::int64_t n = shared_cache::evict_key(key.key_id);
-  keyring::forget_all();
+  std::int64_t n = shared_dek_cache::evict_key(key.key_id);
+  dek_resolver::forget_all();
   PG_RETURN_INT64(n);
 }
 
@@ -218,7 +223,7 @@ PGENV_FUNCTION(envelope_rewrap_key) {
   std::vector<SecureBytes> unwrapped;
   try {
     kms.validate_kek(new_kek);
-    deks = key_store::live_deks(key.key_id);
+    deks = key_admin_sql::live_deks(key.key_id);
     KmsWait wait;
     for (const DekRecord& d : deks) {
       DekBinding binding{key.name, key.key_id, d.version};
@@ -237,14 +242,14 @@ PGENV_FUNCTION(envelope_rewrap_key) {
     if (new_kek == key.kek) throw;
     throw without(e, "KEK", new_kek, "the KEK given");
   }
-  for (std::size_t i = 0; i < deks.size(); ++i) key_store::update_wrapped(key.key_id, deks[i].version, rewrapped[i]);
-  if (new_kek != key.kek) key_store::set_kek(key.key_id, new_kek);
+  for (std::size_t i = 0; i < deks.size(); ++i) key_admin_sql::update_wrapped(key.key_id, deks[i].version, rewrapped[i]);
+  if (new_kek != key.kek) key_admin_sql::set_kek(key.key_id, new_kek);
   // The shared cache knows a DEK by its wrapped form: cache the new forms now (the
   // same DEKs), so that no backend needs the KMS once this commits. Should it roll
   // back, no key row has these forms and the entries age out unused. (Not for a
   // disabled key: none of its DEKs is cached.)
   for (std::size_t i = 0; i < deks.size() && !key.disabled; ++i)
-    shared_cache::put(shared_cache::ident_of(DekId{key.key_id, deks[i].version}, rewrapped[i]), unwrapped[i],
+    shared_dek_cache::put(shared_dek_cache::ident_of(DekId{key.key_id, deks[i].version}, rewrapped[i]), unwrapped[i],
                       key_generation());
   invalidate_keys_at_commit();
   PG_RETURN_INT32(static_cast<int32>(deks.size()));

@@ -4,10 +4,11 @@
 
 #include "pg/key_catalog.hpp"
 #include "pg/key_errors.hpp"
-#include "pg/key_store.hpp"
+#include "pg/key_admin_sql.hpp"
 #include "pg/kms_registry.hpp"
-#include "pg/shared_state.hpp"
 #include "pg/sql_args.hpp"
+#include "pg/key_change_commit.hpp"
+#include "pg/shared_memory.hpp"
 
 using namespace pg_envelope;
 
@@ -59,7 +60,7 @@ PGENV_FUNCTION(envelope_create_kms) {
     // The new KMS's name names nothing yet.
     throw without(e, "KMS", cfg.name, "the new KMS");
   }
-  key_store::insert_kms(cfg);
+  key_admin_sql::insert_kms(cfg);
   PG_RETURN_VOID();
 }
 
@@ -72,7 +73,7 @@ PGENV_FUNCTION(envelope_alter_kms) {
   if (PG_ARGISNULL(1)) throw Error(sqlstate::kNullValueNotAllowed, "options must not be null");
   cfg.options_json = jsonb_arg(fcinfo, 1);
   build_kms_provider(cfg);
-  key_store::update_kms_options(cfg.name, cfg.options_json);
+  key_admin_sql::update_kms_options(cfg.name, cfg.options_json);
   invalidate_keys_at_commit();
   PG_RETURN_VOID();
 }
@@ -82,11 +83,11 @@ PGENV_FUNCTION(envelope_drop_kms) {
   require_preloaded();
   require_writable("drop a KMS");
   KmsConfig cfg = existing(text_arg(fcinfo, 0, "KMS name"));
-  if (std::int64_t n = key_store::count_keys_using_kms(cfg.name); n > 0)
+  if (std::int64_t n = key_admin_sql::count_keys_using_kms(cfg.name); n > 0)
     throw Error(sqlstate::kDependentObjectsStillExist, "cannot drop KMS \"" + cfg.name + "\" because keys use it",
                 std::to_string(n) + " key(s) in envelope.key refer to it, destroyed keys included.",
                 "A KMS can be dropped only when no key, not even a destroyed one, refers to it.");
-  key_store::delete_kms(cfg.name);
+  key_admin_sql::delete_kms(cfg.name);
   invalidate_keys_at_commit();
   PG_RETURN_VOID();
 }

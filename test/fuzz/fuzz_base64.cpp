@@ -14,7 +14,7 @@
 #include <string_view>
 
 #include "fuzz_check.hpp"
-#include "pg_envelope/envelope_format.hpp"
+#include "pg_envelope/encoding.hpp"
 
 using namespace pg_envelope;
 

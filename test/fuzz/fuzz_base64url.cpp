@@ -1,7 +1,7 @@
 // libFuzzer harness: base64url_decode() and base64url_encode() (RFC 4648 section 5
 // without padding), the codec of Azure Key Vault's wrapkey/unwrapkey values.
 //
-// Invariants (include/pg_envelope/base64url.hpp):
+// Invariants (include/pg_envelope/encoding.hpp):
 //   - decode(encode(x)) == x for any bytes x, and so does the encoding with its
 //     padding completed ("Zg" and "Zg==");
 //   - an accepted text t is exactly encode(decode(t)), optionally followed by the one
@@ -13,7 +13,7 @@
 #include <string_view>
 
 #include "fuzz_check.hpp"
-#include "pg_envelope/base64url.hpp"
+#include "pg_envelope/encoding.hpp"
 
 using namespace pg_envelope;
 

@@ -17,6 +17,7 @@
 #include <string_view>
 
 #include "fuzz_check.hpp"
+#include "pg_envelope/encoding.hpp"
 #include "pg_envelope/envelope_format.hpp"
 
 using namespace pg_envelope;

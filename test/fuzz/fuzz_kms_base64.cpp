@@ -7,9 +7,7 @@
 #include <string_view>
 
 #include "fuzz_kms_support.hpp"
-#include "pg_envelope/base64_secret.hpp"
-#include "pg_envelope/base64url.hpp"
-#include "pg_envelope/envelope_format.hpp"
+#include "pg_envelope/encoding.hpp"
 
 using namespace pg_envelope;
 

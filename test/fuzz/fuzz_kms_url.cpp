@@ -1,14 +1,15 @@
-// Fuzzes URL handling of the remote providers: remote::parse_url (the kid checks of
-// Azure, the metadata exceptions), check_kms_url and check_base_url (option
-// validation of every provider). Input: the URL text. Seeds: test/fuzz/corpus/kms_url/.
+// Fuzzes URL handling of the remote providers (src/kms/url.hpp): remote::parse_url
+// (the kid checks of Azure, the metadata exceptions), check_kms_url and
+// check_base_url (option validation of every provider). Input: the URL text. Seeds:
+// test/fuzz/corpus/kms_url/.
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
 
 #include "fuzz_kms_support.hpp"
-#include "kms/bearer_token.hpp"
 #include "kms/kms_responses.hpp"
+#include "kms/url.hpp"
 
 using namespace pg_envelope;
 

@@ -368,6 +368,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if n < 0:
             raise _BodyError(400, "bad Content-Length")
         if n > MAX_BODY:
+            # Read (and drop) a body of moderate size first, as servers do with a
+            # lingering close, so the client can finish sending and read the 413
+            # instead of meeting a reset connection half-way through its request.
+            if n <= 4 * MAX_BODY:
+                while n > 0:
+                    chunk = self.rfile.read(min(n, 1 << 16))
+                    if not chunk:
+                        break
+                    n -= len(chunk)
             raise _BodyError(413, "request body too large")
         body = self.rfile.read(n)
         if len(body) != n:

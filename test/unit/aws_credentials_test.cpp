@@ -9,7 +9,7 @@
 #include <string>
 
 #include "kms/aws_credentials.hpp"
-#include "kms/remote_kms.hpp"
+#include "kms/secret_file.hpp"
 #include "pg_envelope/error.hpp"
 #include "test_support.hpp"
 

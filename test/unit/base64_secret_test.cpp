@@ -1,4 +1,4 @@
-// base64_encode_secret / base64_decode_secret (include/pg_envelope/base64_secret.hpp):
+// base64_encode_secret / base64_decode_secret (include/pg_envelope/encoding.hpp):
 // exactly the encoding and the strictness of base64_encode / base64_decode_strict,
 // into wiping storage.
 #include <gtest/gtest.h>
@@ -6,9 +6,8 @@
 #include <random>
 #include <string>
 
-#include "pg_envelope/base64_secret.hpp"
 #include "pg_envelope/crypto.hpp"
-#include "pg_envelope/envelope_format.hpp"
+#include "pg_envelope/encoding.hpp"
 
 namespace pg_envelope {
 namespace {

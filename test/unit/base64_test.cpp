@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "pg_envelope/crypto.hpp"
-#include "pg_envelope/envelope_format.hpp"
+#include "pg_envelope/encoding.hpp"
 #include "test_support.hpp"
 
 namespace pg_envelope {

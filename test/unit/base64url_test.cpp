@@ -9,9 +9,8 @@
 #include <utility>
 #include <vector>
 
-#include "pg_envelope/base64url.hpp"
 #include "pg_envelope/crypto.hpp"
-#include "pg_envelope/envelope_format.hpp"
+#include "pg_envelope/encoding.hpp"
 #include "test_support.hpp"
 
 namespace pg_envelope {

@@ -6,6 +6,7 @@
 #include <string>
 #include <string_view>
 
+#include "pg_envelope/encoding.hpp"
 #include "pg_envelope/envelope_format.hpp"
 #include "test_support.hpp"
 

@@ -10,9 +10,12 @@
 #include <string>
 
 #include "kms/bearer_token.hpp"
+#include "kms/kms_messages.hpp"
 #include "kms/kms_responses.hpp"
 #include "kms/remote_kms.hpp"
-#include "pg_envelope/base64url.hpp"
+#include "kms/secret_file.hpp"
+#include "kms/url.hpp"
+#include "pg_envelope/encoding.hpp"
 #include "pg_envelope/crc32c.hpp"
 #include "pg_envelope/crypto.hpp"
 #include "pg_envelope/error.hpp"

@@ -17,7 +17,9 @@
 #include <nlohmann/json.hpp>
 
 #include "kms/bearer_token.hpp"
+#include "kms/kms_messages.hpp"
 #include "kms/remote_kms.hpp"
+#include "kms/url.hpp"
 #include "pg_envelope/crypto.hpp"
 #include "pg_envelope/error.hpp"
 #include "pg_envelope/http.hpp"
@@ -206,6 +208,20 @@ TEST(RemoteKmsOptions, ProviderNames) {
   expect_error("22023", [] { make("ibm-kms", "{}"); }, "unknown KMS provider");
   expect_error("22023", [] { make("ibm-kms", "{}"); }, "\"gcp-kms\"");
   expect_error("22023", [] { make("ibm-kms", "{}"); }, "\"azure-keyvault\"");
+}
+
+// The one provider table: its names are the providers tested here, in this order, and
+// each builds, is known, and is listed when an unknown provider is asked for.
+TEST(RemoteKmsOptions, ProviderTable) {
+  auto names = remote_provider_names();
+  ASSERT_EQ(names.size(), std::size(kProviders));
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    SCOPED_TRACE(names[i]);
+    EXPECT_EQ(names[i], kProviders[i].provider);
+    EXPECT_TRUE(is_known_provider(names[i]));
+    EXPECT_NE(make(std::string(names[i]), kProviders[i].minimal), nullptr);
+    expect_error("22023", [] { make("ibm-kms", "{}"); }, "\"" + std::string(names[i]) + "\"");
+  }
 }
 
 // ---------------------------------------------------------------- KEK syntax

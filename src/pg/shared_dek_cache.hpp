@@ -15,13 +15,13 @@
 #include "pg_envelope/envelope_format.hpp"
 #include "pg_envelope/secure_bytes.hpp"
 
-namespace pg_envelope::shared_cache {
+namespace pg_envelope::shared_dek_cache {
 
 // Shared memory size for the configured capacity, and set-up (called from the
-// shmem hooks in shared_state.cpp; `found` when the segment already existed).
+// shmem hooks in shared_memory.cpp).
 std::size_t shmem_size();
 void request_lwlock();
-void attach(bool found);
+void attach();
 void define_gucs();  // envelope.cache_entries (postmaster), cache_ttl and cache_max_stale (reload)
 
 // A DEK's identity: this database, key id, version, and a digest of the wrapped DEK
@@ -86,19 +86,14 @@ void evict_database_at_commit() noexcept;
 // Zeroes every entry.
 void flush();
 
-// Counters for envelope.stats; reset() zeroes them (not the entries).
+// Counters for envelope.stats; reset_stats() zeroes them (not the entries) and
+// notes when. (The KMS call counters are in kms_stats.hpp.)
 struct Stats {
-  std::int64_t capacity, entries, hits, misses, stores, evictions, kms_calls, kms_unwraps, kms_errors, flushes,
-      waits;
-  double kms_time_ms, kms_max_ms;
+  std::int64_t capacity, entries, hits, misses, stores, evictions, flushes, waits;
   std::int64_t reset_at;  // TimestampTz
   bool dump_excluded;     // madvise(MADV_DONTDUMP) took effect on the entries
 };
 Stats stats();
 void reset_stats();
 
-// One KMS call of this backend: `ok` false when the KMS (or the way to it) failed;
-// `unwrap` counts it as a DEK unwrap as well.
-void record_kms_call(bool ok, bool unwrap, std::int64_t micros);
-
-}  // namespace pg_envelope::shared_cache
+}  // namespace pg_envelope::shared_dek_cache

@@ -1,4 +1,4 @@
-// Shared-memory DEK cache (see shared_cache.hpp). A fixed array of entries under one
+// Shared-memory DEK cache (see shared_dek_cache.hpp). A fixed array of entries under one
 // LWLock of the "pg_envelope" tranche; clock (second-chance) eviction.
 #include "guard.hpp"
 
@@ -20,12 +20,13 @@ extern "C" {
 #include <cerrno>
 #include <cstring>
 
-#include "kms_registry.hpp"
 #include "pg_envelope/crypto.hpp"
-#include "shared_cache.hpp"
-#include "shared_state.hpp"
+#include "pg_envelope/encoding.hpp"
+#include "key_generation.hpp"
+#include "shared_dek_cache.hpp"
+#include "wait_events.hpp"
 
-namespace pg_envelope::shared_cache {
+namespace pg_envelope::shared_dek_cache {
 
 namespace {
 
@@ -58,8 +59,7 @@ struct Cache {
   int hand;
   bool dump_excluded;
   ConditionVariable loaded;  // broadcast when a claimed load completes or fails
-  pg_atomic_uint64 hits, misses, stores, evictions, kms_calls, kms_unwraps, kms_errors, flushes, waits;
-  pg_atomic_uint64 kms_time_us, kms_max_us;
+  pg_atomic_uint64 hits, misses, stores, evictions, flushes, waits;
   pg_atomic_uint64 reset_at;  // TimestampTz of the last reset_stats() (or of start-up)
   // The entries follow on their own pages (see entries_offset()), so that
   // MADV_DONTDUMP covers every one of them and nothing else.
@@ -163,12 +163,11 @@ void define_gucs() {
                           nullptr);
 }
 
-void attach(bool found) {
+void attach() {
   if (!mask_ready) {  // in the postmaster, before any backend forks
     random_bytes({mask_secret, sizeof mask_secret});
     mask_ready = true;
   }
-  (void)found;
   bool exists = false;
   cache = static_cast<Cache*>(ShmemInitStruct("pg_envelope DEK cache", shmem_size(), &exists));
   std::size_t page = page_size();
@@ -179,9 +178,8 @@ void attach(bool found) {
     std::memset(cache, 0, shmem_size());
     cache->lock = &(GetNamedLWLockTranche("pg_envelope"))->lock;
     cache->capacity = capacity_guc;
-    for (pg_atomic_uint64* c : {&cache->hits, &cache->misses, &cache->stores, &cache->evictions, &cache->kms_calls,
-                                &cache->kms_unwraps, &cache->kms_errors, &cache->flushes, &cache->waits,
-                                &cache->kms_time_us, &cache->kms_max_us, &cache->reset_at})
+    for (pg_atomic_uint64* c : {&cache->hits, &cache->misses, &cache->stores, &cache->evictions, &cache->flushes,
+                                &cache->waits, &cache->reset_at})
       pg_atomic_init_u64(c, 0);
     pg_atomic_write_u64(&cache->reset_at, static_cast<std::uint64_t>(GetCurrentTimestamp()));
     ConditionVariableInit(&cache->loaded);
@@ -498,23 +496,10 @@ void flush() {
   pg_atomic_fetch_add_u64(&cache->flushes, 1);
 }
 
-void record_kms_call(bool ok, bool unwrap, std::int64_t micros) {
-  if (cache == nullptr) return;
-  pg_atomic_fetch_add_u64(&cache->kms_calls, 1);
-  if (!ok) pg_atomic_fetch_add_u64(&cache->kms_errors, 1);
-  if (ok && unwrap) pg_atomic_fetch_add_u64(&cache->kms_unwraps, 1);
-  auto us = static_cast<std::uint64_t>(micros < 0 ? 0 : micros);
-  pg_atomic_fetch_add_u64(&cache->kms_time_us, us);
-  std::uint64_t max = pg_atomic_read_u64(&cache->kms_max_us);
-  while (us > max && !pg_atomic_compare_exchange_u64(&cache->kms_max_us, &max, us)) {
-  }
-}
-
 void reset_stats() {
   if (cache == nullptr) return;
-  for (pg_atomic_uint64* c : {&cache->hits, &cache->misses, &cache->stores, &cache->evictions, &cache->kms_calls,
-                              &cache->kms_unwraps, &cache->kms_errors, &cache->flushes, &cache->waits,
-                              &cache->kms_time_us, &cache->kms_max_us})
+  for (pg_atomic_uint64* c : {&cache->hits, &cache->misses, &cache->stores, &cache->evictions, &cache->flushes,
+                              &cache->waits})
     pg_atomic_write_u64(c, 0);
   pg_atomic_write_u64(&cache->reset_at, static_cast<std::uint64_t>(GetCurrentTimestamp()));
 }
@@ -533,16 +518,11 @@ Stats stats() {
   s.misses = read(cache->misses);
   s.stores = read(cache->stores);
   s.evictions = read(cache->evictions);
-  s.kms_calls = read(cache->kms_calls);
-  s.kms_unwraps = read(cache->kms_unwraps);
-  s.kms_errors = read(cache->kms_errors);
   s.flushes = read(cache->flushes);
   s.waits = read(cache->waits);
-  s.kms_time_ms = static_cast<double>(read(cache->kms_time_us)) / 1000.0;
-  s.kms_max_ms = static_cast<double>(read(cache->kms_max_us)) / 1000.0;
   s.reset_at = read(cache->reset_at);
   s.dump_excluded = cache->dump_excluded;
   return s;
 }
 
-}  // namespace pg_envelope::shared_cache
+}  // namespace pg_envelope::shared_dek_cache

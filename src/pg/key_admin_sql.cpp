@@ -1,4 +1,4 @@
-// Key-management SQL on the key tables (see key_store.hpp). Every statement names
+// Key-management SQL on the key tables (see key_admin_sql.hpp). Every statement names
 // envelope.* and pg_catalog.* explicitly and compares with OPERATOR(pg_catalog.=);
 // OwnerSpi pins search_path as well, so neither a caller's search_path nor its
 // temporary objects can take part in a statement run with the owner's privileges.
@@ -8,10 +8,10 @@ extern "C" {
 #include "executor/spi.h"
 }
 
-#include "key_store.hpp"
+#include "key_admin_sql.hpp"
 #include "owner_spi.hpp"
 
-namespace pg_envelope::key_store {
+namespace pg_envelope::key_admin_sql {
 
 namespace {
 
@@ -165,4 +165,4 @@ void set_key_disabled(std::uint32_t key_id, bool disabled) {
          {int4_param(key_id), text_param(disabled ? "disabled" : "active")}, SPI_OK_UPDATE);
 }
 
-}  // namespace pg_envelope::key_store
+}  // namespace pg_envelope::key_admin_sql

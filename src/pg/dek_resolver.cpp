@@ -21,13 +21,16 @@ extern "C" {
 #include "extension_objects.hpp"
 #include "key_catalog.hpp"
 #include "key_errors.hpp"
-#include "keyring.hpp"
+#include "dek_resolver.hpp"
 #include "kms_registry.hpp"
 #include "pg_envelope/kms.hpp"
-#include "shared_cache.hpp"
-#include "shared_state.hpp"
+#include "shared_dek_cache.hpp"
+#include "key_generation.hpp"
+#include "kms_calls.hpp"
+#include "kms_settings.hpp"
+#include "wait_events.hpp"
 
-namespace pg_envelope::keyring {
+namespace pg_envelope::dek_resolver {
 
 namespace {
 
@@ -61,8 +64,8 @@ void read_replayed_invalidations() {
 }
 
 void evict_inactive_keys_on_standby() {
-  if (!RecoveryInProgress() || !shared_cache::holds_database_entries()) return;
-  shared_cache::evict_keys(key_catalog::inactive_keys());
+  if (!RecoveryInProgress() || !shared_dek_cache::holds_database_entries()) return;
+  shared_dek_cache::evict_keys(key_catalog::inactive_keys());
 }
 
 DekCache& cache() {
@@ -109,20 +112,20 @@ CachedDek& load(DekCache& c, const DekRecord& rec, std::uint64_t generation) {
   if (rec.key.destroyed || rec.destroyed || rec.wrapped.empty()) throw_key_destroyed(rec.key.name);
   if (rec.key.disabled) throw_key_disabled(rec.key.name);
   DekId id{rec.key.key_id, rec.version};
-  shared_cache::Ident ident = shared_cache::ident_of(id, rec.wrapped);
+  shared_dek_cache::Ident ident = shared_dek_cache::ident_of(id, rec.wrapped);
   SecureBytes dek;
-  shared_cache::Failure failure{};
+  shared_dek_cache::Failure failure{};
   bool stale = false;
   std::int64_t valid_until = 0;
-  switch (shared_cache::claim(ident, generation, kms_wait_budget_ms(), dek, failure, stale, valid_until)) {
-    case shared_cache::Claim::kHit:
+  switch (shared_dek_cache::claim(ident, generation, kms_wait_budget_ms(), dek, failure, stale, valid_until)) {
+    case shared_dek_cache::Claim::kHit:
       if (stale) warn_stale(rec);
       break;
-    case shared_cache::Claim::kFailed:
+    case shared_dek_cache::Claim::kFailed:
       // Another backend's KMS call for this DEK failed moments ago: its error, again,
       // rather than one more call to a KMS that is failing.
       throw Error(failure.sqlstate[0] ? failure.sqlstate : sqlstate::kSystemError, failure.message, failure.detail, failure.hint);
-    case shared_cache::Claim::kLoad: {
+    case shared_dek_cache::Claim::kLoad: {
       // This backend unwraps it; the others wait for the outcome.
       try {
         KmsProvider& kms = kms_provider(rec.key.kms);
@@ -135,26 +138,26 @@ CachedDek& load(DekCache& c, const DekRecord& rec, std::uint64_t generation) {
       } catch (const Error& e) {
         std::string_view state = e.sqlstate();
         // Unreachable (not refused): a DEK still inside its max-stale window keeps serving.
-        if ((state == sqlstate::kSystemError || state == sqlstate::kConnectionFailure) && shared_cache::fall_back_to_stale(ident, dek, valid_until)) {
+        if ((state == sqlstate::kSystemError || state == sqlstate::kConnectionFailure) && shared_dek_cache::fall_back_to_stale(ident, dek, valid_until)) {
           warn_stale(rec);
           return c.insert(id, rec.key.name, dek, valid_until);
         }
-        shared_cache::Failure f{};
+        shared_dek_cache::Failure f{};
         // A cancel or statement_timeout is this session's business, not the KMS's.
         if (state != sqlstate::kQueryCanceled) std::snprintf(f.sqlstate, sizeof f.sqlstate, "%s", e.sqlstate());
         std::snprintf(f.message, sizeof f.message, "%s", e.what());
         std::snprintf(f.detail, sizeof f.detail, "%s", e.detail().c_str());
         std::snprintf(f.hint, sizeof f.hint, "%s", e.hint().c_str());
-        shared_cache::abandon(ident, f);
+        shared_dek_cache::abandon(ident, f);
         throw;
       } catch (...) {
         // Not a KMS answer (out of memory, a cancel): release the claim, remember nothing.
-        shared_cache::Failure f{};
-        shared_cache::abandon(ident, f);
+        shared_dek_cache::Failure f{};
+        shared_dek_cache::abandon(ident, f);
         throw;
       }
       warned_stale = false;
-      valid_until = shared_cache::complete(ident, dek, generation);
+      valid_until = shared_dek_cache::complete(ident, dek, generation);
       break;
     }
   }
@@ -202,6 +205,8 @@ CachedDek& for_encrypt(std::string_view key_name) {
 
 void forget_all() noexcept { cache().clear(); }
 
-void register_callbacks() { CacheRegisterRelcacheCallback(relcache_changed, 0); }
+void register_callbacks() {
+  pg_call([] { CacheRegisterRelcacheCallback(relcache_changed, 0); });
+}
 
-}  // namespace pg_envelope::keyring
+}  // namespace pg_envelope::dek_resolver

@@ -12,7 +12,7 @@
 #include "key_records.hpp"
 #include "pg_envelope/kms.hpp"
 
-namespace pg_envelope::key_store {
+namespace pg_envelope::key_admin_sql {
 
 // The key row, locked FOR UPDATE when `for_update` (key changes serialise on it).
 std::optional<KeyRecord> find_key(std::string_view name, bool for_update = false);
@@ -45,4 +45,4 @@ void destroy_key(std::uint32_t key_id);
 // Sets a key that is not destroyed to 'active' or 'disabled'.
 void set_key_disabled(std::uint32_t key_id, bool disabled);
 
-}  // namespace pg_envelope::key_store
+}  // namespace pg_envelope::key_admin_sql

@@ -1,0 +1,23 @@
+// DEK resolution: finds the DEK for a value (decrypt) or for a key name (encrypt):
+// the backend's first-level cache, then (on a miss) the key rows (key_catalog.hpp),
+// the shared DEK cache (shared_dek_cache.hpp) and, when no backend has it, an
+// unwrap by the key's KMS (kms_registry.hpp), whose result the others wait for.
+#pragma once
+
+#include <string_view>
+
+#include "pg_envelope/dek_cache.hpp"
+
+namespace pg_envelope::dek_resolver {
+
+CachedDek& for_decrypt(DekId id);
+CachedDek& for_encrypt(std::string_view key_name);
+
+// Drops this backend's cached DEKs (other backends follow the shared generation).
+void forget_all() noexcept;
+
+// Registers the relcache callback that notices changes of the key tables: dropped or
+// truncated, or a key change committed (or replayed on a standby); from _PG_init.
+void register_callbacks();
+
+}  // namespace pg_envelope::dek_resolver
