@@ -70,23 +70,7 @@ TEST(AwsCredentialsFile, OddInputs) {
   EXPECT_TRUE(no_section.access_key.empty());
 }
 
-class CredentialsFile {
- public:
-  CredentialsFile(const std::string& content, mode_t mode) {
-    char name[] = "/tmp/pg_envelope_aws_XXXXXX";
-    int fd = mkstemp(name);
-    EXPECT_GE(fd, 0);
-    path_ = name;
-    EXPECT_EQ(write(fd, content.data(), content.size()), static_cast<ssize_t>(content.size()));
-    close(fd);
-    chmod(name, mode);
-  }
-  ~CredentialsFile() { unlink(path_.c_str()); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using CredentialsFile = test::TempFile;
 
 std::function<const char*(const char*)> env_of(std::map<std::string, std::string> vars) {
   auto shared = std::make_shared<std::map<std::string, std::string>>(std::move(vars));

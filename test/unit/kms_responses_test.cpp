@@ -439,23 +439,7 @@ TEST(MetadataToken, CacheLifetime) {
 
 // ---------------------------------------------------------------- secret files
 
-class SecretFile {
- public:
-  SecretFile(const std::string& content, mode_t mode) {
-    char name[] = "/tmp/pg_envelope_secret_XXXXXX";
-    int fd = mkstemp(name);
-    EXPECT_GE(fd, 0);
-    path_ = name;
-    EXPECT_EQ(write(fd, content.data(), content.size()), static_cast<ssize_t>(content.size()));
-    close(fd);
-    chmod(name, mode);
-  }
-  ~SecretFile() { unlink(path_.c_str()); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using SecretFile = test::TempFile;
 
 TEST(SecretFiles, ReadTrimmedWithoutStreams) {
   SecretFile f(" \t token-value\r\n\n", 0640);

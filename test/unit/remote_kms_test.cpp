@@ -266,23 +266,7 @@ const char* kGcpKek = "projects/p/locations/global/keyRings/r/cryptoKeys/k";
 const char* kGcpLoopback = R"({"endpoint": "http://127.0.0.1:9"})";
 const char* kAzureLoopback = R"({"vault_url": "http://127.0.0.1:9"})";
 
-class TempFile {
- public:
-  TempFile(const std::string& content, mode_t mode) {
-    char name[] = "/tmp/pg_envelope_token_XXXXXX";
-    int fd = mkstemp(name);
-    EXPECT_GE(fd, 0);
-    path_ = name;
-    EXPECT_EQ(write(fd, content.data(), content.size()), static_cast<ssize_t>(content.size()));
-    close(fd);
-    chmod(name, mode);
-  }
-  ~TempFile() { unlink(path_.c_str()); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using test::TempFile;
 
 TEST(CloudTokens, NoSourceIsAnAuthenticationError) {
   auto gcp = make("gcp-kms", kGcpLoopback);

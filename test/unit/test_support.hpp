@@ -14,6 +14,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
 #include "pg_envelope/error.hpp"
 #include "pg_envelope/secure_bytes.hpp"
 
@@ -78,5 +83,30 @@ inline bool error_mentions(const Error& e, std::string_view needle) {
   auto has = [&](std::string_view s) { return s.find(needle) != std::string_view::npos; };
   return has(e.what()) || has(e.detail()) || has(e.hint());
 }
+
+}  // namespace pg_envelope::test
+
+namespace pg_envelope::test {
+
+// A file with `content` and exactly `mode`, removed when the object goes.
+class TempFile {
+ public:
+  TempFile(const std::string& content, mode_t mode) {
+    char name[] = "/tmp/pg_envelope_test_XXXXXX";
+    int fd = mkstemp(name);
+    EXPECT_GE(fd, 0);
+    path_ = name;
+    EXPECT_EQ(write(fd, content.data(), content.size()), static_cast<ssize_t>(content.size()));
+    close(fd);
+    chmod(name, mode);
+  }
+  ~TempFile() { unlink(path_.c_str()); }
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
 
 }  // namespace pg_envelope::test
