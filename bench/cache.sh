@@ -23,6 +23,12 @@
 #   BENCH_BEFORE_REF=27d05ea     git ref of the "before" build (last commit before the cache)
 #   BENCH_LOCK_TIMEOUT=1800      seconds to wait for /tmp/pgenv-install.lock (0: forever)
 #   BENCH_KEEP=0                 1: keep the temporary directory for inspection
+#   BENCH_PARTS="1 3"            which parts to run ("1" runs parts 1 and 2)
+#   BENCH_ROLE=""                part 3 scans as this new login role (EXECUTE on
+#                                decrypt_field, and the key's decrypt privilege where the
+#                                build has per-key privileges) instead of the superuser:
+#                                BENCH_ROLE=bench_reader BENCH_BEFORE_REF=76f0831
+#                                BENCH_PARTS=3 measures what the per-key check costs
 #   PG_BIN=/usr/lib/postgresql/15/bin
 #
 # The before/after part installs the old build system-wide (make install) for a moment:
@@ -44,6 +50,8 @@ BEFORE=${BENCH_BEFORE:-1}
 BEFORE_REF=${BENCH_BEFORE_REF:-27d05ea}
 LOCK_TIMEOUT=${BENCH_LOCK_TIMEOUT:-1800}
 KEEP=${BENCH_KEEP:-0}
+PARTS=${BENCH_PARTS:-1 3}
+ROLE=${BENCH_ROLE:-}
 LOCK_FILE=/tmp/pgenv-install.lock
 PY=/usr/bin/python3
 PORT=54329         # the sockets live in a private directory, so any port number is free there
@@ -56,6 +64,9 @@ done
 { [[ $LATENCY =~ ^[0-9]+$ ]] && (( LATENCY <= 120000 )); } || die "BENCH_KMS_LATENCY_MS must be 0..120000"
 [[ $LOCK_TIMEOUT =~ ^[0-9]+$ ]] || die "BENCH_LOCK_TIMEOUT must be a number of seconds"
 [[ $BEFORE == 0 || $BEFORE == 1 ]] || die "BENCH_BEFORE must be 0 or 1"
+[[ -z $ROLE || $ROLE =~ ^[a-z_][a-z0-9_]*$ ]] || die "BENCH_ROLE must be a plain lower-case role name"
+ROLE_ARGS=()
+[[ -n $ROLE ]] && ROLE_ARGS=(--role "$ROLE")
 [[ -r $BENCH_DIR/cache_bench.py ]] || die "missing $BENCH_DIR/cache_bench.py"
 [[ -x $PG_BIN/initdb && -x $PG_BIN/pg_ctl && -x $PG_BIN/pg_config ]] || die "PostgreSQL binaries not found in $PG_BIN"
 [[ -x $PY ]] || die "$PY not found"
@@ -63,7 +74,7 @@ done
   die "$PY needs python3-psycopg2 and python3-cryptography (apt-get install python3-psycopg2 python3-cryptography)"
 PKGLIBDIR=$("$PG_BIN/pg_config" --pkglibdir)
 EXTDIR=$("$PG_BIN/pg_config" --sharedir)/extension
-INSTALLED=("$PKGLIBDIR/pg_envelope.so" "$EXTDIR/pg_envelope.control" "$EXTDIR/pg_envelope--0.1.0.sql")
+INSTALLED=("$PKGLIBDIR/pg_envelope.so" "$EXTDIR/pg_envelope.control" "$EXTDIR"/pg_envelope--*.sql)
 [[ -e $PKGLIBDIR/pg_envelope.so ]] || die "$PKGLIBDIR/pg_envelope.so is not installed (make && make install)"
 if [[ $BEFORE == 1 ]]; then
   git -C "$REPO" rev-parse --verify -q "$BEFORE_REF^{commit}" >/dev/null || die "unknown git ref $BEFORE_REF"
@@ -105,7 +116,7 @@ cleanup() {
       echo "          restoring the files that were installed before this run instead" >&2
       tail -n 20 "$TMP/reinstall.log" >&2
       install -m 755 "$TMP/installed/pg_envelope.so" "$PKGLIBDIR/pg_envelope.so" &&
-        install -m 644 "$TMP/installed/pg_envelope.control" "$TMP/installed/pg_envelope--0.1.0.sql" "$EXTDIR/" ||
+        install -m 644 "$TMP/installed/pg_envelope.control" "$TMP"/installed/pg_envelope--*.sql "$EXTDIR/" ||
         echo "cache.sh: RESTORE FAILED TOO: $PKGLIBDIR holds the $BEFORE_REF build; run make install" >&2
       KEEP=1
     fi
@@ -193,17 +204,23 @@ echo "             Unix socket only, trust auth; envelope.cache_* at their defau
 echo
 echo "=== Parts 1-2: new connections, Vault Transit emulator (loopback HTTP), installed build ==="
 T_PART=$(date +%s)
-start_cluster conn "$PORT"
-helper conn --host "$SOCK" --port "$PORT" --token-file "$TMP/vault.token" --latency-ms "$LATENCY" \
-  --conns "$CONNS" --call-conns "$CALL_CONNS" --so-md5 "$SO_SUM" --out "$TMP/results/conn.json"
-stop_cluster conn
-echo "  parts 1-2 done in $(( $(date +%s) - T_PART )) s"
+if [[ " $PARTS " == *" 1 "* ]]; then
+  start_cluster conn "$PORT"
+  helper conn --host "$SOCK" --port "$PORT" --token-file "$TMP/vault.token" --latency-ms "$LATENCY" \
+    --conns "$CONNS" --call-conns "$CALL_CONNS" --so-md5 "$SO_SUM" --out "$TMP/results/conn.json"
+  stop_cluster conn
+  echo "  parts 1-2 done in $(( $(date +%s) - T_PART )) s"
+else
+  echo "  skipped (BENCH_PARTS=\"$PARTS\")"
+fi
 
 # ---------------------------------------------------------------- part 3
 echo
-echo "=== Part 3: hot decrypt path, local KMS ==="
+echo "=== Part 3: hot decrypt path, local KMS$([[ -n $ROLE ]] && echo ", scanning as role $ROLE") ==="
 T_PART=$(date +%s)
-if [[ $BEFORE == 1 ]]; then
+if [[ " $PARTS " != *" 3 "* ]]; then
+  echo "  skipped (BENCH_PARTS=\"$PARTS\")"
+elif [[ $BEFORE == 1 ]]; then
   # The "before" cluster preloads the old library and keeps it mapped after the current
   # build is installed over it (PostgreSQL never loads a preloaded library again), so
   # both clusters run side by side and their scans are interleaved run by run.
@@ -230,7 +247,7 @@ if [[ $BEFORE == 1 ]]; then
     { tail -n 30 "$TMP/old-install.log" >&2; exit 1; }
   start_cluster before "$PORT_BEFORE"
   BEFORE_TARGET="before: $BEFORE_SHA|$PORT_BEFORE|$SO_INODE|$SO_SUM"
-  helper hot-load --host "$SOCK" --port "$PORT_BEFORE" --rows "$N" --label before
+  helper hot-load --host "$SOCK" --port "$PORT_BEFORE" --rows "$N" --label before "${ROLE_ARGS[@]}"
   echo "  reinstalling the current tree (make -j2 install in $REPO) ..."
   AFTER_DESC=$(tree_desc)
   (cd "$REPO" && make -j2 install) >"$TMP/reinstall.log" 2>&1 ||
@@ -239,8 +256,8 @@ if [[ $BEFORE == 1 ]]; then
   echo "  current build installed ($AFTER_DESC)"
   start_cluster after "$PORT"
   AFTER_TARGET="after: $(tree_desc short)|$PORT|$SO_INODE|$SO_SUM"
-  helper hot-load --host "$SOCK" --port "$PORT" --rows "$N" --label after
-  helper hot-measure --host "$SOCK" --rows "$N" --runs "$RUNS" --out "$TMP/results/hot.json" \
+  helper hot-load --host "$SOCK" --port "$PORT" --rows "$N" --label after "${ROLE_ARGS[@]}"
+  helper hot-measure --host "$SOCK" --rows "$N" --runs "$RUNS" --out "$TMP/results/hot.json" "${ROLE_ARGS[@]}" \
     --target "$BEFORE_TARGET" --target "$AFTER_TARGET"
   stop_cluster before
   stop_cluster after
@@ -251,8 +268,9 @@ else
   echo "  installed build only (BENCH_BEFORE=0: no before/after comparison)"
   start_cluster current "$PORT"
   TARGET="current (installed)|$PORT|$SO_INODE|$SO_SUM"
-  helper hot-load --host "$SOCK" --port "$PORT" --rows "$N" --label current
-  helper hot-measure --host "$SOCK" --rows "$N" --runs "$RUNS" --out "$TMP/results/hot.json" --target "$TARGET"
+  helper hot-load --host "$SOCK" --port "$PORT" --rows "$N" --label current "${ROLE_ARGS[@]}"
+  helper hot-measure --host "$SOCK" --rows "$N" --runs "$RUNS" --out "$TMP/results/hot.json" "${ROLE_ARGS[@]}" \
+    --target "$TARGET"
   stop_cluster current
 fi
 echo "  part 3 done in $(( $(date +%s) - T_PART )) s"
@@ -260,6 +278,9 @@ echo "  part 3 done in $(( $(date +%s) - T_PART )) s"
 # ---------------------------------------------------------------- report
 echo
 echo "=================================== Report ==================================="
-helper report --conn "$TMP/results/conn.json" --hot "$TMP/results/hot.json"
+REPORT_ARGS=()
+[[ -f $TMP/results/conn.json ]] && REPORT_ARGS+=(--conn "$TMP/results/conn.json")
+[[ -f $TMP/results/hot.json ]] && REPORT_ARGS+=(--hot "$TMP/results/hot.json")
+helper report "${REPORT_ARGS[@]}"
 echo
 echo "load avg at end: $(cut -d' ' -f1-3 /proc/loadavg); total wall time: $(( $(date +%s) - T_START )) s"

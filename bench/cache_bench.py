@@ -59,8 +59,8 @@ def summary_ms(xs_s) -> dict:
             "mean": statistics.fmean(ms), "min": min(ms), "max": max(ms)}
 
 
-def connect(a, dbname: str = "postgres"):
-    conn = psycopg2.connect(host=a.host, port=a.port, user="postgres", dbname=dbname,
+def connect(a, dbname: str = "postgres", user: str = "postgres"):
+    conn = psycopg2.connect(host=a.host, port=a.port, user=user, dbname=dbname,
                             connect_timeout=10)
     conn.autocommit = True   # no implicit BEGIN round trip before the first query
     return conn
@@ -231,6 +231,18 @@ def cmd_hot_load(a) -> int:
     cur.execute("VACUUM (FREEZE, ANALYZE) plain")
     cur.execute("VACUUM (FREEZE, ANALYZE) t")
     cur.execute("CHECKPOINT")
+    if a.role:
+        # A role that decrypts as an application would: EXECUTE on decrypt_field, and
+        # (from 0.2.0) the per-key decrypt privilege, checked on every row.
+        cur.execute(f"CREATE ROLE {a.role} LOGIN")
+        cur.execute(f"GRANT SELECT ON plain, t TO {a.role}")
+        cur.execute(f"GRANT EXECUTE ON FUNCTION envelope.decrypt_field(envelope.encrypted_text, text) TO {a.role}")
+        cur.execute("SELECT to_regprocedure('envelope.grant_key(text, regrole, text)') IS NOT NULL")
+        if cur.fetchone()[0]:
+            cur.execute("SELECT envelope.grant_key('bench', %s, 'decrypt')", (a.role,))
+            log(f"  [{a.label}] role {a.role}: EXECUTE on decrypt_field and grant_key('bench', ..., 'decrypt')")
+        else:
+            log(f"  [{a.label}] role {a.role}: EXECUTE on decrypt_field (this build has no per-key privileges)")
     log(f"  [{a.label}] loaded in {time.perf_counter() - t0:.1f} s")
     ctl.close()
     return 0
@@ -256,7 +268,7 @@ def cmd_hot_measure(a) -> int:
     for spec in a.target:
         label, port, inode, md5 = spec.split("|")
         a_ = argparse.Namespace(host=a.host, port=int(port))
-        conn = connect(a_)
+        conn = connect(a_, user=a.role or "postgres")
         cur = conn.cursor()
         cur.execute("SELECT pg_backend_pid(), version()")
         pid, version = cur.fetchone()
@@ -475,11 +487,13 @@ def main() -> int:
     h.add_argument("--port", type=int, required=True)
     h.add_argument("--rows", type=int, default=1000000)
     h.add_argument("--label", required=True)
+    h.add_argument("--role", default="", help="also create this login role, allowed to decrypt")
     m = sub.add_parser("hot-measure")
     m.add_argument("--host", required=True)
     m.add_argument("--rows", type=int, default=1000000)
     m.add_argument("--runs", type=int, default=7)
     m.add_argument("--out", required=True)
+    m.add_argument("--role", default="", help="scan as this role (made by hot-load --role), not postgres")
     m.add_argument("--target", action="append", required=True,
                    help="LABEL|PORT|INODE|MD5 of a loaded cluster and the library it loaded (repeatable)")
     r = sub.add_parser("report")

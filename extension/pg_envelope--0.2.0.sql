@@ -230,3 +230,53 @@ REVOKE ALL ON FUNCTION
   envelope.stats_reset(),
   envelope.create_kms(text, text, jsonb), envelope.alter_kms(text, jsonb), envelope.drop_kms(text)
   FROM PUBLIC;
+
+------------------------------------------------------------------------------
+-- Per-key privileges (0.2.0). EXECUTE on a function lets a role call it; a key
+-- privilege lets it use that function with that key:
+--   encrypt  encrypt_field with the key;
+--   decrypt  decrypt_field of values under the key;
+--   admin    create (a name the pattern covers), rotate, rewrap, disable, enable,
+--            destroy, evict from the caches, grant and revoke.
+-- `pattern` is a key name, a prefix followed by '*' ('tenant_*'), or '*' for every
+-- key. A role holds what it is granted and what the roles it has the privileges of
+-- hold (SET ROLE, membership, SECURITY DEFINER: the current user counts).
+-- Superusers hold every privilege. admin does not imply encrypt or decrypt.
+------------------------------------------------------------------------------
+CREATE TABLE envelope.key_grant (
+  pattern    text NOT NULL CHECK (pattern ~ '^(\*|[A-Za-z0-9_][A-Za-z0-9_.:@/-]{0,62}\*?)$'),
+  grantee    regrole NOT NULL,
+  privilege  text NOT NULL CHECK (privilege IN ('encrypt', 'decrypt', 'admin')),
+  granted_by regrole NOT NULL,
+  granted_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+  PRIMARY KEY (pattern, grantee, privilege)
+);
+SELECT pg_catalog.pg_extension_config_dump('envelope.key_grant', '');
+REVOKE ALL ON envelope.key_grant FROM PUBLIC;
+CREATE TRIGGER key_grant_changed AFTER INSERT OR UPDATE OR DELETE ON envelope.key_grant
+  FOR EACH ROW EXECUTE FUNCTION envelope.key_tables_changed();
+CREATE TRIGGER key_grant_truncated AFTER TRUNCATE ON envelope.key_grant
+  FOR EACH STATEMENT EXECUTE FUNCTION envelope.key_tables_changed();
+ALTER TABLE envelope.key_grant ENABLE ALWAYS TRIGGER key_grant_changed, ENABLE ALWAYS TRIGGER key_grant_truncated;
+
+CREATE VIEW envelope.key_grants AS
+  SELECT g.pattern, g.grantee, g.privilege, g.granted_by, g.granted_at FROM envelope.key_grant g;
+REVOKE ALL ON envelope.key_grants FROM PUBLIC;
+
+CREATE FUNCTION envelope.grant_key(key text, role regrole, privilege text) RETURNS void
+  AS 'MODULE_PATHNAME', 'envelope_grant_key' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+CREATE FUNCTION envelope.revoke_key(key text, role regrole, privilege text) RETURNS void
+  AS 'MODULE_PATHNAME', 'envelope_revoke_key' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+
+-- Which key, DEK version and KMS a value was encrypted with, without decrypting it.
+CREATE FUNCTION envelope.key_of(value envelope.encrypted_text, OUT key_name text, OUT version integer, OUT kms text)
+  RETURNS record AS 'MODULE_PATHNAME', 'envelope_key_of' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION envelope.key_of(value envelope.encrypted_bytea, OUT key_name text, OUT version integer, OUT kms text)
+  RETURNS record AS 'MODULE_PATHNAME', 'envelope_key_of' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION envelope.key_of(value envelope.encrypted_jsonb, OUT key_name text, OUT version integer, OUT kms text)
+  RETURNS record AS 'MODULE_PATHNAME', 'envelope_key_of' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+
+REVOKE ALL ON FUNCTION envelope.grant_key(text, regrole, text), envelope.revoke_key(text, regrole, text),
+  envelope.key_of(envelope.encrypted_text), envelope.key_of(envelope.encrypted_bytea),
+  envelope.key_of(envelope.encrypted_jsonb)
+  FROM PUBLIC;

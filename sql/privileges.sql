@@ -48,9 +48,17 @@ SHOW envelope.master_key_file;
 RESET ROLE;
 
 -- Grants: an application role may encrypt; a reader may decrypt text only. Neither
--- can read the key tables, although the functions read them on their behalf.
+-- can read the key tables, although the functions read them on their behalf. Two
+-- layers: EXECUTE on the function, and the key privilege (grant_key) on the key.
 GRANT EXECUTE ON FUNCTION envelope.encrypt_field(text, text, text) TO regress_envelope_app;
 GRANT EXECUTE ON FUNCTION envelope.decrypt_field(envelope.encrypted_text, text) TO regress_envelope_reader;
+-- EXECUTE alone is not enough:
+SET ROLE regress_envelope_reader;
+SELECT envelope.decrypt_field(c) FROM priv_data;
+RESET ROLE;
+SELECT envelope.grant_key('k_priv', 'regress_envelope_app', 'encrypt');
+SELECT envelope.grant_key('k_*', 'regress_envelope_reader', 'decrypt');
+SELECT pattern, grantee, privilege, granted_by = current_user::regrole AS granted_by_me FROM envelope.key_grants ORDER BY 1, 2, 3;
 SET ROLE regress_envelope_app;
 CREATE TABLE app_table (c envelope.encrypted_text);
 INSERT INTO app_table VALUES (envelope.encrypt_field('from the app', 'k_priv'));

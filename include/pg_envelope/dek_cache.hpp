@@ -23,6 +23,13 @@ struct CachedDek {
   // Until when (the caller's clock) the DEK may be used without asking the shared
   // cache again; the shared cache's TTL or max-stale retry interval.
   std::int64_t valid_until = INT64_MAX;
+  // The per-key privileges of one user already checked for this DEK's key (bits of
+  // the privileges asked, and of those held), while `access_epoch` is current; the
+  // PostgreSQL layer (key_access) fills and reads them.
+  std::uint32_t access_user = 0;
+  std::uint64_t access_epoch = 0;
+  std::uint8_t access_checked = 0;
+  std::uint8_t access_held = 0;
 };
 
 class DekCache {

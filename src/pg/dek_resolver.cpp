@@ -19,6 +19,7 @@ extern "C" {
 #include <cstdio>
 
 #include "extension_objects.hpp"
+#include "key_access.hpp"
 #include "key_catalog.hpp"
 #include "key_errors.hpp"
 #include "dek_resolver.hpp"
@@ -78,7 +79,10 @@ DekCache& cache() {
     seen_generation = g;
     bool replayed = key_table_changed;
     key_table_changed = false;
-    if (replayed) evict_inactive_keys_on_standby();
+    if (replayed) {
+      key_access::forget_grants();
+      evict_inactive_keys_on_standby();
+    }
   }
   return *c;
 }
@@ -166,9 +170,12 @@ CachedDek& load(DekCache& c, const DekRecord& rec, std::uint64_t generation) {
 
 }  // namespace
 
-CachedDek& for_decrypt(DekId id) {
+CachedDek& for_decrypt(DekId id, key_access::Privilege privilege) {
   DekCache& c = cache();
-  if (CachedDek* d = c.find(id); d != nullptr && d->valid_until > statement_now()) return *d;
+  if (CachedDek* d = c.find(id); d != nullptr && d->valid_until > statement_now()) {
+    key_access::require(*d, privilege);
+    return *d;
+  }
   std::uint64_t generation = key_generation();
   std::optional<DekRecord> rec = key_catalog::dek(id);
   if (!rec)
@@ -178,16 +185,24 @@ CachedDek& for_decrypt(DekId id) {
                 "The value was encrypted in a database whose key tables (envelope.key, envelope.data_key) were "
                 "not copied here, or the key row was deleted.",
                 "Restore the key tables from a dump of the database the value came from.");
-  return load(c, *rec, generation);
+  // Before any KMS call: a role without the privilege costs nobody an unwrap.
+  key_access::require(rec->key.name, privilege);
+  CachedDek& d = load(c, *rec, generation);
+  key_access::remember(d, privilege);
+  return d;
 }
 
-CachedDek& for_encrypt(std::string_view key_name) {
+CachedDek& for_encrypt(std::string_view key_name, key_access::Privilege privilege) {
   DekCache& c = cache();
   std::int64_t now = statement_now();
-  if (CachedDek* d = c.find_current(key_name); d != nullptr && d->valid_until > now) return *d;
+  if (CachedDek* d = c.find_current(key_name); d != nullptr && d->valid_until > now) {
+    key_access::require(*d, privilege);
+    return *d;
+  }
   std::uint64_t generation = key_generation();
   std::optional<KeyRecord> key = key_catalog::key_by_name(key_name);
   if (!key) throw_no_such_key();
+  key_access::require(key->name, privilege);
   if (key->destroyed) throw_key_destroyed(key->name);
   if (key->disabled) throw_key_disabled(key->name);
   DekId id{key->key_id, key->current_version};
@@ -199,6 +214,7 @@ CachedDek& for_encrypt(std::string_view key_name) {
                   "envelope.data_key has no row for " + version_label(key->name, id.version) + ".");
     d = &load(c, *rec, generation);
   }
+  key_access::remember(*d, privilege);
   c.set_current(key->name, id);
   return *d;
 }
@@ -207,6 +223,7 @@ void forget_all() noexcept { cache().clear(); }
 
 void register_callbacks() {
   pg_call([] { CacheRegisterRelcacheCallback(relcache_changed, 0); });
+  key_access::register_callbacks();
 }
 
 }  // namespace pg_envelope::dek_resolver

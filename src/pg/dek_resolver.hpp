@@ -6,12 +6,15 @@
 
 #include <string_view>
 
+#include "key_access.hpp"
 #include "pg_envelope/dek_cache.hpp"
 
 namespace pg_envelope::dek_resolver {
 
-CachedDek& for_decrypt(DekId id);
-CachedDek& for_encrypt(std::string_view key_name);
+// Each checks that the current user holds `privilege` on the key (key_access.hpp),
+// before any KMS call on a miss.
+CachedDek& for_decrypt(DekId id, key_access::Privilege privilege);
+CachedDek& for_encrypt(std::string_view key_name, key_access::Privilege privilege);
 
 // Drops this backend's cached DEKs (other backends follow the shared generation).
 void forget_all() noexcept;

@@ -112,6 +112,14 @@ bool resolve(Objects* out) {
   if (out->key_table == InvalidOid || out->data_key_table == InvalidOid || out->kms_table == InvalidOid)
     return false;
   out->owner = relation_owner(out->key_table);
+  out->key_grant_table = get_relname_relid("key_grant", out->schema);
+  if (out->key_grant_table != InvalidOid) {
+    out->key_grant = {get_attnum(out->key_grant_table, "pattern"), get_attnum(out->key_grant_table, "grantee"),
+                      get_attnum(out->key_grant_table, "privilege")};
+    if (out->key_grant.pattern == InvalidAttrNumber || out->key_grant.grantee == InvalidAttrNumber ||
+        out->key_grant.privilege == InvalidAttrNumber)
+      return false;
+  }
   out->key = {get_attnum(out->key_table, "key_id"), get_attnum(out->key_table, "name"),
               get_attnum(out->key_table, "kms"),    get_attnum(out->key_table, "kek"),
               get_attnum(out->key_table, "state"),  get_attnum(out->key_table, "current_version")};
@@ -172,8 +180,8 @@ void define_version_check_guc() {
 }
 
 bool is_key_table(Oid relid) noexcept {
-  return relid != InvalidOid &&
-         (relid == resolved.key_table || relid == resolved.data_key_table || relid == resolved.kms_table);
+  return relid != InvalidOid && (relid == resolved.key_table || relid == resolved.data_key_table ||
+                                 relid == resolved.kms_table || relid == resolved.key_grant_table);
 }
 
 void forget() noexcept { valid = false; }

@@ -22,6 +22,9 @@ struct Objects {
   Oid data_key_pkey = InvalidOid;  // (key_id, version)
   Oid kms_table = InvalidOid;
   Oid kms_pkey = InvalidOid;  // (name)
+  // envelope.key_grant (0.2.0 on); InvalidOid in an older schema, where EXECUTE alone
+  // decides (only reachable with envelope.version_check off).
+  Oid key_grant_table = InvalidOid;
   // Attribute numbers of the columns the direct reads need.
   struct {
     AttrNumber key_id, name, kms, kek, state, current_version;
@@ -32,6 +35,9 @@ struct Objects {
   struct {
     AttrNumber name, provider, options;
   } kms;
+  struct {
+    AttrNumber pattern, grantee, privilege;
+  } key_grant;
   Oid text_collation = InvalidOid;  // of envelope.key.name (and its index)
   char sql_version[64] = "";        // pg_extension.extversion
 };
@@ -45,8 +51,8 @@ const Objects& objects();
 // envelope.version_check (superuser; on by default).
 void define_version_check_guc();
 
-// True when relid is one of the key tables (envelope.key, data_key, kms) as last
-// resolved. Plain reads only: safe in an invalidation callback.
+// True when relid is one of the key tables (envelope.key, data_key, kms, key_grant)
+// as last resolved. Plain reads only: safe in an invalidation callback.
 bool is_key_table(Oid relid) noexcept;
 
 // Forgets the resolved objects (from the relcache callback; plain writes only).

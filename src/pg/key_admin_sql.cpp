@@ -165,4 +165,25 @@ void set_key_disabled(std::uint32_t key_id, bool disabled) {
          {int4_param(key_id), text_param(disabled ? "disabled" : "active")}, SPI_OK_UPDATE);
 }
 
+bool insert_grant(std::string_view pattern, Oid grantee, std::string_view privilege, Oid granted_by) {
+  OwnerSpi spi;
+  std::uint64_t n = spi.exec(
+      "INSERT INTO envelope.key_grant (pattern, grantee, privilege, granted_by) "
+      "VALUES ($1, $2::pg_catalog.oid::pg_catalog.regrole, $3, $4::pg_catalog.oid::pg_catalog.regrole) "
+      "ON CONFLICT (pattern, grantee, privilege) DO NOTHING",
+      {text_param(pattern), oid_param(grantee), text_param(privilege), oid_param(granted_by)}, SPI_OK_INSERT);
+  spi.finish();
+  return n > 0;
+}
+
+bool delete_grant(std::string_view pattern, Oid grantee, std::string_view privilege) {
+  OwnerSpi spi;
+  std::uint64_t n = spi.exec(
+      "DELETE FROM envelope.key_grant WHERE pattern OPERATOR(pg_catalog.=) $1 "
+      "AND grantee::pg_catalog.oid OPERATOR(pg_catalog.=) $2 AND privilege OPERATOR(pg_catalog.=) $3",
+      {text_param(pattern), oid_param(grantee), text_param(privilege)}, SPI_OK_DELETE);
+  spi.finish();
+  return n > 0;
+}
+
 }  // namespace pg_envelope::key_admin_sql

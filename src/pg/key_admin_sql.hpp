@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "key_records.hpp"
+#include "pg_includes.hpp"
 #include "pg_envelope/kms.hpp"
 
 namespace pg_envelope::key_admin_sql {
@@ -44,5 +45,10 @@ void destroy_key(std::uint32_t key_id);
 
 // Sets a key that is not destroyed to 'active' or 'disabled'.
 void set_key_disabled(std::uint32_t key_id, bool disabled);
+
+// envelope.key_grant rows: insert one (false when it existed), delete one (false when
+// there was none).
+bool insert_grant(std::string_view pattern, Oid grantee, std::string_view privilege, Oid granted_by);
+bool delete_grant(std::string_view pattern, Oid grantee, std::string_view privilege);
 
 }  // namespace pg_envelope::key_admin_sql

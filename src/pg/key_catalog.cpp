@@ -84,6 +84,20 @@ int inactive_key_ids(Oid table, AttrNumber key_id_att, AttrNumber state_att, uin
   return n;
 }
 
+// Every row of `table`, copied, through `visit(row, arg)` (plain: no C++ object).
+void scan_all(Oid table, void (*visit)(const Row*, void*), void* arg) {
+  Relation rel = table_open(table, AccessShareLock);
+  SysScanDesc scan = systable_beginscan(rel, InvalidOid, false, nullptr, 0, nullptr);
+  HeapTuple tup;
+  while (HeapTupleIsValid(tup = systable_getnext(scan))) {
+    Row row;
+    copy_row(tup, RelationGetDescr(rel), &row);
+    visit(&row, arg);
+  }
+  systable_endscan(scan);
+  table_close(rel, AccessShareLock);
+}
+
 // ---- C++ side ----
 
 Datum text_datum(std::string_view s) {
@@ -207,6 +221,46 @@ std::vector<std::uint32_t> inactive_keys() {
   std::vector<std::uint32_t> out(ids, ids + n);
   pfree(ids);
   std::sort(out.begin(), out.end());
+  return out;
+}
+
+namespace {
+
+struct GrantRows {
+  Row* rows;
+  int n, cap;
+};
+
+// Collects copies of the rows (plain: runs inside pg_call).
+void collect_row(const Row* row, void* arg) {
+  auto* all = static_cast<GrantRows*>(arg);
+  if (all->n == all->cap) {
+    all->cap = all->cap == 0 ? 16 : all->cap * 2;
+    all->rows = static_cast<Row*>(all->rows == nullptr ? palloc(sizeof(Row) * all->cap)
+                                                       : repalloc(all->rows, sizeof(Row) * all->cap));
+  }
+  all->rows[all->n++] = *row;
+}
+
+}  // namespace
+
+std::vector<Grant> grants() {
+  const ext::Objects& o = ext::objects();
+  std::vector<Grant> out;
+  if (o.key_grant_table == InvalidOid) return out;
+  GrantRows all{nullptr, 0, 0};
+  pg_call([&] { scan_all(o.key_grant_table, collect_row, &all); });
+  out.reserve(static_cast<std::size_t>(all.n));
+  for (int i = 0; i < all.n; ++i) {
+    Row& row = all.rows[i];
+    Grant g;
+    g.pattern = text_of(row, o.key_grant.pattern);
+    g.grantee = row.nulls[o.key_grant.grantee - 1] ? InvalidOid : DatumGetObjectId(row.values[o.key_grant.grantee - 1]);
+    g.privilege = text_of(row, o.key_grant.privilege);
+    out.push_back(std::move(g));
+    free_row(row);
+  }
+  if (all.rows != nullptr) pfree(all.rows);
   return out;
 }
 

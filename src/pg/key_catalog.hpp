@@ -6,7 +6,12 @@
 // replayed on a standby), whatever snapshot the caller's query runs with.
 #pragma once
 
+extern "C" {
+#include "postgres.h"
+}
+
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -21,5 +26,13 @@ std::optional<KmsConfig> kms(std::string_view name);
 
 // Key ids of this database's keys that are disabled or destroyed.
 std::vector<std::uint32_t> inactive_keys();
+
+// Every row of envelope.key_grant (empty in a schema without it).
+struct Grant {
+  std::string pattern;
+  Oid grantee;
+  std::string privilege;
+};
+std::vector<Grant> grants();
 
 }  // namespace pg_envelope::key_catalog

@@ -35,6 +35,8 @@ SpiParam int4_param(std::uint32_t v) { return {INT4OID, Int32GetDatum(static_cas
 
 SpiParam bytea_param(ByteView b) { return {BYTEAOID, PointerGetDatum(pg_varlena(b))}; }
 
+SpiParam oid_param(Oid v) { return {OIDOID, ObjectIdGetDatum(v)}; }
+
 OwnerSpi::OwnerSpi() {
   Oid owner = ext::objects().owner;
   pg_call([] { SPI_connect(); });

@@ -37,6 +37,7 @@ struct SpiParam {
 SpiParam text_param(std::string_view s);
 SpiParam int4_param(std::uint32_t v);
 SpiParam bytea_param(ByteView b);
+SpiParam oid_param(Oid v);
 
 class OwnerSpi {
  public:

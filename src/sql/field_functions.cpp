@@ -82,7 +82,7 @@ Datum encrypt_field(FunctionCallInfo fcinfo, PlainType type) {
   bool has_context = !PG_ARGISNULL(2);
   VarlenaArg context;
   if (has_context) context = detoast_arg(fcinfo, 2);
-  CachedDek& dek = dek_resolver::for_encrypt(key_name.text());
+  CachedDek& dek = dek_resolver::for_encrypt(key_name.text(), key_access::kEncrypt);
 
   if (type == PlainType::kJsonb) {
     // jsonb is encrypted in its canonical text form, which is stable across versions.
@@ -129,7 +129,7 @@ Datum decrypt_field(FunctionCallInfo fcinfo, PlainType type) {
   bool has_context = !PG_ARGISNULL(1);
   VarlenaArg context;
   if (has_context) context = detoast_arg(fcinfo, 1);
-  CachedDek& dek = dek_resolver::for_decrypt(env.header.dek);
+  CachedDek& dek = dek_resolver::for_decrypt(env.header.dek, key_access::kDecrypt);
 
   Bytes& aad = aad_buffer();
   build_aad(env.header_bytes, type, has_context, has_context ? context.text() : std::string_view(), aad);

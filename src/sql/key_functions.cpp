@@ -7,6 +7,7 @@
 // the name of a key still being created, is scrubbed from KMS errors.
 #include "pg/guard.hpp"
 
+#include "pg/key_access.hpp"
 #include "pg/key_catalog.hpp"
 #include "pg/key_errors.hpp"
 #include "pg/key_admin_sql.hpp"
@@ -52,11 +53,13 @@ std::uint32_t fresh_key_id() {
   throw Error(sqlstate::kInternalError, "could not allocate a key id");
 }
 
-// The key named by argument 0, locked for a change (or not, for cache_evict).
+// The key named by argument 0, which the current user administers; locked for a
+// change (or not, for cache_evict).
 KeyRecord existing_key(FunctionCallInfo fcinfo, bool for_update = true) {
   std::string name = text_arg(fcinfo, 0, "key name");
   std::optional<KeyRecord> key = for_update ? key_admin_sql::find_key(name, true) : key_catalog::key_by_name(name);
   if (!key) throw_no_such_key(kManagementHint);
+  key_access::require(key->name, key_access::kAdmin);
   return std::move(*key);
 }
 
@@ -106,6 +109,7 @@ PGENV_FUNCTION(envelope_create_key) {
   KeyRecord key;
   key.name = text_arg(fcinfo, 0, "key name");
   validate_key_name(key.name);
+  key_access::require_admin_over(key.name);
   key.kms = text_arg(fcinfo, 1, "KMS name");
   bool kek_given = !PG_ARGISNULL(2);
   try {

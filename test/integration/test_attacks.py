@@ -157,6 +157,9 @@ def env(module_cluster_factory):
     pg.sql("SELECT envelope.create_kms('vault_spare', 'vault-transit', %s::jsonb)", (json.dumps(opts),))
     pg.sql("SELECT envelope.create_key('lk')")
     pg.sql("SELECT envelope.create_key('rk', kms => 'vault', kek => 'pg-envelope')")
+    # ...and holds every key privilege on every key: every code path runs for it.
+    for privilege in ("encrypt", "decrypt", "admin"):
+        pg.sql("SELECT envelope.grant_key('*', %s, %s)", (ATTACKER, privilege))
     for i, key in ((1, "lk"), (2, "rk")):
         pg.sql("INSERT INTO public.rdata VALUES (%s, envelope.encrypt_field(%s::text, %s, %s::text), "
                "envelope.encrypt_field(%s::bytea, %s), envelope.encrypt_field(%s::jsonb, %s))",
@@ -243,6 +246,18 @@ def entry_point_calls(tag: str, superuser: bool) -> list[tuple[str, str, tuple, 
         ("envelope.drop_kms(text)",
          f"SELECT envelope.drop_kms('{k}_kms'::pg_catalog.text)" if superuser else
          "SELECT envelope.drop_kms('vault'::pg_catalog.text)", (), set() if superuser else {"2BP01"}),
+        ("envelope.grant_key(text,regrole,text)",
+         f"SELECT envelope.grant_key('{k}_*'::pg_catalog.text, 'attacker'::pg_catalog.regrole, "
+         "'decrypt'::pg_catalog.text)", (), set()),
+        ("envelope.revoke_key(text,regrole,text)",
+         f"SELECT envelope.revoke_key('{k}_*'::pg_catalog.text, 'attacker'::pg_catalog.regrole, "
+         "'decrypt'::pg_catalog.text)", (), set()),
+        ("envelope.key_of(envelope.encrypted_text)",
+         "SELECT (envelope.key_of(t)).key_name FROM public.rdata", (), set()),
+        ("envelope.key_of(envelope.encrypted_bytea)",
+         "SELECT (envelope.key_of(b)).kms FROM public.rdata", (), set()),
+        ("envelope.key_of(envelope.encrypted_jsonb)",
+         "SELECT * FROM public.rdata, LATERAL envelope.key_of(j)", (), set()),
         # Fired by every key change above; called here through an UPDATE by hand.
         ("envelope.key_tables_changed()",
          "UPDATE envelope.key SET kek = kek WHERE name OPERATOR(pg_catalog.=) 'rk'" if superuser else
@@ -458,6 +473,9 @@ def test_no_argument_is_echoed(env):
         ("SELECT envelope.create_kms(%s, 'vault-transit', '{}')", (marker,)),
         ("SELECT envelope.create_kms('provider_test', %s)", (marker,)),
         ("SELECT %s::envelope.encrypted_text", (marker,)),
+        ("SELECT envelope.grant_key(%s, 'attacker', 'decrypt')", (marker + "!",)),
+        ("SELECT envelope.grant_key('lk', 'attacker', %s)", (marker,)),
+        ("SELECT envelope.revoke_key(%s, 'attacker', 'decrypt')", (marker + " x",)),
         ("SELECT %s::envelope.encrypted_bytea", ("env1:" + marker,)),
         ("INSERT INTO public.rdata (id, t) VALUES (99, %s)", (marker,)),
     ]
@@ -518,6 +536,7 @@ def test_unprivileged_role_is_refused_everything(env):
             assert pg_error(e)["sqlstate"] == "42501", (stmt, pg_error(e))
     # A role allowed to decrypt only cannot manage keys or read the key tables.
     pg.sql("GRANT EXECUTE ON FUNCTION envelope.decrypt_field(envelope.encrypted_text, text) TO nobody")
+    pg.sql("SELECT envelope.grant_key('lk', 'nobody', 'decrypt')")
     with conn.cursor() as cur:
         cur.execute("SELECT envelope.decrypt_field(t, id::text) FROM public.rdata WHERE id = 1")
         assert cur.fetchone()[0] == SECRET
@@ -527,6 +546,7 @@ def test_unprivileged_role_is_refused_everything(env):
             cur.execute(sql)
         assert pg_error(e)["sqlstate"] == "42501", (sql, pg_error(e))
     conn.close()
+    pg.sql("SELECT envelope.revoke_key('lk', 'nobody', 'decrypt')")
     pg.sql("REVOKE ALL ON FUNCTION envelope.decrypt_field(envelope.encrypted_text, text) FROM nobody")
     pg.sql("REVOKE ALL ON public.rdata FROM nobody")
     pg.sql("DROP ROLE nobody")

@@ -234,6 +234,10 @@ def test_least_privilege(cluster):
 
     cluster.sql(f"GRANT EXECUTE ON FUNCTION envelope.decrypt_field(envelope.encrypted_text, text) "
                 f"TO {APP_ROLE}", dbname=db)
+    # EXECUTE alone: the role may call the function, but holds no key privilege.
+    must_fail(cluster, "SELECT envelope.decrypt_field(t, 'c1') FROM app.notes", dbname=db, user=APP_ROLE,
+              sqlstate="42501")
+    cluster.sql(f"SELECT envelope.grant_key('pk', '{APP_ROLE}', 'decrypt')", dbname=db)
     assert as_app("SELECT envelope.decrypt_field(t, 'c1') FROM app.notes") == [(SECRET_NOTE,)]
     # Decrypting works, but with the wrong context it is still refused.
     must_fail(cluster, "SELECT envelope.decrypt_field(t, 'c2') FROM app.notes", dbname=db,

@@ -179,6 +179,10 @@ def test_update_from_release_keeps_everything(cluster_factory, emulator, old):
     pg.sql("ALTER EXTENSION pg_envelope UPDATE", dbname="upgraded")
     assert pg.scalar("SELECT extversion FROM pg_extension WHERE extname = 'pg_envelope'",
                      dbname="upgraded") == CURRENT
+    # 0.1.0 had no key privileges: EXECUTE held directly becomes the matching privilege
+    # on every key, so reader_app decrypts as before (checked by snapshot() below).
+    assert pg.sql("SELECT pattern, grantee::text, privilege FROM envelope.key_grants ORDER BY 2, 3",
+                  dbname="upgraded") == [("*", "reader_app", "decrypt")]
     after = snapshot(pg, "upgraded")
     # Functions the update added have no grants; those that existed keep theirs.
     existed = {fn for fn, _ in before["grants"]}
