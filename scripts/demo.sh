@@ -46,6 +46,7 @@ SELECT id, ssn FROM patients;
 CREATE ROLE clinician LOGIN;
 GRANT SELECT ON patients TO clinician;
 GRANT EXECUTE ON FUNCTION envelope.decrypt_field(envelope.encrypted_text, text) TO clinician;
+SELECT envelope.grant_key('tenant_42', 'clinician', 'decrypt');
 SET ROLE clinician;
 SELECT id, envelope.decrypt_field(ssn) AS ssn FROM patients;
 RESET ROLE;
@@ -60,12 +61,27 @@ SELECT envelope.decrypt_field(ssn) FROM patients;
 RESET ROLE;
 -- The key hierarchy: one named key, its DEK stored only wrapped by the master key.
 SELECT key_name, kms, version, version_state, is_current FROM envelope.keys;
+-- Protected columns: the application's own table, column and SQL, unchanged.
+CREATE TABLE users (id bigserial PRIMARY KEY, email text UNIQUE, name text);
+SELECT envelope.protect_column('users', 'email', 'tenant_42', context_column => 'id');
+CREATE ROLE app LOGIN;
+GRANT SELECT, INSERT, UPDATE, DELETE ON users TO app;
+GRANT USAGE ON SEQUENCE users_id_seq TO app;
+SELECT envelope.grant_key('tenant_42', 'app', 'encrypt'), envelope.grant_key('tenant_42', 'app', 'decrypt');
+SET ROLE app;
+INSERT INTO users (email, name) VALUES ('ann@example.org', 'Ann'), ('bob@example.org', 'Bob');
+INSERT INTO users (email, name) VALUES ('ann@example.org', 'Ann B')
+  ON CONFLICT (email) DO UPDATE SET name = EXCLUDED.name;
+SELECT id, email, name FROM users WHERE email = 'ann@example.org';   -- through the blind index
+RESET ROLE;
+-- Everyone else, the superuser included (so pg_dump carries ciphertext), sees the sealed form.
+SELECT id, left(email::text, 40) || '...' AS email_as_stored, name FROM users;
 SQL
 echo "== the data files hold no plaintext:"
 as_db_user "$bindir/psql" -X -q -h "$work" -p 5499 -d postgres -c CHECKPOINT
-if grep -rqa '123-45-6789' "$work/data/base"; then
+if grep -rqa -e '123-45-6789' -e 'ann@example.org' "$work/data/base"; then
   echo "plaintext found on disk"; exit 1
 else
-  echo "   grep -r '123-45-6789' \$PGDATA/base: no match"
+  echo "   grep -r -e '123-45-6789' -e 'ann@example.org' \$PGDATA/base: no match"
 fi
 echo "== demo finished; the cluster is removed."

@@ -12,7 +12,12 @@ packages=(
   postgresql-15 postgresql-server-dev-15
   libssl-dev libcurl4-openssl-dev nlohmann-json3-dev libgtest-dev
   python3 python3-pytest python3-psycopg2 python3-botocore python3-cryptography curl
+  # the clients and ORMs the protected-column tests drive (test/integration/clients)
+  pgbouncer python3-psycopg python3-sqlalchemy python3-django ruby ruby-activerecord ruby-pg
 )
+# Node.js and npm: the machine's own if it has them (a NodeSource nodejs carries npm),
+# else Debian's.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then packages+=(nodejs npm); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -21,6 +26,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${missing[*]}"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# node-postgres and Sequelize from the npm registry, pinned by the committed lock file.
+if [ ! -d "$here/test/integration/clients/node/node_modules" ] ||
+   [ "$here/test/integration/clients/node/package-lock.json" -nt "$here/test/integration/clients/node/node_modules" ]; then
+  echo "== installing the npm packages of the client tests"
+  npm ci --prefix "$here/test/integration/clients/node" --no-audit --no-fund --loglevel=error >/dev/null
 fi
 
 export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}

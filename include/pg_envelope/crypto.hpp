@@ -1,4 +1,4 @@
-// Cryptographic primitives, all through OpenSSL: AES-GCM, HKDF-SHA256, SHA-256, the CSPRNG
+// Cryptographic primitives, all through OpenSSL: AES-GCM, HKDF-SHA256, SHA-256, HMAC-SHA256, the CSPRNG
 // and constant-time comparison. Pure C++: no PostgreSQL headers.
 #pragma once
 
@@ -9,6 +9,7 @@
 #include "pg_envelope/secure_bytes.hpp"
 
 typedef struct evp_cipher_ctx_st EVP_CIPHER_CTX;
+typedef struct evp_mac_ctx_st EVP_MAC_CTX;
 
 namespace pg_envelope {
 
@@ -33,6 +34,27 @@ void hkdf_sha256(ByteView ikm, ByteView salt, ByteView info, std::span<std::uint
 
 // SHA-256 of `data` (OpenSSL's one-shot digest).
 void sha256(ByteView data, std::uint8_t out[32]);
+
+// HMAC-SHA256 (RFC 2104) of `data` under `key` (OpenSSL).
+void hmac_sha256(ByteView key, ByteView data, std::uint8_t out[32]);
+
+// HMAC-SHA256 under one key, for many messages: the keyed state is computed once
+// (the one-shot hmac_sha256() fetches the algorithms and hashes the key every call).
+// Not thread-safe; the key is held by OpenSSL's context and cleansed when it is freed.
+class HmacSha256 {
+ public:
+  explicit HmacSha256(ByteView key);
+  ~HmacSha256();
+  HmacSha256(HmacSha256&& other) noexcept : ctx_(other.ctx_) { other.ctx_ = nullptr; }
+  HmacSha256& operator=(HmacSha256&&) = delete;
+  HmacSha256(const HmacSha256&) = delete;
+  HmacSha256& operator=(const HmacSha256&) = delete;
+
+  void mac(ByteView data, std::uint8_t out[32]);
+
+ private:
+  EVP_MAC_CTX* ctx_ = nullptr;
+};
 
 // AES-GCM with a fixed key (16, 24 or 32 bytes). The key schedule is computed once,
 // so sealing and opening many short values with one key is cheap. Not thread-safe;

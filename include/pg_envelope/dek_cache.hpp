@@ -16,10 +16,13 @@ namespace pg_envelope {
 
 // An unwrapped DEK, ready to use: the key schedule is set up once in `aead`.
 struct CachedDek {
-  CachedDek(DekId id_, std::string key_name_, ByteView key) : id(id_), key_name(std::move(key_name_)), aead(key) {}
+  CachedDek(DekId id_, std::string key_name_, ByteView key);
   DekId id;
   std::string key_name;
   AesGcm aead;
+  // HKDF-SHA256(DEK, "pg_envelope blind index seed v1"): the root of the blind-index
+  // keys of protected columns whose blind key this DEK is (never the DEK itself).
+  SecureBytes blind_seed;
   // Until when (the caller's clock) the DEK may be used without asking the shared
   // cache again; the shared cache's TTL or max-stale retry interval.
   std::int64_t valid_until = INT64_MAX;

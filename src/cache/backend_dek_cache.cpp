@@ -9,6 +9,12 @@
 
 namespace pg_envelope {
 
+CachedDek::CachedDek(DekId id_, std::string key_name_, ByteView key)
+    : id(id_), key_name(std::move(key_name_)), aead(key), blind_seed(32) {
+  static constexpr std::string_view kLabel = "pg_envelope blind index seed v1";
+  hkdf_sha256(key, {}, as_bytes(kLabel), blind_seed.span());
+}
+
 namespace {
 
 struct DekIdHash {

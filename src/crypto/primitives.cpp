@@ -2,6 +2,7 @@
 #include <openssl/crypto.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/kdf.h>
 #include <openssl/rand.h>
 #include <pthread.h>
@@ -72,6 +73,48 @@ void sha256(ByteView data, std::uint8_t out[32]) {
   unsigned int n = 0;
   if (EVP_Digest(data.data(), data.size(), out, &n, EVP_sha256(), nullptr) != 1 || n != 32)
     throw Error(sqlstate::kInternalError, "SHA-256 failed");
+}
+
+void hmac_sha256(ByteView key, ByteView data, std::uint8_t out[32]) {
+  unsigned int n = 0;
+  // HMAC() with an empty key still needs a non-null pointer.
+  static const std::uint8_t kEmpty = 0;
+  if (HMAC(EVP_sha256(), key.empty() ? &kEmpty : key.data(), static_cast<int>(key.size()), data.data(), data.size(),
+           out, &n) == nullptr ||
+      n != 32)
+    throw Error(sqlstate::kInternalError, "HMAC-SHA256 failed");
+}
+
+namespace {
+EVP_MAC* hmac_algorithm() {
+  static EVP_MAC* mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  if (mac == nullptr) throw Error(sqlstate::kInternalError, "HMAC is not available in OpenSSL");
+  return mac;
+}
+}  // namespace
+
+HmacSha256::HmacSha256(ByteView key) {
+  ctx_ = EVP_MAC_CTX_new(hmac_algorithm());
+  if (ctx_ == nullptr) throw std::bad_alloc();
+  char digest[] = "SHA256";
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_construct_end()};
+  static const std::uint8_t kEmpty = 0;
+  if (EVP_MAC_init(ctx_, key.empty() ? &kEmpty : key.data(), key.size(), params) != 1) {
+    EVP_MAC_CTX_free(ctx_);
+    ctx_ = nullptr;
+    throw Error(sqlstate::kInternalError, "HMAC-SHA256 setup failed");
+  }
+}
+
+HmacSha256::~HmacSha256() { EVP_MAC_CTX_free(ctx_); }
+
+void HmacSha256::mac(ByteView data, std::uint8_t out[32]) {
+  std::size_t n = 0;
+  // A NULL key re-initialises with the key already set (OpenSSL 3).
+  if (ctx_ == nullptr || EVP_MAC_init(ctx_, nullptr, 0, nullptr) != 1 ||
+      (!data.empty() && EVP_MAC_update(ctx_, data.data(), data.size()) != 1) ||
+      EVP_MAC_final(ctx_, out, &n, 32) != 1 || n != 32)
+    throw Error(sqlstate::kInternalError, "HMAC-SHA256 failed");
 }
 
 void hkdf_sha256(ByteView ikm, ByteView salt, ByteView info, std::span<std::uint8_t> out) {

@@ -170,11 +170,19 @@ CachedDek& load(DekCache& c, const DekRecord& rec, std::uint64_t generation) {
 
 }  // namespace
 
-CachedDek& for_decrypt(DekId id, key_access::Privilege privilege) {
+namespace {
+
+enum class Check { kRequire, kIfHeld, kNone };
+
+// The DEK of `id`, the current user holding `privilege` on its key (kRequire: or
+// Error 42501; kIfHeld: or nullptr, and nullptr for a destroyed key; kNone: no check,
+// for the extension's own use, e.g. re-binding a protected value).
+CachedDek* resolve(DekId id, key_access::Privilege privilege, Check check) {
   DekCache& c = cache();
   if (CachedDek* d = c.find(id); d != nullptr && d->valid_until > statement_now()) {
-    key_access::require(*d, privilege);
-    return *d;
+    if (check == Check::kRequire) key_access::require(*d, privilege);
+    if (check == Check::kIfHeld && !key_access::holds(*d, privilege)) return nullptr;
+    return d;
   }
   std::uint64_t generation = key_generation();
   std::optional<DekRecord> rec = key_catalog::dek(id);
@@ -186,11 +194,27 @@ CachedDek& for_decrypt(DekId id, key_access::Privilege privilege) {
                 "not copied here, or the key row was deleted.",
                 "Restore the key tables from a dump of the database the value came from.");
   // Before any KMS call: a role without the privilege costs nobody an unwrap.
-  key_access::require(rec->key.name, privilege);
+  if (check == Check::kRequire) key_access::require(rec->key.name, privilege);
+  if (check == Check::kIfHeld) {
+    if (!key_access::holds(rec->key.name, privilege)) return nullptr;
+    if (rec->key.destroyed || rec->destroyed) return nullptr;
+  }
   CachedDek& d = load(c, *rec, generation);
-  key_access::remember(d, privilege);
-  return d;
+  if (check != Check::kNone) key_access::remember(d, privilege);
+  return &d;
 }
+
+}  // namespace
+
+CachedDek& for_decrypt(DekId id, key_access::Privilege privilege) {
+  return *resolve(id, privilege, Check::kRequire);
+}
+
+CachedDek* if_allowed(DekId id, key_access::Privilege privilege) {
+  return resolve(id, privilege, Check::kIfHeld);
+}
+
+CachedDek& internal(DekId id) { return *resolve(id, key_access::kDecrypt, Check::kNone); }
 
 CachedDek& for_encrypt(std::string_view key_name, key_access::Privilege privilege) {
   DekCache& c = cache();

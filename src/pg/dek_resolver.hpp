@@ -16,6 +16,15 @@ namespace pg_envelope::dek_resolver {
 CachedDek& for_decrypt(DekId id, key_access::Privilege privilege);
 CachedDek& for_encrypt(std::string_view key_name, key_access::Privilege privilege);
 
+// for_decrypt() that answers nullptr instead of raising when the current user lacks
+// `privilege` or the key is destroyed (a protected column then shows ciphertext).
+CachedDek* if_allowed(DekId id, key_access::Privilege privilege);
+
+// The DEK with no privilege check: for the extension's own work on the caller's
+// behalf that reveals nothing to it (blind-index keys, re-binding a protected value
+// that the caller may copy). Disabled and destroyed keys are refused as always.
+CachedDek& internal(DekId id);
+
 // Drops this backend's cached DEKs (other backends follow the shared generation).
 void forget_all() noexcept;
 

@@ -59,6 +59,15 @@ bool member(Oid user, Oid grantee) {
   return pg_call([user, grantee] { return has_privs_of_role(user, grantee); });
 }
 
+// Membership for an explicit grant: a superuser counts as a member only of the roles
+// it really belongs to (has_privs_of_role() makes it a member of every role).
+bool member_explicitly(Oid user, Oid grantee) {
+  if (user == grantee) return true;
+  return pg_call([user, grantee] {
+    return superuser_arg(user) ? is_member_of_role_nosuper(user, grantee) : has_privs_of_role(user, grantee);
+  });
+}
+
 bool is_superuser(Oid user) {
   return pg_call([user] { return superuser_arg(user); });
 }
@@ -78,6 +87,8 @@ const char* privilege_name(Privilege p) noexcept {
       return "decrypt";
     case kAdmin:
       return "admin";
+    case kReadProtected:
+      return "decrypt";
   }
   return "?";
 }
@@ -97,6 +108,14 @@ void forget_grants() noexcept {
 
 bool holds(std::string_view key_name, Privilege p) {
   Oid user = GetUserId();
+  if (p == kReadProtected) {
+    refresh_grants();
+    if (legacy) return true;
+    for (const Grant& g : grants)
+      if (g.privilege == kDecrypt && key_pattern_matches(g.pattern, key_name) && member_explicitly(user, g.grantee))
+        return true;
+    return false;
+  }
   if (is_superuser(user)) return true;
   refresh_grants();
   if (legacy) return true;

@@ -20,7 +20,9 @@
 
 namespace pg_envelope::key_access {
 
-enum Privilege : std::uint8_t { kEncrypt = 1, kDecrypt = 2, kAdmin = 4 };
+// kReadProtected is decrypt as a protected column asks for it: superusers need an
+// explicit grant too (so a superuser's pg_dump and COPY TO carry ciphertext).
+enum Privilege : std::uint8_t { kEncrypt = 1, kDecrypt = 2, kAdmin = 4, kReadProtected = 8 };
 
 const char* privilege_name(Privilege p) noexcept;
 // Error 22023 for anything but "encrypt", "decrypt" or "admin".

@@ -146,7 +146,7 @@ void free_row(Row& row) {
   row.nulls = nullptr;
 }
 
-std::optional<KeyRecord> key_by_id(const ext::Objects& o, std::uint32_t key_id) {
+std::optional<KeyRecord> key_row_by_id(const ext::Objects& o, std::uint32_t key_id) {
   ScanKeyData key;
   ScanKeyInit(&key, o.key.key_id, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(static_cast<int32>(key_id)));
   Row row{};
@@ -170,6 +170,8 @@ std::optional<KeyRecord> key_by_name(std::string_view name) {
   return k;
 }
 
+std::optional<KeyRecord> key_by_id(std::uint32_t key_id) { return key_row_by_id(ext::objects(), key_id); }
+
 std::optional<DekRecord> dek(DekId id) {
   const ext::Objects& o = ext::objects();
   ScanKeyData keys[2];
@@ -186,7 +188,7 @@ std::optional<DekRecord> dek(DekId id) {
   free_row(row);
   // The key row after the DEK row: a change to both (destroy_key) commits at once,
   // and a later snapshot can only be newer.
-  std::optional<KeyRecord> key = key_by_id(o, id.key_id);
+  std::optional<KeyRecord> key = key_row_by_id(o, id.key_id);
   if (!key) return std::nullopt;
   r.key = std::move(*key);
   return r;

@@ -21,6 +21,7 @@ extern "C" {
 namespace pg_envelope::key_catalog {
 
 std::optional<KeyRecord> key_by_name(std::string_view name);
+std::optional<KeyRecord> key_by_id(std::uint32_t key_id);
 std::optional<DekRecord> dek(DekId id);
 std::optional<KmsConfig> kms(std::string_view name);
 

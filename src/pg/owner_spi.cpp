@@ -37,13 +37,22 @@ SpiParam bytea_param(ByteView b) { return {BYTEAOID, PointerGetDatum(pg_varlena(
 
 SpiParam oid_param(Oid v) { return {OIDOID, ObjectIdGetDatum(v)}; }
 
-OwnerSpi::OwnerSpi() {
-  Oid owner = ext::objects().owner;
-  pg_call([] { SPI_connect(); });
+OwnerSpi::OwnerSpi(bool as_owner, bool nonatomic) : as_owner_(as_owner), nonatomic_(nonatomic) {
+  Oid owner = as_owner ? ext::objects().owner : InvalidOid;
+  pg_call([nonatomic] { SPI_connect_ext(nonatomic ? SPI_OPT_NONATOMIC : 0); });
   connected_ = true;
   GetUserIdAndSecContext(&saved_user_, &saved_sec_);
-  SetUserIdAndSecContext(owner, saved_sec_ | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
-  switched_ = true;
+  if (as_owner) {
+    SetUserIdAndSecContext(owner, saved_sec_ | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+    switched_ = true;
+  }
+  guc_level_ = pg_call([] { return pin_search_path(); });
+}
+
+void OwnerSpi::commit() {
+  int level = guc_level_;
+  pg_call([level] { AtEOXact_GUC(true, level); });
+  pg_call([] { SPI_commit(); });
   guc_level_ = pg_call([] { return pin_search_path(); });
 }
 
@@ -54,7 +63,7 @@ OwnerSpi::~OwnerSpi() {
 }
 
 std::uint64_t OwnerSpi::exec(const char* sql, std::initializer_list<SpiParam> params, int expected_rc) {
-  constexpr int kMaxParams = 8;
+  constexpr int kMaxParams = 16;
   Oid types[kMaxParams];
   Datum values[kMaxParams];
   char nulls[kMaxParams];
@@ -115,7 +124,7 @@ Bytes OwnerSpi::bytea_at(std::uint64_t row, int col) const {
 void OwnerSpi::finish() {
   int level = guc_level_;
   pg_call([level] { AtEOXact_GUC(true, level); });
-  SetUserIdAndSecContext(saved_user_, saved_sec_);
+  if (switched_) SetUserIdAndSecContext(saved_user_, saved_sec_);
   switched_ = false;
   pg_call([] { SPI_finish(); });
   connected_ = false;

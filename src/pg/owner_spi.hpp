@@ -41,7 +41,10 @@ SpiParam oid_param(Oid v);
 
 class OwnerSpi {
  public:
-  OwnerSpi();
+  // `as_owner` false: the statements run as the current user (DDL on the caller's own
+  // tables, which must be checked by PostgreSQL as the caller), still with the pinned
+  // search_path. `nonatomic`: SPI in a procedure called by CALL, so that commit() works.
+  explicit OwnerSpi(bool as_owner = true, bool nonatomic = false);
   ~OwnerSpi();
   OwnerSpi(const OwnerSpi&) = delete;
   OwnerSpi& operator=(const OwnerSpi&) = delete;
@@ -59,7 +62,13 @@ class OwnerSpi {
 
   void finish();
 
+  // In a non-atomic session: commits and starts a new transaction (search_path and
+  // user as before).
+  void commit();
+
  private:
+  bool as_owner_ = true;
+  bool nonatomic_ = false;
   bool connected_ = false;
   bool switched_ = false;
   int guc_level_ = 0;

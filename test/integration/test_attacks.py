@@ -52,9 +52,12 @@ SHADOWED_TYPES = {
     "xid": "xid", "date": "date", "interval": "interval",
     # the extension's own type names
     "encrypted_text": "text", "encrypted_bytea": "bytea", "encrypted_jsonb": "jsonb",
+    "protected_text": "text", "protected_bytea": "bytea", "protected_jsonb": "jsonb",
+    "blind_text": "text", "blind_bytea": "bytea", "blind_jsonb": "jsonb",
 }
 # Relations named like the extension's.
-SHADOWED_RELATIONS = ["key", "data_key", "kms", "keys", "kms_configs", "stats"]
+SHADOWED_RELATIONS = ["key", "data_key", "kms", "keys", "kms_configs", "stats", "protected_column",
+                      "protected_columns", "pg_index", "pg_constraint", "pg_class", "pg_am", "pg_depend"]
 # Functions (name, argument types, return type) the SQL could call unqualified.
 SHADOWED_FUNCTIONS = [
     ("now", "", "timestamptz"), ("jsonb_typeof", "jsonb", "text"), ("length", "text", "int4"),
@@ -67,6 +70,10 @@ SHADOWED_FUNCTIONS = [
     ("encrypt_field", "text, text, text", "text"), ("encrypt_field", "varchar, varchar", "text"),
     ("decrypt_field", "text, text", "text"), ("create_key", "text, text, text", "int4"),
     ("rotate_key", "text", "int4"), ("key_tables_changed", "", "int4"),
+    ("pg_get_indexdef", "oid", "text"), ("pg_get_constraintdef", "oid", "text"),
+    ("pg_relation_size", "regclass", "int8"), ("unnest", "text[]", "text"), ("round", "numeric", "numeric"),
+    ("is_sealed", "text", "bool"), ("protected_ok", "text, int8", "bool"), ("protect_row", "", "bool"),
+    ("unseal", "text", "text"),
 ]
 OPERATORS = ["=", "<>", "<", ">", "<=", ">=", "||", "~"]
 OPERATOR_TYPES = ["text", "int4", "int8", "bytea", "jsonb", "timestamptz", "oid", "bool"]
@@ -146,6 +153,7 @@ def env(module_cluster_factory):
         "GRANT INSERT, SELECT ON public.pwned TO PUBLIC",
         # The worst case: the attacker may call every function of the extension.
         f"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA envelope TO {ATTACKER}",
+        f"GRANT EXECUTE ON ALL PROCEDURES IN SCHEMA envelope TO {ATTACKER}",
         "CREATE TABLE public.rdata (id int PRIMARY KEY, t envelope.encrypted_text, "
         "b envelope.encrypted_bytea, j envelope.encrypted_jsonb)",
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON public.rdata TO {ATTACKER}",
@@ -156,6 +164,7 @@ def env(module_cluster_factory):
     pg.sql("SELECT envelope.create_kms('vault', 'vault-transit', %s::jsonb)", (json.dumps(opts),))
     pg.sql("SELECT envelope.create_kms('vault_spare', 'vault-transit', %s::jsonb)", (json.dumps(opts),))
     pg.sql("SELECT envelope.create_key('lk')")
+    pg.sql("SELECT envelope.create_key('lk1')")  # a per-row key: 'lk{}' for tenant 1
     pg.sql("SELECT envelope.create_key('rk', kms => 'vault', kek => 'pg-envelope')")
     # ...and holds every key privilege on every key: every code path runs for it.
     for privilege in ("encrypt", "decrypt", "admin"):
@@ -258,6 +267,7 @@ def entry_point_calls(tag: str, superuser: bool) -> list[tuple[str, str, tuple, 
          "SELECT (envelope.key_of(b)).kms FROM public.rdata", (), set()),
         ("envelope.key_of(envelope.encrypted_jsonb)",
          "SELECT * FROM public.rdata, LATERAL envelope.key_of(j)", (), set()),
+        *protected_column_calls(f"{HOSTILE_SCHEMA}.pt_{tag}"),
         # Fired by every key change above; called here through an UPDATE by hand.
         ("envelope.key_tables_changed()",
          "UPDATE envelope.key SET kek = kek WHERE name OPERATOR(pg_catalog.=) 'rk'" if superuser else
@@ -265,9 +275,117 @@ def entry_point_calls(tag: str, superuser: bool) -> list[tuple[str, str, tuple, 
     ]
 
 
+def protected_column_calls(t: str) -> list[tuple[str, str, tuple, set]]:
+    """Protected columns, end to end on a table of the caller's: a populated table is
+    protected (text on the remote-KMS key, jsonb and bytea on the local one), its rows
+    sealed, written, read in text and binary, searched, unsealed and unprotected."""
+    text, int4, jsonb, bytea = "pg_catalog.text", "pg_catalog.int4", "pg_catalog.jsonb", "pg_catalog.bytea"
+    prot = "envelope.protect_column"
+    eq = "OPERATOR(pg_catalog.=)"
+    pairs = ", ".join(
+        f"envelope.blind_{ty}_{op}(CAST({c} AS envelope.blind_{ty}), CAST({c} AS envelope.blind_{ty}))"
+        for ty, c in (("text", "email"), ("bytea", "blob"), ("jsonb", "body"))
+        for op in ("eq", "ne", "lt", "le", "gt", "ge", "cmp"))
+    calls = [
+        ("envelope.protect_column(regclass,name,text,name,name,boolean,integer,text)",
+         f"CREATE TABLE {t} (id {int4} PRIMARY KEY, tenant {int4}, email {text} UNIQUE, body {jsonb}, blob {bytea}); "
+         f"INSERT INTO {t} VALUES (1, 1, CAST('a@example.org' AS {text}), CAST('{{\"a\": 1}}' AS {jsonb}), "
+         f"CAST('\\x01' AS {bytea})); "
+         f"SELECT {prot}(CAST('{t}' AS pg_catalog.regclass), CAST('email' AS pg_catalog.name), CAST('rk' AS {text}), "
+         f"CAST('id' AS pg_catalog.name)), "
+         f"{prot}(CAST('{t}' AS pg_catalog.regclass), CAST('body' AS pg_catalog.name), CAST('lk{{}}' AS {text}), "
+         f"key_column => CAST('tenant' AS pg_catalog.name), blind_key => CAST('lk' AS {text})), "
+         f"{prot}(CAST('{t}' AS pg_catalog.regclass), CAST('blob' AS pg_catalog.name), CAST('lk' AS {text}), "
+         f"blind_bytes => 8)", (), set()),
+        ("envelope.seal_rows(regclass,name,integer,integer,boolean)",
+         f"CALL envelope.seal_rows(CAST('{t}' AS pg_catalog.regclass), CAST('email' AS pg_catalog.name), 1, 0, true); "
+         f"CALL envelope.seal_rows(CAST('{t}' AS pg_catalog.regclass), CAST('body' AS pg_catalog.name)); "
+         f"CALL envelope.seal_rows(CAST('{t}' AS pg_catalog.regclass), CAST('blob' AS pg_catalog.name))", (), set()),
+        ("envelope.protect_row()",
+         f"INSERT INTO {t} VALUES (2, 1, CAST('b@example.org' AS {text}), CAST('[2]' AS {jsonb}), CAST('\\x02' AS {bytea})) "
+         f"ON CONFLICT (email) DO UPDATE SET email = EXCLUDED.email; "
+         f"UPDATE {t} SET email = CAST('c@example.org' AS {text}), tenant = 1 WHERE id {eq} 2", (), set()),
+        ("envelope.protected_text_out(envelope.protected_text)", f"SELECT email FROM {t}", (), set()),
+        ("envelope.protected_jsonb_out(envelope.protected_jsonb)", f"SELECT body FROM {t}", (), set()),
+        ("envelope.protected_bytea_out(envelope.protected_bytea)", f"SELECT blob FROM {t}", (), set()),
+        ("envelope.protected_text_in(cstring,oid,integer)",
+         f"SELECT CAST(CAST(email AS {text}) AS envelope.protected_text) FROM {t}", (), set()),
+        ("envelope.protected_jsonb_in(cstring,oid,integer)",
+         f"SELECT CAST(CAST(body AS {text}) AS envelope.protected_jsonb) FROM {t}", (), set()),
+        ("envelope.protected_bytea_in(cstring,oid,integer)",
+         f"SELECT CAST(CAST(blob AS {text}) AS envelope.protected_bytea) FROM {t}", (), set()),
+        ("envelope.protected_text_send(envelope.protected_text)", f"COPY-OUT:{t}", (), set()),
+        ("envelope.protected_jsonb_send(envelope.protected_jsonb)", f"COPY-OUT:{t}", (), set()),
+        ("envelope.protected_bytea_send(envelope.protected_bytea)", f"COPY-OUT:{t}", (), set()),
+        ("envelope.protected_text_recv(internal,oid,integer)", f"COPY-IN:{t}", (), set()),
+        ("envelope.protected_jsonb_recv(internal,oid,integer)", f"COPY-IN:{t}", (), set()),
+        ("envelope.protected_bytea_recv(internal,oid,integer)", f"COPY-IN:{t}", (), set()),
+        ("envelope.blind_text_out(envelope.blind_text)",
+         f"SELECT CAST(email AS envelope.blind_text), CAST(blob AS envelope.blind_bytea), "
+         f"CAST(body AS envelope.blind_jsonb) FROM {t}", (), set()),
+        ("envelope.blind_bytea_out(envelope.blind_bytea)", f"SELECT CAST(blob AS envelope.blind_bytea) FROM {t}", (), set()),
+        ("envelope.blind_jsonb_out(envelope.blind_jsonb)", f"SELECT CAST(body AS envelope.blind_jsonb) FROM {t}", (), set()),
+        ("envelope.blind_text_in(cstring,oid,integer)", "SELECT CAST('x' AS envelope.blind_text)", (), set()),
+        ("envelope.blind_bytea_in(cstring,oid,integer)", "SELECT CAST('\\x01' AS envelope.blind_bytea)", (), set()),
+        ("envelope.blind_jsonb_in(cstring,oid,integer)", "SELECT CAST('[1]' AS envelope.blind_jsonb)", (), set()),
+        ("envelope.blind_text_send(envelope.blind_text)", f"COPY-BLIND:{t}", (), set()),
+        ("envelope.blind_bytea_send(envelope.blind_bytea)", f"COPY-BLIND:{t}", (), set()),
+        ("envelope.blind_jsonb_send(envelope.blind_jsonb)", f"COPY-BLIND:{t}", (), set()),
+        ("envelope.blind_text_recv(internal,oid,integer)", f"COPY-BLIND:{t}", (), set()),
+        ("envelope.blind_bytea_recv(internal,oid,integer)", f"COPY-BLIND:{t}", (), set()),
+        ("envelope.blind_jsonb_recv(internal,oid,integer)", f"COPY-BLIND:{t}", (), set()),
+        *[(f"envelope.blind_{ty}_{op}(envelope.blind_{ty},envelope.blind_{ty})", f"SELECT {pairs} FROM {t}", (), set())
+          for ty in ("text", "bytea", "jsonb") for op in ("eq", "ne", "lt", "le", "gt", "ge", "cmp")],
+        ("envelope.is_sealed(envelope.blind_text)",
+         f"SELECT envelope.is_sealed(email), envelope.is_sealed(blob), envelope.is_sealed(body) FROM {t}; "
+         f"SELECT id FROM {t} WHERE email {eq} CAST('c@example.org' AS {text}) "
+         f"AND body {eq} CAST('[2]' AS {jsonb}) AND blob IS NOT NULL ORDER BY email", (), set()),
+        ("envelope.is_sealed(envelope.blind_bytea)", f"SELECT envelope.is_sealed(blob) FROM {t}", (), set()),
+        ("envelope.is_sealed(envelope.blind_jsonb)", f"SELECT envelope.is_sealed(body) FROM {t}", (), set()),
+        *[(f"envelope.protected_ok(envelope.blind_{ty},bigint)",
+           f"SELECT envelope.protected_ok({c}, CAST(1 AS pg_catalog.int8)) FROM {t}", (), set())
+          for ty, c in (("text", "email"), ("bytea", "blob"), ("jsonb", "body"))],
+        *[(f"envelope.unseal(envelope.protected_{ty})", f"SELECT envelope.unseal({c}) FROM {t}", (), set())
+          for ty, c in (("text", "email"), ("bytea", "blob"), ("jsonb", "body"))],
+        ("envelope.protected_ddl_guard()",
+         f"ALTER TABLE {t} ADD COLUMN extra {int4}; ALTER TABLE {t} RENAME COLUMN extra TO extra2; "
+         f"ALTER TABLE {t} ALTER COLUMN extra2 TYPE pg_catalog.int8", (), set()),
+        ("envelope.protected_column_dropped()",
+         f"ALTER TABLE {t} DROP COLUMN extra2; CREATE TABLE {t}_gone (id {int4}, s {text}); "
+         f"SELECT {prot}(CAST('{t}_gone' AS pg_catalog.regclass), CAST('s' AS pg_catalog.name), CAST('lk' AS {text})); "
+         f"ALTER TABLE {t}_gone DROP COLUMN s; DROP TABLE {t}_gone", (), set()),
+        ("envelope.unprotect_column(regclass,name)",
+         f"SELECT envelope.unprotect_column(CAST('{t}' AS pg_catalog.regclass), CAST(c AS pg_catalog.name)) "
+         f"FROM (VALUES ('email'), ('body'), ('blob')) v(c); DROP TABLE {t}", (), set()),
+    ]
+    return calls
+
+
 def run_call(conn, sql: str, params: tuple) -> None:
     with conn.cursor() as cur:
-        if sql == "COPY-OUT":
+        if sql.startswith("COPY-OUT:"):
+            buf = io.BytesIO()
+            cur.copy_expert(f"COPY (SELECT email, body, blob FROM {sql[9:]}) TO STDOUT (FORMAT binary)", buf)
+            assert len(buf.getvalue()) > 40
+        elif sql.startswith("COPY-IN:"):
+            t = sql[8:]
+            buf = io.BytesIO()
+            cur.copy_expert(f"COPY (SELECT id OPERATOR(pg_catalog.+) 1000, tenant, email, body, blob FROM {t} "
+                            "WHERE id OPERATOR(pg_catalog.<) 1000) TO STDOUT (FORMAT binary)", buf)
+            buf.seek(0)
+            cur.execute(f"ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {t.split('.')[-1]}_email_key")
+            cur.copy_expert(f"COPY {t} FROM STDIN (FORMAT binary)", buf)
+            cur.execute(f"DELETE FROM {t} WHERE id OPERATOR(pg_catalog.>=) 1000")
+        elif sql.startswith("COPY-BLIND:"):
+            t = sql[11:]
+            buf = io.BytesIO()
+            cur.copy_expert(f"COPY (SELECT CAST(email AS envelope.blind_text), CAST(blob AS envelope.blind_bytea), "
+                            f"CAST(body AS envelope.blind_jsonb) FROM {t}) TO STDOUT (FORMAT binary)", buf)
+            buf.seek(0)
+            cur.execute("CREATE TEMP TABLE IF NOT EXISTS blinds (a envelope.blind_text, b envelope.blind_bytea, "
+                        "c envelope.blind_jsonb)")
+            cur.copy_expert("COPY blinds FROM STDIN (FORMAT binary)", buf)
+        elif sql == "COPY-OUT":
             buf = io.BytesIO()
             cur.copy_expert("COPY (SELECT t, b, j FROM public.rdata) TO STDOUT (FORMAT binary)", buf)
             assert len(buf.getvalue()) > 100
@@ -279,9 +397,11 @@ def run_call(conn, sql: str, params: tuple) -> None:
             cur.copy_expert("COPY public.rdata FROM STDIN (FORMAT binary)", buf)
             cur.execute("DELETE FROM public.rdata WHERE id OPERATOR(pg_catalog.>=) 1000")
         else:
-            cur.execute(sql, params)
-            if cur.description is not None:
-                cur.fetchall()
+            # Several statements run one by one (a CALL must not be in an implicit transaction block).
+            for stmt in sql.split("; ") if not params else [sql]:
+                cur.execute(stmt, params)
+                if cur.description is not None:
+                    cur.fetchall()
 
 
 def hostile_session(pg: Cluster, user: str):
@@ -512,10 +632,24 @@ def test_unprivileged_role_is_refused_everything(env):
     for fn, sql, params, _ in entry_point_calls("nobody", False):
         if sql.startswith("COPY") or "_out(" in fn or "_in(" in fn or "key_tables_changed" in fn:
             continue  # type I/O is for everyone; the trigger is not callable
+        if f"{HOSTILE_SCHEMA}.pt_" in sql:
+            continue  # protected columns: below, on a table nobody may read
         with conn.cursor() as cur, pytest.raises(psycopg2.Error) as e:
             cur.execute(sql, params)
         assert pg_error(e)["sqlstate"] == "42501", (fn, pg_error(e))
         assert "permission denied for" in pg_error(e)["message"], (fn, pg_error(e))
+    # Protecting, sealing, unsealing and unprotecting are not PUBLIC; the blind-index
+    # operators, is_sealed and protected_ok are (they are what a CHECK and an index run).
+    for sql in ("SELECT envelope.protect_column('public.rdata', 'id', 'lk')",
+                "CALL envelope.seal_rows('public.rdata', 'id')",
+                "SELECT envelope.unprotect_column('public.rdata', 'id')",
+                "SELECT envelope.unseal('x'::envelope.protected_text)",
+                "SELECT envelope.unseal('\\x01'::envelope.protected_bytea)",
+                "SELECT envelope.unseal('[1]'::envelope.protected_jsonb)"):
+        with conn.cursor() as cur, pytest.raises(psycopg2.Error) as e:
+            cur.execute(sql)
+        assert pg_error(e)["sqlstate"] == "42501", (sql, pg_error(e))
+        assert "permission denied for" in pg_error(e)["message"], (sql, pg_error(e))
     # Trigger functions cannot be called at all.
     with conn.cursor() as cur, pytest.raises(psycopg2.Error) as e:
         cur.execute("SELECT envelope.key_tables_changed()")
@@ -525,6 +659,15 @@ def test_unprivileged_role_is_refused_everything(env):
         "AND c.relkind IN ('r', 'v')")]
     assert set(tables) >= {"envelope.key", "envelope.data_key", "envelope.kms", "envelope.keys",
                            "envelope.kms_configs", "envelope.stats"}
+    # The one view everyone may read shows only the protected columns of one's own tables.
+    tables.remove("envelope.protected_columns")
+    pg.sql("CREATE TABLE public.nobody_probe (id int, s text)")
+    pg.sql("SELECT envelope.protect_column('public.nobody_probe', 's', 'lk')")
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM envelope.protected_columns")
+        assert cur.fetchone()[0] == 0
+    assert pg.scalar("SELECT count(*) FROM envelope.protected_columns WHERE tbl = 'public.nobody_probe'::regclass") == 1
+    pg.sql("DROP TABLE public.nobody_probe")
     for table in tables:
         stmts = [f"SELECT * FROM {table}"]
         if table in ("envelope.key", "envelope.data_key", "envelope.kms"):

@@ -1,0 +1,652 @@
+// Protecting and unprotecting columns: envelope.protect_column(), the procedure
+// envelope.seal_rows() that encrypts an already populated column in short batches
+// (resumable, with progress in envelope.protected_columns), envelope.unprotect_column()
+// and envelope.unseal(). docs/protect.md describes the model and the runbook.
+//
+// DDL runs as the caller (who must own the table, as for ALTER TABLE) with a pinned
+// search_path, every name quoted; the registry envelope.protected_column is written as
+// the extension's owner.
+#include "pg/guard.hpp"
+
+extern "C" {
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/event_trigger.h"
+#include "commands/defrem.h"
+#include "executor/spi.h"
+#include "nodes/parsenodes.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+}
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <regex>
+#include <thread>
+
+#include "pg/dek_resolver.hpp"
+#include "pg/key_access.hpp"
+#include "pg/key_catalog.hpp"
+#include "pg/key_errors.hpp"
+#include "pg/owner_spi.hpp"
+#include "pg/protection.hpp"
+#include "pg/shared_memory.hpp"
+#include "pg/sql_args.hpp"
+#include "pg_envelope/crypto.hpp"
+#include "pg_envelope/encoding.hpp"
+#include "pg_envelope/key_patterns.hpp"
+#include "pg_envelope/protected_format.hpp"
+
+extern "C" {
+#include "utils/jsonb.h"
+}
+
+using namespace pg_envelope;
+
+namespace {
+
+std::string quote_ident_str(const std::string& s) {
+  const char* q = pg_call([&s] { return quote_identifier(s.c_str()); });
+  return q;
+}
+
+std::string quote_literal_str(const std::string& s) {
+  text* t = pg_call([&s] { return cstring_to_text_with_len(s.data(), static_cast<int>(s.size())); });
+  text* q = reinterpret_cast<text*>(DatumGetPointer(pg_call([t] { return DirectFunctionCall1(quote_literal, PointerGetDatum(t)); })));
+  return std::string(VARDATA_ANY(q), VARSIZE_ANY_EXHDR(q));
+}
+
+// The table's schema-qualified, quoted name (never resolved through a search_path).
+std::string relation_sql(Oid relid) {
+  char* nsp = pg_call([relid] { return get_namespace_name(get_rel_namespace(relid)); });
+  char* rel = pg_call([relid] { return get_rel_name(relid); });
+  if (nsp == nullptr || rel == nullptr) throw Error(sqlstate::kUndefinedObject, "relation does not exist");
+  return quote_ident_str(nsp) + "." + quote_ident_str(rel);
+}
+
+bool owns(Oid relid) {
+#if PG_VERSION_NUM >= 160000
+  return pg_call([relid] { return object_ownercheck(RelationRelationId, relid, GetUserId()); });
+#else
+  return pg_call([relid] { return pg_class_ownercheck(relid, GetUserId()); });
+#endif
+}
+
+struct Column {
+  AttrNumber attnum = InvalidAttrNumber;
+  Oid type = InvalidOid;
+};
+
+Column column_of(Oid relid, const std::string& name) {
+  Column c;
+  c.attnum = pg_call([relid, &name] { return get_attnum(relid, name.c_str()); });
+  if (c.attnum == InvalidAttrNumber || c.attnum < 0)
+    throw Error(sqlstate::kUndefinedObject, "column \"" + name + "\" of relation \"" + relation_sql(relid) +
+                                                "\" does not exist");
+  c.type = pg_call([relid, &c] { return get_atttype(relid, c.attnum); });
+  return c;
+}
+
+std::string type_name(Oid type) {
+  char* s = pg_call([type] { return format_type_be(type); });
+  return s;
+}
+
+// The registry row of a protected column, if any.
+struct Registered {
+  std::int64_t protection_id = 0;
+  std::string plain_type, state;
+  std::int64_t next_block = 0, rows_sealed = 0;
+  std::string check_name, trigger_name;
+};
+
+std::optional<Registered> registered(Oid relid, const std::string& col) {
+  OwnerSpi spi;
+  std::optional<Registered> out;
+  if (spi.exec("SELECT protection_id, plain_type, state, next_block, rows_sealed FROM envelope.protected_column "
+               "WHERE tbl OPERATOR(pg_catalog.=) $1::pg_catalog.oid::pg_catalog.regclass "
+               "AND col OPERATOR(pg_catalog.=) $2::pg_catalog.name",
+               {oid_param(relid), text_param(col)}, SPI_OK_SELECT) == 1) {
+    Registered r;
+    r.protection_id = spi.int8_at(0, 1);
+    r.plain_type = spi.text_at(0, 2);
+    r.state = spi.text_at(0, 3);
+    r.next_block = spi.int8_at(0, 4);
+    r.rows_sealed = spi.int8_at(0, 5);
+    out = std::move(r);
+  }
+  spi.finish();
+  if (out) {
+    out->check_name = "envelope_protected_" + std::to_string(out->protection_id);
+    out->trigger_name = "zz_envelope_protect_" + std::to_string(out->protection_id);
+  }
+  return out;
+}
+
+std::string name_arg(FunctionCallInfo fcinfo, int n, const char* what) {
+  if (PG_ARGISNULL(n)) throw Error(sqlstate::kNullValueNotAllowed, std::string(what) + " must not be null");
+  return NameStr(*PG_GETARG_NAME(n));
+}
+
+std::optional<std::string> optional_name(FunctionCallInfo fcinfo, int n) {
+  if (PG_ARGISNULL(n)) return std::nullopt;
+  return std::string(NameStr(*PG_GETARG_NAME(n)));
+}
+
+// Operator classes of the plain types, which a protected column's index does not
+// take (it uses the blind index's default), and the blind ones, which the plain
+// column does not.
+const std::regex kPlainOpclasses(R"( (text|varchar|bpchar|bytea|jsonb)_(pattern_)?ops\b)");
+const std::regex kBlindOpclasses(R"( envelope\.blind_(text|bytea|jsonb)_ops\b)");
+
+std::string without_opclasses(const std::string& def, const std::regex& which) {
+  return std::regex_replace(def, which, "");
+}
+
+std::uint32_t fresh_protection_id() {
+  for (int i = 0; i < 16; ++i) {
+    std::uint8_t b[4];
+    random_bytes(b);
+    std::uint32_t id = load_be32(b);
+    if (id == 0) continue;
+    OwnerSpi spi;
+    std::uint64_t n = spi.exec("SELECT 1 FROM envelope.protected_column WHERE protection_id OPERATOR(pg_catalog.=) $1",
+                               {{INT8OID, Int64GetDatum(id)}}, SPI_OK_SELECT);
+    spi.finish();
+    if (n == 0) return id;
+  }
+  throw Error(sqlstate::kInternalError, "could not allocate a protection id");
+}
+
+}  // namespace
+
+// protect_column(tbl regclass, col name, key text, context_column name DEFAULT NULL,
+//                key_column name DEFAULT NULL, blind_index boolean DEFAULT true,
+//                blind_bytes integer DEFAULT 16, blind_key text DEFAULT NULL) RETURNS void
+PGENV_FUNCTION(envelope_protect_column) {
+  require_preloaded();
+  require_writable("protect a column");
+  if (PG_ARGISNULL(0)) throw Error(sqlstate::kNullValueNotAllowed, "table must not be null");
+  Oid relid = PG_GETARG_OID(0);
+  std::string col = name_arg(fcinfo, 1, "column");
+  std::string key = text_arg(fcinfo, 2, "key");
+  std::optional<std::string> context_column = optional_name(fcinfo, 3);
+  std::optional<std::string> key_column = optional_name(fcinfo, 4);
+  bool blind = PG_ARGISNULL(5) ? true : PG_GETARG_BOOL(5);
+  int blind_bytes = PG_ARGISNULL(6) ? 16 : PG_GETARG_INT32(6);
+  std::optional<std::string> blind_key;
+  if (!PG_ARGISNULL(7)) blind_key = text_arg(fcinfo, 7, "blind key");
+
+  char relkind = pg_call([relid] { return get_rel_relkind(relid); });
+  if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
+    throw Error(sqlstate::kWrongObjectType, "\"" + relation_sql(relid) + "\" is not a table");
+  if (!owns(relid))
+    throw Error(sqlstate::kInsufficientPrivilege, "must be owner of table \"" + relation_sql(relid) + "\"",
+                "Protecting a column alters the table.");
+  Column c = column_of(relid, col);
+  std::string plain_type;
+  if (c.type == TEXTOID || c.type == VARCHAROID) plain_type = "text";
+  else if (c.type == BYTEAOID) plain_type = "bytea";
+  else if (c.type == JSONBOID) plain_type = "jsonb";
+  else if (registered(relid, col))
+    throw Error(sqlstate::kDuplicateObject, "column \"" + col + "\" of \"" + relation_sql(relid) + "\" is already protected");
+  else
+    throw Error(sqlstate::kWrongObjectType, "column \"" + col + "\" has type " + type_name(c.type),
+                "Columns of type text, varchar, bytea and jsonb can be protected.");
+  if (context_column) column_of(relid, *context_column);
+  if (key_column) column_of(relid, *key_column);
+  if (context_column == col || key_column == col)
+    throw Error(sqlstate::kInvalidParameterValue, "a protected column cannot be its own key or context column");
+
+  // The key: a name, or with key_column a template with one "{}".
+  std::size_t brace = key.find("{}");
+  if (key_column) {
+    if (brace == std::string::npos || key.find("{}", brace + 2) != std::string::npos)
+      throw Error(sqlstate::kInvalidParameterValue, "a per-row key needs a key template with one \"{}\"",
+                  "With key_column, key is a template such as 'tenant_{}': {} is replaced by the row's value.");
+    std::string pattern = key.substr(0, brace) + "*";
+    if (!valid_key_pattern(pattern))
+      throw Error(sqlstate::kInvalidParameterValue, "invalid key template", "The text before {} is not a valid key name prefix.");
+    key_access::require_admin_over(pattern);
+  } else {
+    if (brace != std::string::npos)
+      throw Error(sqlstate::kInvalidParameterValue, "a key template needs key_column",
+                  "Name the column whose value replaces {} with key_column.");
+    std::optional<KeyRecord> k = key_catalog::key_by_name(key);
+    if (!k) throw_no_such_key("envelope.keys lists the keys of this database.");
+    key_access::require(k->name, key_access::kEncrypt);
+  }
+  std::uint32_t blind_key_id = 0;
+  if (blind) {
+    if (blind_bytes < 8 || blind_bytes > 32)
+      throw Error(sqlstate::kInvalidParameterValue, "blind_bytes must be between 8 and 32");
+    std::string bk = blind_key.value_or(key_column ? "" : key);
+    if (bk.empty())
+      throw Error(sqlstate::kInvalidParameterValue, "a column with per-row keys needs a blind_key",
+                  "Its blind index is one for the column, so it cannot come from the rows' keys.",
+                  "Create a key for the column's blind index and pass it as blind_key.");
+    std::optional<KeyRecord> k = key_catalog::key_by_name(bk);
+    if (!k) throw_no_such_key("envelope.keys lists the keys of this database.");
+    key_access::require(k->name, key_access::kEncrypt);
+    dek_resolver::internal(DekId{k->key_id, 1});  // the blind key's first DEK must open
+    blind_key_id = k->key_id;
+  } else {
+    blind_bytes = 0;
+  }
+
+  std::string rel = relation_sql(relid);
+  std::string qcol = quote_ident_str(col);
+  std::uint32_t pid = fresh_protection_id();
+  std::string check_name = "envelope_protected_" + std::to_string(pid);
+  std::string trigger_name = "zz_envelope_protect_" + std::to_string(pid);
+
+  nlohmann::json cfg = {{"v", 1}, {"pid", pid}, {"column", col}, {"type", plain_type}, {"key", key},
+                        {"key_column", key_column.value_or("")}, {"context_column", context_column.value_or("")},
+                        {"blind_key_id", blind_key_id}, {"blind_bytes", blind_bytes}};
+
+  OwnerSpi ddl(/*as_owner=*/false);
+  // Refuse what protection would break: keys and foreign keys on the column.
+  ddl.exec("SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid OPERATOR(pg_catalog.=) $1 "
+           "AND contype OPERATOR(pg_catalog.=) ANY (ARRAY['p','f']::pg_catalog.char[]) "
+           "AND $2::pg_catalog.int2 OPERATOR(pg_catalog.=) ANY (conkey)",
+           {oid_param(relid), {INT2OID, Int16GetDatum(c.attnum)}}, SPI_OK_SELECT);
+  bool keyed = SPI_processed > 0;
+  ddl.exec("SELECT 1 FROM pg_catalog.pg_constraint WHERE confrelid OPERATOR(pg_catalog.=) $1 "
+           "AND $2::pg_catalog.int2 OPERATOR(pg_catalog.=) ANY (confkey)",
+           {oid_param(relid), {INT2OID, Int16GetDatum(c.attnum)}}, SPI_OK_SELECT);
+  if (keyed || SPI_processed > 0)
+    throw Error(sqlstate::kFeatureNotSupported, "column \"" + col + "\" is part of a primary or foreign key",
+                "A protected column cannot be a primary key or take part in a foreign key.");
+  bool populated = ddl.exec(("SELECT 1 FROM ONLY " + rel + " LIMIT 1").c_str(), {}, SPI_OK_SELECT) > 0;
+
+  // On a populated table, indexes and unique/exclusion constraints on the column go
+  // while its rows are sealed (an index must not mix plaintext and sealed values);
+  // their definitions are kept for envelope.seal_rows() to give back.
+  // Only plain btree indexes on the column come along (their operator class becomes the
+  // blind index's); anything else must be dropped first.
+  ddl.exec("SELECT i.indexrelid::pg_catalog.regclass::pg_catalog.text FROM pg_catalog.pg_index i "
+           "JOIN pg_catalog.pg_class ic ON ic.oid OPERATOR(pg_catalog.=) i.indexrelid "
+           "JOIN pg_catalog.pg_am am ON am.oid OPERATOR(pg_catalog.=) ic.relam "
+           "WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND (am.amname OPERATOR(pg_catalog.<>) 'btree' "
+           "OR i.indexprs IS NOT NULL OR i.indpred IS NOT NULL) "
+           "AND EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid OPERATOR(pg_catalog.=) "
+           "'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid OPERATOR(pg_catalog.=) i.indexrelid "
+           "AND d.refobjid OPERATOR(pg_catalog.=) $1 AND d.refobjsubid OPERATOR(pg_catalog.=) $2)",
+           {oid_param(relid), {INT2OID, Int16GetDatum(c.attnum)}}, SPI_OK_SELECT);
+  if (SPI_processed > 0)
+    throw Error(sqlstate::kFeatureNotSupported,
+                "index " + ddl.text_at(0, 1) + " on column \"" + col + "\" cannot be kept on a protected column",
+                "Only plain btree indexes on a protected column are supported: they use its blind index.",
+                "Drop that index first.");
+  std::vector<std::string> pending;
+  {
+    ddl.exec("SELECT co.conname::pg_catalog.text, pg_catalog.pg_get_constraintdef(co.oid) "
+             "FROM pg_catalog.pg_constraint co WHERE co.conrelid OPERATOR(pg_catalog.=) $1 "
+             "AND co.contype OPERATOR(pg_catalog.=) ANY (ARRAY['u','x']::pg_catalog.char[]) "
+             "AND $2::pg_catalog.int2 OPERATOR(pg_catalog.=) ANY (co.conkey)",
+             {oid_param(relid), {INT2OID, Int16GetDatum(c.attnum)}}, SPI_OK_SELECT);
+    std::vector<std::pair<std::string, std::string>> constraints;
+    for (std::uint64_t i = 0; i < SPI_processed; ++i) constraints.emplace_back(ddl.text_at(i, 1), ddl.text_at(i, 2));
+    for (auto& [name, def] : constraints) {
+      pending.push_back("ALTER TABLE " + rel + " ADD CONSTRAINT " + quote_ident_str(name) + " " +
+                        without_opclasses(def, kPlainOpclasses));
+      ddl.exec(("ALTER TABLE " + rel + " DROP CONSTRAINT " + quote_ident_str(name)).c_str(), {}, SPI_OK_UTILITY);
+    }
+    ddl.exec("SELECT i.indexrelid::pg_catalog.regclass::pg_catalog.text, pg_catalog.pg_get_indexdef(i.indexrelid) "
+             "FROM pg_catalog.pg_index i WHERE i.indrelid OPERATOR(pg_catalog.=) $1 "
+             "AND ($2::pg_catalog.int2 OPERATOR(pg_catalog.=) ANY (i.indkey::pg_catalog.int2[]) "
+             "OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid OPERATOR(pg_catalog.=) "
+             "'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid OPERATOR(pg_catalog.=) i.indexrelid "
+             "AND d.refobjid OPERATOR(pg_catalog.=) $1 AND d.refobjsubid OPERATOR(pg_catalog.=) $2))",
+             {oid_param(relid), {INT2OID, Int16GetDatum(c.attnum)}}, SPI_OK_SELECT);
+    std::vector<std::pair<std::string, std::string>> indexes;
+    for (std::uint64_t i = 0; i < SPI_processed; ++i) indexes.emplace_back(ddl.text_at(i, 1), ddl.text_at(i, 2));
+    static const std::regex kPatternOps(R"(_pattern_ops\b)");
+    for (auto& [name, def] : indexes) {
+      ddl.exec(("DROP INDEX " + name).c_str(), {}, SPI_OK_UTILITY);
+      // An index for LIKE (Django adds one beside every unique CharField) cannot serve a
+      // protected column, and on the blind index it would only duplicate the other one.
+      if (std::regex_search(def, kPatternOps) && def.rfind("CREATE UNIQUE", 0) != 0) {
+        std::string index = name;
+        pg_call([&index] {
+          ereport(NOTICE, (errmsg("index %s (for LIKE) is dropped: a protected column is searched by equality only",
+                                  index.c_str())));
+        });
+        continue;
+      }
+      pending.push_back(without_opclasses(def, kPlainOpclasses));
+    }
+  }
+  // text -> protected_text is binary: no table rewrite, the rows keep their bytes and
+  // stay plaintext (unsealed) until sealed. bytea and jsonb are rewritten.
+  std::string ptype = "envelope.protected_" + plain_type;
+  ddl.exec(("ALTER TABLE " + rel + " ALTER COLUMN " + qcol + " TYPE " + ptype + " USING " + qcol + "::" + ptype).c_str(),
+           {}, SPI_OK_UTILITY);
+  ddl.exec(("ALTER TABLE " + rel + " ADD CONSTRAINT " + quote_ident_str(check_name) + " CHECK (envelope.protected_ok(" +
+            qcol + ", " + std::to_string(pid) + "))" + (populated ? " NOT VALID" : ""))
+               .c_str(),
+           {}, SPI_OK_UTILITY);
+  ddl.exec(("CREATE TRIGGER " + quote_ident_str(trigger_name) + " BEFORE INSERT OR UPDATE ON " + rel +
+            " FOR EACH ROW EXECUTE FUNCTION envelope.protect_row(" + quote_literal_str(cfg.dump()) + ")")
+               .c_str(),
+           {}, SPI_OK_UTILITY);
+  ddl.exec(("ALTER TABLE " + rel + " ENABLE ALWAYS TRIGGER " + quote_ident_str(trigger_name)).c_str(), {},
+           SPI_OK_UTILITY);
+  // An empty table gets its indexes back at once, on the blind index.
+  if (!populated) {
+    for (const std::string& d : pending) ddl.exec(d.c_str(), {}, SPI_OK_UTILITY);
+    pending.clear();
+  }
+  ddl.finish();
+
+  OwnerSpi reg;
+  std::string pending_sql = "{";
+  for (std::size_t i = 0; i < pending.size(); ++i) {
+    std::string esc;
+    for (char ch : pending[i]) {
+      if (ch == '"' || ch == '\\') esc.push_back('\\');
+      esc.push_back(ch);
+    }
+    pending_sql += (i ? ",\"" : "\"") + esc + "\"";
+  }
+  pending_sql += "}";
+  reg.exec("INSERT INTO envelope.protected_column (protection_id, tbl, col, plain_type, key, key_column, "
+           "context_column, blind_key, blind_bytes, state, pending_indexes) VALUES ($1, $2::pg_catalog.oid::pg_catalog.regclass, "
+           "$3::pg_catalog.name, $4, $5, $6::pg_catalog.name, $7::pg_catalog.name, $8, $9, $10, $11::pg_catalog.text[])",
+           {{INT8OID, Int64GetDatum(pid)}, oid_param(relid), text_param(col), text_param(plain_type), text_param(key),
+            key_column ? text_param(*key_column) : SpiParam{TEXTOID, 0, true},
+            context_column ? text_param(*context_column) : SpiParam{TEXTOID, 0, true},
+            blind ? text_param(blind_key.value_or(key)) : SpiParam{TEXTOID, 0, true},
+            {INT4OID, Int32GetDatum(blind_bytes)}, text_param(populated ? "sealing" : "protected"),
+            text_param(pending_sql)},
+           SPI_OK_INSERT);
+  reg.finish();
+  if (populated)
+    pg_call([&rel, &col] {
+      ereport(NOTICE, (errmsg("column \"%s\" of %s is protected; its existing rows are still plaintext", col.c_str(),
+                              rel.c_str()),
+                       errhint("Seal them in short transactions: CALL envelope.seal_rows('%s', '%s');", rel.c_str(),
+                               col.c_str())));
+    });
+  PG_RETURN_VOID();
+}
+
+namespace {
+
+// The registered column named by (tbl regclass, col name), which the caller owns.
+std::pair<Oid, Registered> owned_protected(FunctionCallInfo fcinfo, std::string& col) {
+  if (PG_ARGISNULL(0)) throw Error(sqlstate::kNullValueNotAllowed, "table must not be null");
+  Oid relid = PG_GETARG_OID(0);
+  col = name_arg(fcinfo, 1, "column");
+  if (!owns(relid))
+    throw Error(sqlstate::kInsufficientPrivilege, "must be owner of table \"" + relation_sql(relid) + "\"");
+  std::optional<Registered> r = registered(relid, col);
+  if (!r)
+    throw Error(sqlstate::kUndefinedObject, "column \"" + col + "\" of \"" + relation_sql(relid) + "\" is not protected",
+                "", "envelope.protected_columns lists the protected columns.");
+  return {relid, std::move(*r)};
+}
+
+void set_progress(std::int64_t pid, const char* sql_set, std::initializer_list<SpiParam> extra) {
+  OwnerSpi reg;
+  std::string sql = std::string("UPDATE envelope.protected_column SET ") + sql_set +
+                    " WHERE protection_id OPERATOR(pg_catalog.=) $1";
+  std::vector<SpiParam> params{{INT8OID, Int64GetDatum(pid)}};
+  params.insert(params.end(), extra.begin(), extra.end());
+  switch (params.size()) {
+    case 1: reg.exec(sql.c_str(), {params[0]}, SPI_OK_UPDATE); break;
+    case 2: reg.exec(sql.c_str(), {params[0], params[1]}, SPI_OK_UPDATE); break;
+    default: reg.exec(sql.c_str(), {params[0], params[1], params[2]}, SPI_OK_UPDATE); break;
+  }
+  reg.finish();
+}
+
+}  // namespace
+
+// PROCEDURE seal_rows(tbl regclass, col name, batch_blocks integer DEFAULT 8,
+//                     pause_ms integer DEFAULT 0, rebuild_indexes boolean DEFAULT false):
+// seals the rows a protect_column() left plaintext, a few heap blocks per transaction
+// (each committed; no lock beyond the rows of one batch), resumable where it stopped
+// after a cancel or a crash; then validates the CHECK and marks the column protected.
+// The indexes dropped by protect_column() are given back only with rebuild_indexes
+// (CREATE INDEX blocks writes while it builds); otherwise envelope.protected_columns
+// shows their definitions, to be run with CREATE INDEX CONCURRENTLY.
+PGENV_FUNCTION(envelope_seal_rows) {
+  require_preloaded();
+  require_writable("seal rows");
+  bool nonatomic = fcinfo->context != nullptr && IsA(fcinfo->context, CallContext) &&
+                   !reinterpret_cast<CallContext*>(fcinfo->context)->atomic;
+  if (!nonatomic)
+    throw Error(sqlstate::kObjectNotInPrerequisiteState, "envelope.seal_rows() must be called with CALL, outside a transaction block",
+                "It commits after every batch.", "CALL envelope.seal_rows('tbl', 'col');");
+  std::string col;
+  auto [relid, reg] = owned_protected(fcinfo, col);
+  int batch_blocks = PG_ARGISNULL(2) ? 8 : PG_GETARG_INT32(2);
+  int pause_ms = PG_ARGISNULL(3) ? 0 : PG_GETARG_INT32(3);
+  bool rebuild = PG_ARGISNULL(4) ? false : PG_GETARG_BOOL(4);
+  if (batch_blocks < 1 || pause_ms < 0)
+    throw Error(sqlstate::kInvalidParameterValue, "batch_blocks must be positive and pause_ms not negative");
+  std::string rel = relation_sql(relid);
+  std::string qcol = quote_ident_str(col);
+  OwnerSpi spi(/*as_owner=*/false, /*nonatomic=*/true);
+  bool sealed_already = reg.state == "protected";
+  if (!sealed_already && reg.next_block == 0 && reg.rows_sealed == 0) {
+    spi.exec(("SELECT pg_catalog.count(*) FROM ONLY " + rel + " WHERE " + qcol + " IS NOT NULL AND NOT envelope.is_sealed(" +
+              qcol + ")").c_str(),
+             {}, SPI_OK_SELECT);
+    std::int64_t total = spi.int8_at(0, 1);
+    set_progress(reg.protection_id, "rows_total = $2, sealing_started_at = pg_catalog.now()", {{INT8OID, Int64GetDatum(total)}});
+    spi.commit();
+  }
+  std::int64_t block = reg.next_block;
+  std::int64_t sealed = reg.rows_sealed;
+  for (int pass = 0; pass < 3 && !sealed_already; ++pass) {
+    // The table's end when the pass starts: rows written after it (also the new versions
+    // this pass's own UPDATEs append) went through the trigger and are sealed already;
+    // the check after the pass finds any that were not.
+    spi.exec(("SELECT pg_catalog.pg_relation_size('" + rel + "'::pg_catalog.regclass) OPERATOR(pg_catalog./) "
+              "pg_catalog.current_setting('block_size')::pg_catalog.int8").c_str(),
+             {}, SPI_OK_SELECT);
+    std::int64_t nblocks = spi.int8_at(0, 1);
+    for (;;) {
+      if (block >= nblocks) break;
+      std::int64_t end = block + batch_blocks;
+      std::uint64_t n = spi.exec(("UPDATE ONLY " + rel + " SET " + qcol + " = " + qcol +
+                                  " WHERE ctid OPERATOR(pg_catalog.>=) $1::pg_catalog.text::pg_catalog.tid "
+                                  "AND ctid OPERATOR(pg_catalog.<) $2::pg_catalog.text::pg_catalog.tid AND " + qcol +
+                                  " IS NOT NULL AND NOT envelope.is_sealed(" + qcol + ")").c_str(),
+                                 {text_param("(" + std::to_string(block) + ",0)"),
+                                  text_param("(" + std::to_string(end) + ",0)")},
+                                 SPI_OK_UPDATE);
+      sealed += static_cast<std::int64_t>(n);
+      block = end;
+      set_progress(reg.protection_id, "next_block = $2, rows_sealed = $3, last_batch_at = pg_catalog.now()",
+                   {{INT8OID, Int64GetDatum(block)}, {INT8OID, Int64GetDatum(sealed)}});
+      spi.commit();
+      pg_call([] { CHECK_FOR_INTERRUPTS(); });
+      if (pause_ms > 0) {
+        int ms = pause_ms;
+        pg_call([ms] { pg_usleep(static_cast<long>(ms) * 1000L); });
+      }
+    }
+    // Rows written meanwhile were sealed by the trigger; rows moved behind the scan
+    // (an application's UPDATE) were too. Anything left is looked for once more.
+    spi.exec(("SELECT 1 FROM ONLY " + rel + " WHERE " + qcol + " IS NOT NULL AND NOT envelope.is_sealed(" + qcol +
+              ") LIMIT 1").c_str(),
+             {}, SPI_OK_SELECT);
+    if (SPI_processed == 0) break;
+    block = 0;
+  }
+  if (!sealed_already)
+    spi.exec(("ALTER TABLE " + rel + " VALIDATE CONSTRAINT " + quote_ident_str(reg.check_name)).c_str(), {},
+             SPI_OK_UTILITY);
+  if (rebuild) {
+    std::vector<std::string> defs;
+    {
+      OwnerSpi registry;  // the registry is the extension owner's
+      registry.exec("SELECT pg_catalog.unnest(pending_indexes) FROM envelope.protected_column "
+                    "WHERE protection_id OPERATOR(pg_catalog.=) $1",
+                    {{INT8OID, Int64GetDatum(reg.protection_id)}}, SPI_OK_SELECT);
+      for (std::uint64_t i = 0; i < SPI_processed; ++i) defs.push_back(registry.text_at(i, 1));
+      registry.finish();
+    }
+    // An index or constraint built by hand meanwhile (CREATE INDEX CONCURRENTLY) is kept.
+    static const std::regex kObjectName(R"(^(?:ALTER TABLE \S+ ADD CONSTRAINT|CREATE (?:UNIQUE )?INDEX) (\S+) )");
+    for (const std::string& d : defs) {
+      std::smatch m;
+      if (std::regex_search(d, m, kObjectName)) {
+        spi.exec("SELECT 1 FROM pg_catalog.pg_class WHERE relnamespace OPERATOR(pg_catalog.=) $1 "
+                 "AND relname OPERATOR(pg_catalog.=) pg_catalog.btrim($2, '\"')::pg_catalog.name",
+                 {oid_param(pg_call([relid] { return get_rel_namespace(relid); })), text_param(m[1].str())},
+                 SPI_OK_SELECT);
+        if (SPI_processed > 0) continue;
+      }
+      spi.exec(d.c_str(), {}, SPI_OK_UTILITY);
+    }
+    set_progress(reg.protection_id, "pending_indexes = '{}'", {});
+  }
+  if (sealed_already) {
+    spi.commit();
+    spi.finish();
+    PG_RETURN_VOID();
+  }
+  set_progress(reg.protection_id, "state = 'protected', sealed_at = pg_catalog.now()", {});
+  spi.commit();
+  spi.finish();
+  PG_RETURN_VOID();
+}
+
+// unseal(value protected_*) RETURNS the plain type: decrypts (the current user needs
+// decrypt on the value's key; superusers hold it) whatever the column's output
+// function would show; for unprotect_column() and for explicit use.
+namespace {
+
+Datum unseal(FunctionCallInfo fcinfo, PlainType type) {
+  auto* v = static_cast<struct varlena*>(pg_call([fcinfo] { return PG_DETOAST_DATUM_PACKED(PG_GETARG_DATUM(0)); }));
+  ByteView bytes{reinterpret_cast<const std::uint8_t*>(VARDATA_ANY(v)), VARSIZE_ANY_EXHDR(v)};
+  auto result = [type](ByteView plain) -> Datum {
+    if (type != PlainType::kJsonb) return PointerGetDatum(pg_varlena(plain));
+    std::string text(reinterpret_cast<const char*>(plain.data()), plain.size());
+    Datum d = pg_call([&text] { return DirectFunctionCall1(jsonb_in, CStringGetDatum(text.c_str())); });
+    secure_zero(text.data(), text.size());
+    return d;
+  };
+  if (!is_sealed(bytes)) {
+    ByteView plain;
+    if (!unsealed_plaintext(bytes, type, plain)) throw Error(sqlstate::kDataCorrupted, "malformed protected value");
+    return result(plain);
+  }
+  SealedView view;
+  if (FormatProblem p = parse_sealed(bytes, type, view)) throw Error(sqlstate::kDataCorrupted, "malformed protected value", p.detail);
+  protection::Opened o = protection::open(view, true, key_access::kDecrypt);
+  Datum d;
+  try {
+    d = result({o.data, o.size});
+  } catch (...) {
+    protection::release(o);
+    throw;
+  }
+  protection::release(o);
+  return d;
+}
+
+}  // namespace
+
+PGENV_FUNCTION(envelope_unseal_text) { return unseal(fcinfo, PlainType::kText); }
+PGENV_FUNCTION(envelope_unseal_bytea) { return unseal(fcinfo, PlainType::kBytea); }
+PGENV_FUNCTION(envelope_unseal_jsonb) { return unseal(fcinfo, PlainType::kJsonb); }
+
+namespace {
+// Set while unprotect_column() itself changes a protected column's type.
+bool g_own_ddl = false;
+struct OwnDdl {
+  OwnDdl() { g_own_ddl = true; }
+  ~OwnDdl() { g_own_ddl = false; }
+  OwnDdl(const OwnDdl&) = delete;
+  OwnDdl& operator=(const OwnDdl&) = delete;
+};
+
+void refuse_if_protected(RangeVar* rv, const char* column, const char* what) {
+  if (rv == nullptr || column == nullptr) return;
+  Oid relid = pg_call([rv] { return RangeVarGetRelid(rv, NoLock, true); });
+  if (!OidIsValid(relid) || !registered(relid, column)) return;
+  throw Error(sqlstate::kFeatureNotSupported,
+              std::string("column \"") + column + "\" of \"" + relation_sql(relid) + "\" is protected: cannot " + what + " it",
+              "Its type, name and trigger belong to envelope.protect_column(); changing them would leave values "
+              "nobody can read.",
+              "Run envelope.unprotect_column() first, change the column, then envelope.protect_column() again.");
+}
+}  // namespace
+
+// protected_ddl_guard() RETURNS event_trigger, ON ddl_command_start for ALTER TABLE:
+// refuses to change the type of a protected column (an ORM's "sync"/"AlterField"
+// would otherwise turn it back into varchar under its trigger) or to rename it.
+PGENV_FUNCTION(envelope_protected_ddl_guard) {
+  if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
+    throw Error(sqlstate::kObjectNotInPrerequisiteState, "envelope.protected_ddl_guard() must be called as an event trigger");
+  if (g_own_ddl) PG_RETURN_VOID();
+  Node* tree = reinterpret_cast<EventTriggerData*>(fcinfo->context)->parsetree;
+  if (tree != nullptr && IsA(tree, AlterTableStmt)) {
+    auto* stmt = reinterpret_cast<AlterTableStmt*>(tree);
+    ListCell* lc;
+    foreach (lc, stmt->cmds) {
+      auto* cmd = static_cast<AlterTableCmd*>(lfirst(lc));
+      if (cmd->subtype == AT_AlterColumnType) refuse_if_protected(stmt->relation, cmd->name, "change the type of");
+    }
+  } else if (tree != nullptr && IsA(tree, RenameStmt)) {
+    auto* stmt = reinterpret_cast<RenameStmt*>(tree);
+    if (stmt->renameType == OBJECT_COLUMN) refuse_if_protected(stmt->relation, stmt->subname, "rename");
+  }
+  PG_RETURN_VOID();
+}
+
+// unprotect_column(tbl regclass, col name) RETURNS void: the column becomes its plain
+// type again, every value decrypted (the table is rewritten under an exclusive lock;
+// the caller must own the table and hold decrypt on the column's keys).
+PGENV_FUNCTION(envelope_unprotect_column) {
+  require_preloaded();
+  require_writable("unprotect a column");
+  std::string col;
+  auto [relid, reg] = owned_protected(fcinfo, col);
+  std::string rel = relation_sql(relid);
+  std::string qcol = quote_ident_str(col);
+  OwnerSpi ddl(/*as_owner=*/false);
+  ddl.exec(("DROP TRIGGER IF EXISTS " + quote_ident_str(reg.trigger_name) + " ON " + rel).c_str(), {}, SPI_OK_UTILITY);
+  ddl.exec(("ALTER TABLE " + rel + " DROP CONSTRAINT IF EXISTS " + quote_ident_str(reg.check_name)).c_str(), {},
+           SPI_OK_UTILITY);
+  // Indexes on the column use the blind-index operator class: they go, and come back
+  // on the plain column with its default operator class.
+  ddl.exec("SELECT i.indexrelid::pg_catalog.regclass::pg_catalog.text, pg_catalog.pg_get_indexdef(i.indexrelid), "
+           "co.conname::pg_catalog.text, pg_catalog.pg_get_constraintdef(co.oid) "
+           "FROM pg_catalog.pg_index i LEFT JOIN pg_catalog.pg_constraint co ON co.conindid OPERATOR(pg_catalog.=) i.indexrelid "
+           "AND co.conrelid OPERATOR(pg_catalog.=) i.indrelid WHERE i.indrelid OPERATOR(pg_catalog.=) $1 "
+           "AND $2::pg_catalog.int2 OPERATOR(pg_catalog.=) ANY (i.indkey::pg_catalog.int2[])",
+           {oid_param(relid), {INT2OID, Int16GetDatum(column_of(relid, col).attnum)}}, SPI_OK_SELECT);
+  std::vector<std::string> drops, creates;
+  for (std::uint64_t i = 0; i < SPI_processed; ++i) {
+    if (!ddl.isnull_at(i, 3)) {
+      drops.push_back("ALTER TABLE " + rel + " DROP CONSTRAINT " + quote_ident_str(ddl.text_at(i, 3)));
+      creates.push_back("ALTER TABLE " + rel + " ADD CONSTRAINT " + quote_ident_str(ddl.text_at(i, 3)) + " " +
+                        without_opclasses(ddl.text_at(i, 4), kBlindOpclasses));
+    } else {
+      drops.push_back("DROP INDEX " + ddl.text_at(i, 1));
+      creates.push_back(without_opclasses(ddl.text_at(i, 2), kBlindOpclasses));
+    }
+  }
+  for (const std::string& d : drops) ddl.exec(d.c_str(), {}, SPI_OK_UTILITY);
+  OwnDdl own;
+  ddl.exec(("ALTER TABLE " + rel + " ALTER COLUMN " + qcol + " TYPE pg_catalog." + reg.plain_type + " USING envelope.unseal(" +
+            qcol + ")").c_str(),
+           {}, SPI_OK_UTILITY);
+  for (const std::string& cdef : creates) ddl.exec(cdef.c_str(), {}, SPI_OK_UTILITY);
+  ddl.finish();
+  OwnerSpi r;
+  r.exec("DELETE FROM envelope.protected_column WHERE protection_id OPERATOR(pg_catalog.=) $1",
+         {{INT8OID, Int64GetDatum(reg.protection_id)}}, SPI_OK_DELETE);
+  r.finish();
+  PG_RETURN_VOID();
+}

@@ -1,0 +1,1 @@
+"""A minimal Django application for test_django.py: one plain model, one migration."""
