@@ -57,6 +57,10 @@ inline bool is_sealed(ByteView v) noexcept { return !v.empty() && v[0] == kSeale
 // Structural checks only (never decrypts); the spans point into `bytes`.
 FormatProblem parse_sealed(ByteView bytes, PlainType type, SealedView& out) noexcept;
 
+// The protection id and blind index of a sealed value, read in place without the full
+// check (for comparisons of stored values); false when the head is malformed.
+bool sealed_blind(ByteView bytes, PlainType type, std::uint32_t& protection_id, ByteView& blind) noexcept;
+
 // The prefix of a sealed value (everything before the envelope).
 Bytes sealed_prefix(PlainType type, std::uint32_t protection_id, std::uint32_t blind_key_id, ByteView blind,
                     std::string_view key_name, bool has_context, std::string_view context);

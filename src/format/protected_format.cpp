@@ -47,6 +47,17 @@ FormatProblem parse_sealed(ByteView b, PlainType type, SealedView& out) noexcept
   return {};
 }
 
+bool sealed_blind(ByteView b, PlainType type, std::uint32_t& protection_id, ByteView& blind) noexcept {
+  if (b.size() < kFixedHead || b[0] != kSealedMarker || b[1] != kProtectedV1 || b[2] != static_cast<std::uint8_t>(type))
+    return false;
+  std::size_t blind_len = b[11];
+  if (blind_len > kMaxBlindIndex || b.size() < kFixedHead + blind_len) return false;
+  if ((load_be32(b.data() + 7) == 0) != (blind_len == 0)) return false;
+  protection_id = load_be32(b.data() + 3);
+  blind = b.subspan(kFixedHead, blind_len);
+  return true;
+}
+
 Bytes sealed_prefix(PlainType type, std::uint32_t protection_id, std::uint32_t blind_key_id, ByteView blind,
                     std::string_view key_name, bool has_context, std::string_view context) {
   Bytes p;

@@ -42,10 +42,20 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       FUZZ_CHECK((v.blind_key_id == 0) == v.blind.empty() && v.blind.size() <= kMaxBlindIndex, "blind index fields");
       EnvelopeView env;
       FUZZ_CHECK(!parse_envelope(v.envelope, env), "accepted an invalid envelope");
+      std::uint32_t pid = 0;
+      ByteView blind;
+      FUZZ_CHECK(sealed_blind(in, type, pid, blind) && pid == v.protection_id && blind.data() == v.blind.data() &&
+                     blind.size() == v.blind.size(),
+                 "sealed_blind() disagrees with parse_sealed()");
       const Bytes again = sealed_prefix(type, v.protection_id, v.blind_key_id, v.blind, v.key_name, v.has_context,
                                         v.context);
       FUZZ_CHECK(again.size() == v.prefix.size() && std::memcmp(again.data(), v.prefix.data(), again.size()) == 0,
                  "sealed_prefix(parse(x)) != prefix of x");
+    }
+    {
+      std::uint32_t pid = 0;
+      ByteView blind;
+      if (sealed_blind(in, type, pid, blind)) FUZZ_CHECK(inside(blind, in) && blind.size() <= kMaxBlindIndex, "blind view");
     }
     ByteView plain;
     const bool unsealed = unsealed_plaintext(in, type, plain);

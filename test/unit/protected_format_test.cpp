@@ -45,6 +45,13 @@ TEST(ProtectedFormat, SealedPrefixParsesBackFieldForField) {
   // Big-endian protection id at offset 3.
   EXPECT_EQ(v[3], 0xA1);
   EXPECT_EQ(v[6], 0xD4);
+  std::uint32_t pid = 0;
+  ByteView b;
+  ASSERT_TRUE(sealed_blind(v, PlainType::kJsonb, pid, b));
+  EXPECT_EQ(pid, 0xA1B2C3D4u);
+  EXPECT_EQ(b.data(), s.blind.data());
+  EXPECT_EQ(b.size(), 16u);
+  EXPECT_FALSE(sealed_blind(v, PlainType::kText, pid, b));
   // The same bytes are not a value of another type.
   EXPECT_TRUE(parse_sealed(v, PlainType::kText, s));
 }
