@@ -512,6 +512,7 @@ CREATE TABLE envelope.protected_column (
   tbl                regclass NOT NULL,
   col                name NOT NULL,
   plain_type         text NOT NULL CHECK (plain_type IN ('text', 'bytea', 'jsonb')),
+  original_type      text,  -- the column's type before, e.g. character varying(254), given back by unprotect_column
   key                text NOT NULL,
   key_column         name,
   context_column     name,

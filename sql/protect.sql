@@ -227,6 +227,9 @@ SELECT convalidated FROM pg_constraint WHERE conrelid = 'legacy'::regclass AND c
 SELECT * FROM protection_of('legacy');
 SELECT error_of($q$INSERT INTO legacy VALUES (502, 'ssn-7')$q$);
 SELECT envelope.unseal(ssn) FROM legacy WHERE id = 7;
+-- varchar(20) keeps its limit (counted in characters, as varchar does).
+SELECT error_of($q$INSERT INTO legacy VALUES (503, repeat('x', 21))$q$);
+INSERT INTO legacy VALUES (503, repeat('é', 20));
 CALL envelope.seal_rows('legacy', 'ssn');  -- nothing left: a no-op
 
 -- Indexes given back later: by hand (kept), or by a later call with rebuild_indexes.

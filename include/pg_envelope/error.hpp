@@ -30,6 +30,7 @@ inline constexpr const char* kInvalidBinaryRepresentation = "22P03";
 inline constexpr const char* kUntranslatableCharacter = "22P05";
 // Class 23: integrity constraint violation
 inline constexpr const char* kNotNullViolation = "23502";
+inline constexpr const char* kStringDataRightTruncation = "22001";
 // Class 25: invalid transaction state
 inline constexpr const char* kReadOnlySqlTransaction = "25006";
 // Class 28: invalid authorization specification

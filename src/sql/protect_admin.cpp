@@ -79,6 +79,7 @@ bool owns(Oid relid) {
 struct Column {
   AttrNumber attnum = InvalidAttrNumber;
   Oid type = InvalidOid;
+  std::int32_t typmod = -1;
 };
 
 Column column_of(Oid relid, const std::string& name) {
@@ -87,7 +88,10 @@ Column column_of(Oid relid, const std::string& name) {
   if (c.attnum == InvalidAttrNumber || c.attnum < 0)
     throw Error(sqlstate::kUndefinedObject, "column \"" + name + "\" of relation \"" + relation_sql(relid) +
                                                 "\" does not exist");
-  c.type = pg_call([relid, &c] { return get_atttype(relid, c.attnum); });
+  pg_call([relid, &c] {
+    Oid collation = InvalidOid;
+    get_atttypetypmodcoll(relid, c.attnum, &c.type, &c.typmod, &collation);
+  });
   return c;
 }
 
@@ -99,7 +103,7 @@ std::string type_name(Oid type) {
 // The registry row of a protected column, if any.
 struct Registered {
   std::int64_t protection_id = 0;
-  std::string plain_type, state;
+  std::string plain_type, state, original_type;
   std::int64_t next_block = 0, rows_sealed = 0;
   std::string check_name, trigger_name;
 };
@@ -107,7 +111,7 @@ struct Registered {
 std::optional<Registered> registered(Oid relid, const std::string& col) {
   OwnerSpi spi;
   std::optional<Registered> out;
-  if (spi.exec("SELECT protection_id, plain_type, state, next_block, rows_sealed FROM envelope.protected_column "
+  if (spi.exec("SELECT protection_id, plain_type, state, next_block, rows_sealed, original_type FROM envelope.protected_column "
                "WHERE tbl OPERATOR(pg_catalog.=) $1::pg_catalog.oid::pg_catalog.regclass "
                "AND col OPERATOR(pg_catalog.=) $2::pg_catalog.name",
                {oid_param(relid), text_param(col)}, SPI_OK_SELECT) == 1) {
@@ -117,6 +121,7 @@ std::optional<Registered> registered(Oid relid, const std::string& col) {
     r.state = spi.text_at(0, 3);
     r.next_block = spi.int8_at(0, 4);
     r.rows_sealed = spi.int8_at(0, 5);
+    r.original_type = spi.isnull_at(0, 6) ? r.plain_type : spi.text_at(0, 6);
     out = std::move(r);
   }
   spi.finish();
@@ -247,6 +252,17 @@ PGENV_FUNCTION(envelope_protect_column) {
   nlohmann::json cfg = {{"v", 1}, {"pid", pid}, {"column", col}, {"type", plain_type}, {"key", key},
                         {"key_column", key_column.value_or("")}, {"context_column", context_column.value_or("")},
                         {"blind_key_id", blind_key_id}, {"blind_bytes", blind_bytes}};
+  // varchar(n) keeps its limit: the trigger checks the plaintext's length.
+  std::int32_t max_chars = (c.type == VARCHAROID && c.typmod >= static_cast<std::int32_t>(VARHDRSZ))
+                               ? c.typmod - static_cast<std::int32_t>(VARHDRSZ)
+                               : 0;
+  if (max_chars > 0) cfg["max_chars"] = max_chars;
+  std::string original_type = pg_call([&c] {
+    char* t = format_type_with_typemod(c.type, c.typmod);
+    std::string out = t;
+    pfree(t);
+    return out;
+  });
 
   OwnerSpi ddl(/*as_owner=*/false);
   // Refuse what protection would break: keys and foreign keys on the column.
@@ -355,14 +371,15 @@ PGENV_FUNCTION(envelope_protect_column) {
   }
   pending_sql += "}";
   reg.exec("INSERT INTO envelope.protected_column (protection_id, tbl, col, plain_type, key, key_column, "
-           "context_column, blind_key, blind_bytes, state, pending_indexes) VALUES ($1, $2::pg_catalog.oid::pg_catalog.regclass, "
-           "$3::pg_catalog.name, $4, $5, $6::pg_catalog.name, $7::pg_catalog.name, $8, $9, $10, $11::pg_catalog.text[])",
+           "context_column, blind_key, blind_bytes, state, pending_indexes, original_type) VALUES ($1, "
+           "$2::pg_catalog.oid::pg_catalog.regclass, $3::pg_catalog.name, $4, $5, $6::pg_catalog.name, $7::pg_catalog.name, "
+           "$8, $9, $10, $11::pg_catalog.text[], $12)",
            {{INT8OID, Int64GetDatum(pid)}, oid_param(relid), text_param(col), text_param(plain_type), text_param(key),
             key_column ? text_param(*key_column) : SpiParam{TEXTOID, 0, true},
             context_column ? text_param(*context_column) : SpiParam{TEXTOID, 0, true},
             blind ? text_param(blind_key.value_or(key)) : SpiParam{TEXTOID, 0, true},
             {INT4OID, Int32GetDatum(blind_bytes)}, text_param(populated ? "sealing" : "protected"),
-            text_param(pending_sql)},
+            text_param(pending_sql), text_param(original_type)},
            SPI_OK_INSERT);
   reg.finish();
   if (populated)
@@ -639,8 +656,9 @@ PGENV_FUNCTION(envelope_unprotect_column) {
   }
   for (const std::string& d : drops) ddl.exec(d.c_str(), {}, SPI_OK_UTILITY);
   OwnDdl own;
-  ddl.exec(("ALTER TABLE " + rel + " ALTER COLUMN " + qcol + " TYPE pg_catalog." + reg.plain_type + " USING envelope.unseal(" +
-            qcol + ")").c_str(),
+  // Back to the type it had (varchar(n) included; format_type() qualifies what needs it).
+  ddl.exec(("ALTER TABLE " + rel + " ALTER COLUMN " + qcol + " TYPE " + reg.original_type + " USING envelope.unseal(" +
+            qcol + ")::" + reg.original_type).c_str(),
            {}, SPI_OK_UTILITY);
   for (const std::string& cdef : creates) ddl.exec(cdef.c_str(), {}, SPI_OK_UTILITY);
   ddl.finish();

@@ -16,6 +16,7 @@ extern "C" {
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "utils/lsyscache.h"
+#include "mb/pg_wchar.h"
 #include "utils/rel.h"
 }
 
@@ -45,6 +46,7 @@ struct Config {
   std::string context_column;
   std::uint32_t blind_key_id = 0;
   std::uint8_t blind_bytes = 0;
+  std::int32_t max_chars = 0;  // varchar(n): n, else 0
 };
 
 Config parse_config(const char* text) {
@@ -66,6 +68,7 @@ Config parse_config(const char* text) {
   c.context_column = j.value("context_column", "");
   c.blind_key_id = j.value("blind_key_id", 0u);
   c.blind_bytes = static_cast<std::uint8_t>(j.value("blind_bytes", 0u));
+  c.max_chars = j.value("max_chars", 0);
   if (c.protection_id == 0 || c.column.empty() || c.key.empty() || c.blind_bytes > kMaxBlindIndex ||
       (c.blind_key_id == 0) != (c.blind_bytes == 0))
     bad();
@@ -185,6 +188,15 @@ struct varlena* seal_value(const Config& c, const protection::Binding& b, Datum 
       struct varlena* rebound = seal_value(c, b, PointerGetDatum(sealed));
       return rebound != nullptr ? rebound : sealed;
     }
+  }
+  if (c.max_chars > 0 && c.type == PlainType::kText && plain.size() > static_cast<std::size_t>(c.max_chars)) {
+    int chars = pg_call([&plain] {
+      return pg_mbstrlen_with_len(reinterpret_cast<const char*>(plain.data()), static_cast<int>(plain.size()));
+    });
+    if (chars > c.max_chars)
+      throw Error(sqlstate::kStringDataRightTruncation,
+                  "value too long for type character varying(" + std::to_string(c.max_chars) + ")",
+                  "Protected column \"" + c.column + "\" keeps the length limit of its type.");
   }
   try {
     return protection::seal(c.type, b, plain);

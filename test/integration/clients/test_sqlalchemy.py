@@ -194,6 +194,22 @@ def test_unique_violation_raises_integrity_error(stack, engine):
         assert [n for (n,) in s.execute(sa.select(Person.name).order_by(Person.name))] == ["First", "Other"]
 
 
+def test_string_length_stays_enforced(stack, engine):
+    """String(254) is varchar(254): the protected column keeps the limit (22001), and a
+    value of exactly 254 characters (multibyte ones included) is accepted and sealed."""
+    with Session(engine) as s:
+        s.add(Person(email="x" * 255, name="Too long"))
+        with pytest.raises(sa_exc.DataError) as info:
+            s.commit()
+        s.rollback()
+        assert info.value.orig.pgcode == "22001"
+        fits = "é" * 254
+        s.add(Person(email=fits, name="Fits"))
+        s.commit()
+        assert s.execute(sa.select(Person.name).where(Person.email == fits)).scalar_one() == "Fits"
+    stack.assert_sealed("person_sa", "email", [fits])
+
+
 def test_reflection(stack, engine):
     """Reflection (MetaData.reflect, inspect().get_columns: what automap and Alembic
     autogenerate use) sees the column with the extension's type envelope.protected_text,
