@@ -62,7 +62,7 @@ OwnerSpi::~OwnerSpi() {
   if (switched_) SetUserIdAndSecContext(saved_user_, saved_sec_);
 }
 
-std::uint64_t OwnerSpi::exec(const char* sql, std::initializer_list<SpiParam> params, int expected_rc) {
+std::uint64_t OwnerSpi::exec(const char* sql, std::span<const SpiParam> params, int expected_rc) {
   constexpr int kMaxParams = 16;
   Oid types[kMaxParams];
   Datum values[kMaxParams];

@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -51,7 +52,10 @@ class OwnerSpi {
 
   // Runs a statement; throws unless SPI answers `expected_rc`. Returns SPI_processed.
   // Statements see the latest committed state (and lock rows they select FOR UPDATE).
-  std::uint64_t exec(const char* sql, std::initializer_list<SpiParam> params, int expected_rc);
+  std::uint64_t exec(const char* sql, std::initializer_list<SpiParam> params, int expected_rc) {
+    return exec(sql, std::span<const SpiParam>(params.begin(), params.size()), expected_rc);
+  }
+  std::uint64_t exec(const char* sql, std::span<const SpiParam> params, int expected_rc);
 
   // Column values of the last result (1-based column numbers). NULL reads as empty/0.
   std::string text_at(std::uint64_t row, int col) const;

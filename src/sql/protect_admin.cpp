@@ -360,26 +360,17 @@ PGENV_FUNCTION(envelope_protect_column) {
   ddl.finish();
 
   OwnerSpi reg;
-  std::string pending_sql = "{";
-  for (std::size_t i = 0; i < pending.size(); ++i) {
-    std::string esc;
-    for (char ch : pending[i]) {
-      if (ch == '"' || ch == '\\') esc.push_back('\\');
-      esc.push_back(ch);
-    }
-    pending_sql += (i ? ",\"" : "\"") + esc + "\"";
-  }
-  pending_sql += "}";
+  std::string pending_json = nlohmann::json(pending).dump();
   reg.exec("INSERT INTO envelope.protected_column (protection_id, tbl, col, plain_type, key, key_column, "
            "context_column, blind_key, blind_bytes, state, pending_indexes, original_type) VALUES ($1, "
            "$2::pg_catalog.oid::pg_catalog.regclass, $3::pg_catalog.name, $4, $5, $6::pg_catalog.name, $7::pg_catalog.name, "
-           "$8, $9, $10, $11::pg_catalog.text[], $12)",
+           "$8, $9, $10, ARRAY(SELECT pg_catalog.jsonb_array_elements_text($11::pg_catalog.jsonb)), $12)",
            {{INT8OID, Int64GetDatum(pid)}, oid_param(relid), text_param(col), text_param(plain_type), text_param(key),
             key_column ? text_param(*key_column) : SpiParam{TEXTOID, 0, true},
             context_column ? text_param(*context_column) : SpiParam{TEXTOID, 0, true},
             blind ? text_param(blind_key.value_or(key)) : SpiParam{TEXTOID, 0, true},
             {INT4OID, Int32GetDatum(blind_bytes)}, text_param(populated ? "sealing" : "protected"),
-            text_param(pending_sql), text_param(original_type)},
+            text_param(pending_json), text_param(original_type)},
            SPI_OK_INSERT);
   reg.finish();
   if (populated)
@@ -414,11 +405,7 @@ void set_progress(std::int64_t pid, const char* sql_set, std::initializer_list<S
                     " WHERE protection_id OPERATOR(pg_catalog.=) $1";
   std::vector<SpiParam> params{{INT8OID, Int64GetDatum(pid)}};
   params.insert(params.end(), extra.begin(), extra.end());
-  switch (params.size()) {
-    case 1: reg.exec(sql.c_str(), {params[0]}, SPI_OK_UPDATE); break;
-    case 2: reg.exec(sql.c_str(), {params[0], params[1]}, SPI_OK_UPDATE); break;
-    default: reg.exec(sql.c_str(), {params[0], params[1], params[2]}, SPI_OK_UPDATE); break;
-  }
+  reg.exec(sql.c_str(), std::span<const SpiParam>(params), SPI_OK_UPDATE);
   reg.finish();
 }
 
