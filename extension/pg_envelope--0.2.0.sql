@@ -330,16 +330,20 @@ CREATE CAST (envelope.protected_text AS text) WITH INOUT;
 CREATE CAST (text AS envelope.blind_text) WITHOUT FUNCTION AS IMPLICIT;
 CREATE CAST (varchar AS envelope.protected_text) WITHOUT FUNCTION AS ASSIGNMENT;
 CREATE CAST (varchar AS envelope.blind_text) WITHOUT FUNCTION AS IMPLICIT;
+-- Planner support of the ordering operators of the blind types: refuses them in any
+-- expression (they exist for ORDER BY, GROUP BY and UNIQUE, which use the btree).
+CREATE FUNCTION envelope.blind_ordering_support(internal) RETURNS internal
+  AS 'MODULE_PATHNAME', 'envelope_blind_ordering_support' LANGUAGE C STRICT;
 CREATE FUNCTION envelope.blind_text_lt(envelope.blind_text, envelope.blind_text) RETURNS boolean
-  AS 'MODULE_PATHNAME', 'envelope_blind_text_lt' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'envelope_blind_text_lt' LANGUAGE C STABLE STRICT PARALLEL SAFE SUPPORT envelope.blind_ordering_support;
 CREATE FUNCTION envelope.blind_text_le(envelope.blind_text, envelope.blind_text) RETURNS boolean
-  AS 'MODULE_PATHNAME', 'envelope_blind_text_le' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'envelope_blind_text_le' LANGUAGE C STABLE STRICT PARALLEL SAFE SUPPORT envelope.blind_ordering_support;
 CREATE FUNCTION envelope.blind_text_eq(envelope.blind_text, envelope.blind_text) RETURNS boolean
   AS 'MODULE_PATHNAME', 'envelope_blind_text_eq' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION envelope.blind_text_ge(envelope.blind_text, envelope.blind_text) RETURNS boolean
-  AS 'MODULE_PATHNAME', 'envelope_blind_text_ge' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'envelope_blind_text_ge' LANGUAGE C STABLE STRICT PARALLEL SAFE SUPPORT envelope.blind_ordering_support;
 CREATE FUNCTION envelope.blind_text_gt(envelope.blind_text, envelope.blind_text) RETURNS boolean
-  AS 'MODULE_PATHNAME', 'envelope_blind_text_gt' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'envelope_blind_text_gt' LANGUAGE C STABLE STRICT PARALLEL SAFE SUPPORT envelope.blind_ordering_support;
 CREATE FUNCTION envelope.blind_text_ne(envelope.blind_text, envelope.blind_text) RETURNS boolean
   AS 'MODULE_PATHNAME', 'envelope_blind_text_ne' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION envelope.blind_text_cmp(envelope.blind_text, envelope.blind_text) RETURNS integer
@@ -400,15 +404,15 @@ CREATE CAST (bytea AS envelope.protected_bytea) WITH INOUT AS ASSIGNMENT;
 CREATE CAST (envelope.protected_bytea AS bytea) WITH INOUT;
 CREATE CAST (bytea AS envelope.blind_bytea) WITH INOUT AS IMPLICIT;
 CREATE FUNCTION envelope.blind_bytea_lt(envelope.blind_bytea, envelope.blind_bytea) RETURNS boolean
-  AS 'MODULE_PATHNAME', 'envelope_blind_bytea_lt' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'envelope_blind_bytea_lt' LANGUAGE C STABLE STRICT PARALLEL SAFE SUPPORT envelope.blind_ordering_support;
 CREATE FUNCTION envelope.blind_bytea_le(envelope.blind_bytea, envelope.blind_bytea) RETURNS boolean
-  AS 'MODULE_PATHNAME', 'envelope_blind_bytea_le' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'envelope_blind_bytea_le' LANGUAGE C STABLE STRICT PARALLEL SAFE SUPPORT envelope.blind_ordering_support;
 CREATE FUNCTION envelope.blind_bytea_eq(envelope.blind_bytea, envelope.blind_bytea) RETURNS boolean
   AS 'MODULE_PATHNAME', 'envelope_blind_bytea_eq' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION envelope.blind_bytea_ge(envelope.blind_bytea, envelope.blind_bytea) RETURNS boolean
-  AS 'MODULE_PATHNAME', 'envelope_blind_bytea_ge' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'envelope_blind_bytea_ge' LANGUAGE C STABLE STRICT PARALLEL SAFE SUPPORT envelope.blind_ordering_support;
 CREATE FUNCTION envelope.blind_bytea_gt(envelope.blind_bytea, envelope.blind_bytea) RETURNS boolean
-  AS 'MODULE_PATHNAME', 'envelope_blind_bytea_gt' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'envelope_blind_bytea_gt' LANGUAGE C STABLE STRICT PARALLEL SAFE SUPPORT envelope.blind_ordering_support;
 CREATE FUNCTION envelope.blind_bytea_ne(envelope.blind_bytea, envelope.blind_bytea) RETURNS boolean
   AS 'MODULE_PATHNAME', 'envelope_blind_bytea_ne' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION envelope.blind_bytea_cmp(envelope.blind_bytea, envelope.blind_bytea) RETURNS integer
@@ -469,15 +473,15 @@ CREATE CAST (jsonb AS envelope.protected_jsonb) WITH INOUT AS ASSIGNMENT;
 CREATE CAST (envelope.protected_jsonb AS jsonb) WITH INOUT;
 CREATE CAST (jsonb AS envelope.blind_jsonb) WITH INOUT AS IMPLICIT;
 CREATE FUNCTION envelope.blind_jsonb_lt(envelope.blind_jsonb, envelope.blind_jsonb) RETURNS boolean
-  AS 'MODULE_PATHNAME', 'envelope_blind_jsonb_lt' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'envelope_blind_jsonb_lt' LANGUAGE C STABLE STRICT PARALLEL SAFE SUPPORT envelope.blind_ordering_support;
 CREATE FUNCTION envelope.blind_jsonb_le(envelope.blind_jsonb, envelope.blind_jsonb) RETURNS boolean
-  AS 'MODULE_PATHNAME', 'envelope_blind_jsonb_le' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'envelope_blind_jsonb_le' LANGUAGE C STABLE STRICT PARALLEL SAFE SUPPORT envelope.blind_ordering_support;
 CREATE FUNCTION envelope.blind_jsonb_eq(envelope.blind_jsonb, envelope.blind_jsonb) RETURNS boolean
   AS 'MODULE_PATHNAME', 'envelope_blind_jsonb_eq' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION envelope.blind_jsonb_ge(envelope.blind_jsonb, envelope.blind_jsonb) RETURNS boolean
-  AS 'MODULE_PATHNAME', 'envelope_blind_jsonb_ge' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'envelope_blind_jsonb_ge' LANGUAGE C STABLE STRICT PARALLEL SAFE SUPPORT envelope.blind_ordering_support;
 CREATE FUNCTION envelope.blind_jsonb_gt(envelope.blind_jsonb, envelope.blind_jsonb) RETURNS boolean
-  AS 'MODULE_PATHNAME', 'envelope_blind_jsonb_gt' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'envelope_blind_jsonb_gt' LANGUAGE C STABLE STRICT PARALLEL SAFE SUPPORT envelope.blind_ordering_support;
 CREATE FUNCTION envelope.blind_jsonb_ne(envelope.blind_jsonb, envelope.blind_jsonb) RETURNS boolean
   AS 'MODULE_PATHNAME', 'envelope_blind_jsonb_ne' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION envelope.blind_jsonb_cmp(envelope.blind_jsonb, envelope.blind_jsonb) RETURNS integer

@@ -96,6 +96,17 @@ RESET enable_seqscan;
 -- Only equality: keyed hashes have no order a plaintext would recognise.
 SELECT error_of($q$SELECT id FROM people WHERE email > 'b'$q$);
 SELECT error_of($q$SELECT id FROM people WHERE email OPERATOR(envelope.>) 'b'$q$);
+-- Refused when planned, so also when the blind index would answer it (the btree compares
+-- with its cmp function, never calling the operator), and between two stored values.
+SET enable_seqscan = off;
+SELECT error_of($q$SELECT id FROM people WHERE email OPERATOR(envelope.>) 'b'$q$);
+SELECT error_of($q$SELECT id FROM people WHERE email OPERATOR(envelope.<=) 'b'$q$);
+SELECT error_of($q$SELECT a.id FROM people a JOIN people b ON a.email OPERATOR(envelope.<) b.email$q$);
+RESET enable_seqscan;
+-- ORDER BY, GROUP BY and DISTINCT still run (by keyed hash, through the btree's cmp).
+SELECT count(*) FROM (SELECT email FROM people ORDER BY email) s;
+SELECT count(*) FROM (SELECT email FROM people GROUP BY email) s;
+SELECT count(DISTINCT email) = count(email) AS distinct_ok FROM people;
 RESET ROLE;
 
 -- Stored: ciphertext only, for every non-NULL value; NULL stays NULL.

@@ -15,6 +15,7 @@ extern "C" {
 #include "access/htup_details.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
+#include "nodes/supportnodes.h"
 #include "utils/lsyscache.h"
 #include "mb/pg_wchar.h"
 #include "utils/rel.h"
@@ -373,6 +374,21 @@ int compare(FunctionCallInfo fcinfo, PlainType type, bool ordering = false) {
   PGENV_FUNCTION(envelope_##t##_le) { PG_RETURN_BOOL(compare(fcinfo, PlainType::T, true) <= 0); }         \
   PGENV_FUNCTION(envelope_##t##_gt) { PG_RETURN_BOOL(compare(fcinfo, PlainType::T, true) > 0); }          \
   PGENV_FUNCTION(envelope_##t##_ge) { PG_RETURN_BOOL(compare(fcinfo, PlainType::T, true) >= 0); }
+
+// The planner support function of the ordering operators (<, <=, >, >=) of every blind
+// type. They are in the btree operator class only so that ORDER BY, GROUP BY and UNIQUE
+// work; an explicit use in an expression (email OPERATOR(envelope.>) 'b', or plain `>`
+// with `envelope` on the search_path) would be answered by keyed-hash order when the
+// planner picks the blind index (the btree calls the cmp function, not the operator), so
+// it is refused when the expression is planned, whatever the plan would have been.
+PGENV_FUNCTION(envelope_blind_ordering_support) {
+  Node* request = reinterpret_cast<Node*>(PG_GETARG_POINTER(0));
+  if (IsA(request, SupportRequestSimplify))
+    throw Error(sqlstate::kFeatureNotSupported, "a protected column can only be compared for equality",
+                "Its index holds keyed hashes of the plaintexts: <, <=, > and >= have no meaning on it.",
+                "Search with = or IN; sort or filter by range on the decrypted values.");
+  PG_RETURN_POINTER(nullptr);
+}
 
 PGENV_BLIND_FUNCTIONS(blind_text, kText)
 PGENV_BLIND_FUNCTIONS(blind_bytea, kBytea)
