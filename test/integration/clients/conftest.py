@@ -11,16 +11,25 @@ A client test creates its table with its own model/migration as `app`, calls
 then drives the ORM unchanged, `direct` and through `pgbouncer` (the `route` fixture).
 `stack.raw(...)` reads the stored column as the superuser, who holds no grant and
 therefore sees the dump-safe ciphertext form.
+
+A test that needs more login roles behind pgbouncer (e.g. the Supabase-style
+`authenticator`) creates the role and calls `stack.add_pgbouncer_user(user, password)`;
+`stack.add_pgbouncer_database(alias, pool_size=1)` adds another pgbouncer database name
+for `app` with its own (small) pool. Both rewrite pgbouncer's files and reload it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
+import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg2
 import pytest
 
 from pgcluster import free_port
@@ -52,13 +61,36 @@ class Endpoint:
 
 
 class AppStack:
-    def __init__(self, cluster, bouncer_port: int):
+    def __init__(self, cluster, bouncer_port: int, bouncer: "PgBouncer | None" = None):
         self.cluster = cluster
         self.direct = Endpoint("direct", "127.0.0.1", cluster.port)
         self.pgbouncer = Endpoint("pgbouncer", "127.0.0.1", bouncer_port)
+        self.bouncer = bouncer
 
     def endpoint(self, name: str) -> Endpoint:
         return self.direct if name == "direct" else self.pgbouncer
+
+    def endpoint_as(self, name: str, user: str, password: str, dbname: str | None = None) -> Endpoint:
+        """The endpoint `name` ("direct" or "pgbouncer") for another login role (and,
+        through pgbouncer, optionally a database alias added by add_pgbouncer_database)."""
+        base = self.endpoint(name)
+        return dataclasses.replace(base, user=user, password=password, dbname=dbname or base.dbname)
+
+    def add_pgbouncer_user(self, user: str, password: str) -> None:
+        """Lets a login role (created by the caller, md5 password) connect through pgbouncer."""
+        assert self.bouncer is not None
+        self.bouncer.users[user] = password
+        self.bouncer.reload()
+        self.bouncer.wait_until_connectable(user, password, APP_DB)
+
+    def add_pgbouncer_database(self, alias: str, *, pool_size: int) -> None:
+        """A pgbouncer database name `alias` for the database `app` with its own pool of
+        `pool_size` server connections per user (pool_size=1: every transaction of a user
+        through this alias runs on the same server backend)."""
+        assert self.bouncer is not None
+        self.bouncer.databases[alias] = f"dbname={APP_DB} pool_size={pool_size}"
+        self.bouncer.reload()
+        self.bouncer.wait_until_connectable(APP_USER, APP_PASSWORD, alias)
 
     def protect(self, table: str, column: str, **options) -> None:
         """envelope.protect_column(table, column, 'orm_key', ...) as the table's owner."""
@@ -84,33 +116,77 @@ class AppStack:
         assert unsealed == [(0,)]
 
 
-def _start_pgbouncer(cluster, workdir: Path) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    workdir.mkdir(parents=True, exist_ok=True)
-    auth = workdir / "userlist.txt"
-    auth.write_text(f'"{APP_USER}" "{APP_PASSWORD}"\n')
-    ini = workdir / "pgbouncer.ini"
-    ini.write_text(
-        "[databases]\n"
-        f"{APP_DB} = host=127.0.0.1 port={cluster.port} dbname={APP_DB}\n"
-        "[pgbouncer]\n"
-        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
-        f"auth_type = md5\nauth_file = {auth}\n"
-        "pool_mode = transaction\ndefault_pool_size = 4\nmax_client_conn = 100\n"
-        "server_reset_query =\nignore_startup_parameters = extra_float_digits,options\n"
-        f"logfile = {workdir / 'pgbouncer.log'}\npidfile = {workdir / 'pgbouncer.pid'}\n")
-    proc = subprocess.Popen([str(PGBOUNCER), str(ini)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 15
-    import socket
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"pgbouncer exited: {(workdir / 'pgbouncer.log').read_text()[-2000:]}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, port
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("pgbouncer did not start listening")
+class PgBouncer:
+    """pgbouncer in transaction pooling mode in front of one cluster, on loopback."""
+
+    def __init__(self, cluster, workdir: Path):
+        self.cluster = cluster
+        self.workdir = workdir
+        self.port = free_port()
+        self.users: dict[str, str] = {APP_USER: APP_PASSWORD}
+        self.databases: dict[str, str] = {APP_DB: f"dbname={APP_DB}"}
+        self.proc: subprocess.Popen | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.auth = workdir / "userlist.txt"
+        self.ini = workdir / "pgbouncer.ini"
+        self.log = workdir / "pgbouncer.log"
+
+    def write_config(self) -> None:
+        self.auth.write_text("".join(f'"{u}" "{p}"\n' for u, p in self.users.items()))
+        dbs = "".join(f"{alias} = host=127.0.0.1 port={self.cluster.port} {spec}\n"
+                      for alias, spec in self.databases.items())
+        self.ini.write_text(
+            "[databases]\n"
+            f"{dbs}"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            f"auth_type = md5\nauth_file = {self.auth}\n"
+            "pool_mode = transaction\ndefault_pool_size = 4\nmax_client_conn = 100\n"
+            "server_reset_query =\nignore_startup_parameters = extra_float_digits,options\n"
+            f"logfile = {self.log}\npidfile = {self.workdir / 'pgbouncer.pid'}\n")
+
+    def start(self) -> None:
+        self.write_config()
+        self.proc = subprocess.Popen([str(PGBOUNCER), str(self.ini)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"pgbouncer exited: {self.log.read_text()[-2000:]}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        self.proc.kill()
+        raise RuntimeError("pgbouncer did not start listening")
+
+    def reload(self) -> None:
+        """Rewrites the files and makes pgbouncer re-read them (SIGHUP)."""
+        assert self.proc is not None and self.proc.poll() is None, "pgbouncer is not running"
+        self.write_config()
+        self.proc.send_signal(signal.SIGHUP)
+
+    def wait_until_connectable(self, user: str, password: str, dbname: str, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                psycopg2.connect(host="127.0.0.1", port=self.port, user=user, password=password,
+                                 dbname=dbname, connect_timeout=5).close()
+                return
+            except psycopg2.OperationalError as e:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"pgbouncer does not let {user} into {dbname}: {e}\n"
+                                       f"{self.log.read_text()[-2000:]}") from e
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
 
 
 @pytest.fixture(scope="module")
@@ -134,15 +210,12 @@ def stack(module_cluster_factory, tmp_path_factory):
                 f"integer, text) TO {APP_USER}", dbname=APP_DB)
     for privilege in ("encrypt", "decrypt"):
         cluster.sql("SELECT envelope.grant_key(%s, %s, %s)", [KEY, APP_USER, privilege], dbname=APP_DB)
-    proc, port = _start_pgbouncer(cluster, tmp_path_factory.mktemp("pgbouncer"))
+    bouncer = PgBouncer(cluster, tmp_path_factory.mktemp("pgbouncer"))
+    bouncer.start()
     try:
-        yield AppStack(cluster, port)
+        yield AppStack(cluster, bouncer.port, bouncer)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        bouncer.stop()
 
 
 @pytest.fixture(params=["direct", "pgbouncer"])
