@@ -7,7 +7,7 @@ PGFILEDESC = "pg_envelope - column-level envelope encryption"
 # `make installcheck` against a running server that preloads pg_envelope with a master
 # key (see scripts/regress.sh); each suite creates what it needs and drops it again.
 # (sql/not_preloaded.sql needs a server without the preload: scripts/regress.sh.)
-REGRESS = types encrypt_decrypt keys privileges encoding kms protect
+REGRESS = types encrypt_decrypt keys privileges encoding kms protect classify
 
 SRCS = $(sort $(wildcard src/*.cpp src/*/*.cpp))
 OBJS = $(SRCS:.cpp=.o)

@@ -429,3 +429,268 @@ SELECT DISTINCT '*', a.grantee::pg_catalog.regrole, m.privilege, a.grantor::pg_c
    AND a.grantee OPERATOR(pg_catalog.<>) 0
    AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
 ON CONFLICT DO NOTHING;
+
+-- The extension's owner: the role that ran CREATE EXTENSION (or ALTER EXTENSION UPDATE).
+-- Installed as a trusted extension by a non-superuser database owner (docs/access.md),
+-- the objects belong to the bootstrap superuser and this role holds only what follows:
+-- every function and view a key administrator uses, with the right to pass them on, and
+-- (in the library) the admin privilege on every key, but no encrypt or decrypt until it
+-- grants them, no key table, no KMS registration and no master-key setting.
+GRANT EXECUTE ON FUNCTION
+  envelope.encrypt_field(text, text, text), envelope.encrypt_field(bytea, text, text),
+  envelope.encrypt_field(jsonb, text, text),
+  envelope.decrypt_field(envelope.encrypted_text, text), envelope.decrypt_field(envelope.encrypted_bytea, text),
+  envelope.decrypt_field(envelope.encrypted_jsonb, text),
+  envelope.create_key(text, text, text), envelope.rotate_key(text), envelope.destroy_key(text),
+  envelope.disable_key(text), envelope.enable_key(text),
+  envelope.rewrap_key(text, text), envelope.cache_flush(), envelope.cache_evict(text), envelope.cache_stats(),
+  envelope.stats_reset(),
+  envelope.grant_key(text, regrole, text), envelope.revoke_key(text, regrole, text),
+  envelope.key_of(envelope.encrypted_text), envelope.key_of(envelope.encrypted_bytea),
+  envelope.key_of(envelope.encrypted_jsonb),
+  envelope.protect_column(regclass, name, text, name, name, boolean, integer, text),
+  envelope.unprotect_column(regclass, name), envelope.unseal(envelope.protected_text),
+  envelope.unseal(envelope.protected_bytea), envelope.unseal(envelope.protected_jsonb)
+  TO @extowner@ WITH GRANT OPTION;
+GRANT EXECUTE ON PROCEDURE envelope.seal_rows(regclass, name, integer, integer, boolean) TO @extowner@ WITH GRANT OPTION;
+GRANT SELECT ON envelope.keys, envelope.key_grants, envelope.stats, envelope.kms_configs TO @extowner@ WITH GRANT OPTION;
+
+-- Classification (docs/access.md): a column's label is a security label of provider
+-- pg_envelope, so it follows renames, goes with DROP COLUMN and pg_dump carries it.
+CREATE FUNCTION envelope.classify(tbl regclass, col name, label text) RETURNS void
+  AS 'MODULE_PATHNAME', 'envelope_classify' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION envelope.unclassify(tbl regclass, col name) RETURNS void
+  AS 'MODULE_PATHNAME', 'envelope_unclassify' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+-- Every labelled column and whether only ciphertext is at rest in it: protected
+-- (protect_column), sealing (protect_column still converting rows), encrypted (an
+-- encrypted_* column) or plaintext. Metadata only, as pg_seclabels and pg_attribute are.
+CREATE VIEW envelope.classified_columns AS
+  SELECT c.oid::pg_catalog.regclass AS tbl, a.attname AS col, l.label,
+         pg_catalog.format_type(a.atttypid, a.atttypmod) AS data_type,
+         CASE WHEN p.state OPERATOR(pg_catalog.=) 'protected' THEN 'protected'
+              WHEN p.state IS NOT NULL THEN 'sealing'
+              WHEN t.typnamespace OPERATOR(pg_catalog.=) 'envelope'::pg_catalog.regnamespace
+                   AND t.typname OPERATOR(pg_catalog.~~) 'encrypted\_%' THEN 'encrypted'
+              ELSE 'plaintext' END AS status
+    FROM pg_catalog.pg_seclabel l
+    JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) l.objoid
+    JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) c.oid
+                                  AND a.attnum OPERATOR(pg_catalog.=) l.objsubid AND NOT a.attisdropped
+    JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid
+    LEFT JOIN envelope.protected_column p ON p.tbl OPERATOR(pg_catalog.=) c.oid
+                                          AND p.col OPERATOR(pg_catalog.=) a.attname
+   WHERE l.provider OPERATOR(pg_catalog.=) 'pg_envelope'
+     AND l.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass;
+REVOKE ALL ON envelope.classified_columns FROM PUBLIC;
+GRANT SELECT ON envelope.classified_columns TO PUBLIC;
+-- The report: labelled sensitive (not 'public') and still plaintext at rest.
+CREATE VIEW envelope.unprotected_columns AS
+  SELECT tbl, col, label, data_type FROM envelope.classified_columns
+   WHERE status OPERATOR(pg_catalog.=) 'plaintext' AND label OPERATOR(pg_catalog.<>) 'public';
+REVOKE ALL ON envelope.unprotected_columns FROM PUBLIC;
+GRANT SELECT ON envelope.unprotected_columns TO PUBLIC;
+-- Luhn check of a card number (digits, spaces and dashes; 13 to 19 digits).
+CREATE FUNCTION envelope.luhn_valid(card text) RETURNS boolean LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+  SET search_path = pg_catalog, pg_temp AS $f$
+  SELECT card OPERATOR(pg_catalog.~) '^[0-9][0-9 -]{11,}[0-9]$'
+     AND d OPERATOR(pg_catalog.!~) '^0+$'
+     AND pg_catalog.length(d) OPERATOR(pg_catalog.>=) 13 AND pg_catalog.length(d) OPERATOR(pg_catalog.<=) 19
+     AND (SELECT (pg_catalog.sum(CASE WHEN (i OPERATOR(pg_catalog.%) 2) OPERATOR(pg_catalog.=) 0
+                                     THEN ((x OPERATOR(pg_catalog.*) 2) OPERATOR(pg_catalog.%) 10)
+                                          OPERATOR(pg_catalog.+) ((x OPERATOR(pg_catalog.*) 2) OPERATOR(pg_catalog./) 10)
+                                     ELSE x END) OPERATOR(pg_catalog.%) 10) OPERATOR(pg_catalog.=) 0
+            FROM (SELECT i, pg_catalog.substr(pg_catalog.reverse(d), i, 1)::pg_catalog.int4 AS x
+                    FROM pg_catalog.generate_series(1, pg_catalog.length(d)) AS i) AS digits)
+    FROM (SELECT pg_catalog.regexp_replace(card, '[^0-9]', '', 'g') AS d) AS s
+$f$;
+-- Suggests labels for columns nobody has labelled yet: by the column's name, and by the
+-- shape of a sample of its values (text columns the caller may read). Returns counts
+-- only, never a value. Runs as the caller: it reads only what the caller may read.
+CREATE FUNCTION envelope.suggest_classification(tbl regclass DEFAULT NULL, sample_rows integer DEFAULT 1000)
+  RETURNS TABLE (relation regclass, column_name name, suggested_label text, reason text, sampled bigint, matched bigint)
+  LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+  r record;
+  n pg_catalog.text;
+  stats record;
+  names constant pg_catalog.text[][] := ARRAY[
+    ['(^|_)e_?mail(_|$)|email', 'pii', 'email'],
+    ['(^|_)(phone|mobile|cell|fax|tel|telephone|msisdn)(_|$)|phone', 'pii', 'phone number'],
+    ['(^|_)(ssn|sin|nino|social_security|national_id|passport|tax_id|tin|driver_?licen[cs]e)(_|$)', 'pii', 'national identifier'],
+    ['(^|_)(dob|birth|birthdate|birthday|date_of_birth)(_|$)|birth', 'pii', 'date of birth'],
+    ['(^|_)(first|last|full|given|family|middle|sur)_?name(_|$)', 'pii', 'person name'],
+    ['(^|_)(address|street|postcode|postal_code|zip|zipcode|ip_address)(_|$)', 'pii', 'address'],
+    ['(^|_)(iban|bic|swift|account_?(no|num|number)|routing_?(no|num|number)|bank_account)(_|$)', 'pii', 'bank account'],
+    ['(^|_)(card|card_?(no|num|number)|cc_?(no|num|number)|pan|cvv|cvc|credit_?card)(_|$)', 'pci', 'payment card'],
+    ['(^|_)(diagnosis|diagnoses|medical|icd10?|mrn|patient|prescription|medication|allerg(y|ies)|health|condition)(_|$)', 'phi', 'health data'],
+    ['(^|_)(password|passwd|pwd|secret|token|api_?key|private_?key|credentials?)(_|$)', 'secret', 'credential']];
+BEGIN
+  IF sample_rows IS NULL OR sample_rows OPERATOR(pg_catalog.<) 0 THEN
+    RAISE EXCEPTION 'sample_rows must be zero or more' USING ERRCODE = '22023';
+  END IF;
+  FOR r IN
+    SELECT c.oid::pg_catalog.regclass AS rel, a.attname, t.typcategory
+      FROM pg_catalog.pg_class c
+      JOIN pg_catalog.pg_namespace s ON s.oid OPERATOR(pg_catalog.=) c.relnamespace
+      JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) c.oid
+      JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid
+     WHERE c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'p', 'm', 'f']::pg_catalog."char"[])
+       AND (suggest_classification.tbl IS NULL OR c.oid OPERATOR(pg_catalog.=) suggest_classification.tbl)
+       AND s.nspname OPERATOR(pg_catalog.<>) ALL (ARRAY['pg_catalog', 'information_schema', 'envelope', 'pg_toast'])
+       AND s.nspname OPERATOR(pg_catalog.!~) '^pg_(toast_)?temp_'
+       AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+       AND t.typnamespace OPERATOR(pg_catalog.<>) 'envelope'::pg_catalog.regnamespace
+       AND pg_catalog.has_schema_privilege(s.oid, 'USAGE')
+       AND pg_catalog.has_column_privilege(c.oid, a.attnum, 'SELECT')
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_seclabel l
+                        WHERE l.provider OPERATOR(pg_catalog.=) 'pg_envelope'
+                          AND l.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+                          AND l.objoid OPERATOR(pg_catalog.=) c.oid AND l.objsubid OPERATOR(pg_catalog.=) a.attnum)
+     ORDER BY c.oid, a.attnum
+  LOOP
+    n := pg_catalog.lower(r.attname::pg_catalog.text);
+    suggested_label := NULL;
+    FOR i IN 1 .. pg_catalog.array_length(names, 1) LOOP
+      IF n OPERATOR(pg_catalog.~) names[i][1] THEN
+        suggested_label := names[i][2];
+        reason := 'name looks like ' OPERATOR(pg_catalog.||) names[i][3];
+        EXIT;
+      END IF;
+    END LOOP;
+    sampled := NULL; matched := NULL;
+    IF r.typcategory OPERATOR(pg_catalog.=) 'S' AND sample_rows OPERATOR(pg_catalog.>) 0 THEN
+      EXECUTE pg_catalog.format(
+        'SELECT pg_catalog.count(*) AS total, '
+        'pg_catalog.count(*) FILTER (WHERE v OPERATOR(pg_catalog.~) %L) AS email, '
+        'pg_catalog.count(*) FILTER (WHERE envelope.luhn_valid(v)) AS card, '
+        'pg_catalog.count(*) FILTER (WHERE v OPERATOR(pg_catalog.~) %L) AS ssn, '
+        'pg_catalog.count(*) FILTER (WHERE v OPERATOR(pg_catalog.~) %L) AS iban, '
+        'pg_catalog.count(*) FILTER (WHERE v OPERATOR(pg_catalog.~) %L AND v OPERATOR(pg_catalog.!~) %L '
+        '  AND pg_catalog.length(pg_catalog.regexp_replace(v, %L, %L, %L)) BETWEEN 10 AND 15) AS phone '
+        'FROM (SELECT CAST(%I AS pg_catalog.text) AS v FROM %s WHERE %I IS NOT NULL LIMIT %s) AS sample',
+        '^[^@[:space:]]+@[^@[:space:]]+\.[^@[:space:]]+$', '^[0-9]{3}-[0-9]{2}-[0-9]{4}$',
+        '^[A-Z]{2}[0-9]{2}( ?[A-Z0-9]){11,30}$', '^\+?[0-9 ().-]{9,24}$', '^[0-9]{4}-[0-9]{2}-[0-9]{2}',
+        '[^0-9]', '', 'g', r.attname, r.rel, r.attname, sample_rows) INTO stats;
+      IF stats.total OPERATOR(pg_catalog.>) 0 THEN
+        sampled := stats.total;
+        -- Most specific shape first; a shape counts when at least half the sample has it.
+        IF (2 OPERATOR(pg_catalog.*) stats.card) OPERATOR(pg_catalog.>=) stats.total THEN
+          suggested_label := 'pci'; reason := 'values look like payment card numbers (Luhn-valid)'; matched := stats.card;
+        ELSIF (2 OPERATOR(pg_catalog.*) stats.ssn) OPERATOR(pg_catalog.>=) stats.total THEN
+          suggested_label := 'pii'; reason := 'values look like US social security numbers'; matched := stats.ssn;
+        ELSIF (2 OPERATOR(pg_catalog.*) stats.email) OPERATOR(pg_catalog.>=) stats.total THEN
+          suggested_label := 'pii'; reason := 'values look like email addresses'; matched := stats.email;
+        ELSIF (2 OPERATOR(pg_catalog.*) stats.iban) OPERATOR(pg_catalog.>=) stats.total THEN
+          suggested_label := 'pii'; reason := 'values look like IBANs'; matched := stats.iban;
+        ELSIF (2 OPERATOR(pg_catalog.*) stats.phone) OPERATOR(pg_catalog.>=) stats.total THEN
+          suggested_label := 'pii'; reason := 'values look like phone numbers'; matched := stats.phone;
+        END IF;
+      END IF;
+    END IF;
+    IF suggested_label IS NOT NULL THEN
+      relation := r.rel; column_name := r.attname;
+      RETURN NEXT;
+    END IF;
+  END LOOP;
+END
+$f$;
+
+-- Audit trail and key usage (docs/access.md). envelope.audit (off, log, table, all)
+-- chooses where records go; the table is written by the database's audit writer, a
+-- background worker, in its own transactions. Only the extension's owner reads it.
+CREATE TABLE envelope.audit_log (
+  seq               bigint PRIMARY KEY,
+  logged_at         timestamptz NOT NULL,
+  statement_at      timestamptz,
+  event             text NOT NULL,
+  key_name          text,
+  key_version       integer,
+  object            text,
+  value_count       bigint,
+  session_user_name text,
+  current_user_name text,
+  application_name  text,
+  client_addr       text,
+  database_name     text,
+  backend_pid       integer,
+  query_id          bigint,
+  detail            text,
+  prev_hash         bytea,
+  hash              bytea NOT NULL
+);
+CREATE INDEX audit_log_logged_at ON envelope.audit_log (logged_at);
+SELECT pg_catalog.pg_extension_config_dump('envelope.audit_log', '');
+REVOKE ALL ON envelope.audit_log FROM PUBLIC;
+GRANT SELECT ON envelope.audit_log TO @extowner@ WITH GRANT OPTION;
+-- SHA-256 over every field but the hash (length-prefixed, time in UTC microseconds),
+-- including the previous row's hash: a chain.
+CREATE FUNCTION envelope.audit_hash(r envelope.audit_log) RETURNS bytea LANGUAGE sql STABLE PARALLEL SAFE
+  SET search_path = pg_catalog, pg_temp AS $f$
+  SELECT pg_catalog.sha256(pg_catalog.convert_to(pg_catalog.string_agg(
+           CASE WHEN f IS NULL THEN '-' ELSE pg_catalog.length(f)::pg_catalog.text OPERATOR(pg_catalog.||) ':'
+                OPERATOR(pg_catalog.||) f END, ';' ORDER BY i), 'UTF8'))
+    FROM pg_catalog.unnest(ARRAY[
+      r.seq::pg_catalog.text,
+      pg_catalog.to_char(r.logged_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'),
+      pg_catalog.to_char(r.statement_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'),
+      r.event, r.key_name, r.key_version::pg_catalog.text, r.object, r.value_count::pg_catalog.text,
+      r.session_user_name, r.current_user_name, r.application_name, r.client_addr, r.database_name,
+      r.backend_pid::pg_catalog.text, r.query_id::pg_catalog.text, r.detail,
+      pg_catalog.encode(r.prev_hash, 'hex')]::pg_catalog.text[]) WITH ORDINALITY AS u(f, i)
+$f$;
+REVOKE ALL ON FUNCTION envelope.audit_hash(envelope.audit_log) FROM PUBLIC;
+-- Checks the chain: each row's hash, each link to the row before, no gap in seq.
+-- `ok` false names the first row that does not hold. Rows removed by retention are
+-- from the start: the oldest remaining row's prev_hash is then taken as given.
+CREATE FUNCTION envelope.audit_verify(OUT ok boolean, OUT rows_checked bigint, OUT first_bad_seq bigint,
+    OUT problem text, OUT head_seq bigint, OUT head_hash text)
+  LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+  r envelope.audit_log;
+  prev envelope.audit_log;
+BEGIN
+  ok := true; rows_checked := 0;
+  FOR r IN SELECT * FROM envelope.audit_log ORDER BY seq LOOP
+    IF r.hash IS DISTINCT FROM envelope.audit_hash(r) THEN
+      problem := 'the row does not match its hash';
+    ELSIF prev.seq IS NOT NULL AND r.seq OPERATOR(pg_catalog.<>) (prev.seq OPERATOR(pg_catalog.+) 1) THEN
+      problem := 'rows before it are missing';
+    ELSIF prev.seq IS NOT NULL AND r.prev_hash IS DISTINCT FROM prev.hash THEN
+      problem := 'it does not link to the row before';
+    END IF;
+    IF problem IS NOT NULL THEN
+      ok := false; first_bad_seq := r.seq;
+      RETURN;
+    END IF;
+    rows_checked := rows_checked OPERATOR(pg_catalog.+) 1;
+    prev := r;
+  END LOOP;
+  head_seq := prev.seq;
+  head_hash := pg_catalog.encode(prev.hash, 'hex');
+END
+$f$;
+REVOKE ALL ON FUNCTION envelope.audit_verify() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION envelope.audit_verify() TO @extowner@ WITH GRANT OPTION;
+
+CREATE FUNCTION envelope.key_usage_counts(OUT key_id integer, OUT version integer, OUT encrypts bigint,
+    OUT decrypts bigint, OUT denials bigint, OUT withheld bigint, OUT failures bigint, OUT last_used timestamptz)
+  RETURNS SETOF record AS 'MODULE_PATHNAME', 'envelope_key_usage_counts' LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+CREATE FUNCTION envelope.key_usage_reset() RETURNS void
+  AS 'MODULE_PATHNAME', 'envelope_key_usage_reset' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+-- Per key and DEK version of this database, since the server started (or
+-- key_usage_reset()): values encrypted, decrypted, refused (no privilege), withheld (a
+-- protected column read as ciphertext), failed authentication, and the last use.
+-- values_referencing: not tracked yet (NULL).
+CREATE VIEW envelope.key_usage AS
+  SELECT k.name AS key_name, d.version, d.state AS version_state,
+         COALESCE(u.encrypts, 0) AS encrypts, COALESCE(u.decrypts, 0) AS decrypts,
+         COALESCE(u.denials, 0) AS denials, COALESCE(u.withheld, 0) AS withheld,
+         COALESCE(u.failures, 0) AS failures, u.last_used, NULL::bigint AS values_referencing
+    FROM envelope.data_key d
+    JOIN envelope.key k ON k.key_id OPERATOR(pg_catalog.=) d.key_id
+    LEFT JOIN envelope.key_usage_counts() u ON u.key_id OPERATOR(pg_catalog.=) d.key_id
+                                           AND u.version OPERATOR(pg_catalog.=) d.version;
+REVOKE ALL ON envelope.key_usage FROM PUBLIC;
+REVOKE ALL ON FUNCTION envelope.key_usage_counts(), envelope.key_usage_reset() FROM PUBLIC;
+GRANT SELECT ON envelope.key_usage TO @extowner@ WITH GRANT OPTION;
+GRANT EXECUTE ON FUNCTION envelope.key_usage_counts(), envelope.key_usage_reset() TO @extowner@ WITH GRANT OPTION;

@@ -6,6 +6,8 @@ extern "C" {
 #include "utils/guc.h"
 }
 
+#include "pg/audit.hpp"
+#include "pg/classification.hpp"
 #include "pg/extension_objects.hpp"
 #include "pg/shared_dek_cache.hpp"
 #include "pg/dek_resolver.hpp"
@@ -44,7 +46,10 @@ void define_gucs(GucContext context) {
                           nullptr, nullptr);
   pg_envelope::define_kms_gucs();
   pg_envelope::ext::define_version_check_guc();
-  if (context == PGC_POSTMASTER) pg_envelope::shared_dek_cache::define_gucs();
+  if (context == PGC_POSTMASTER) {
+    pg_envelope::shared_dek_cache::define_gucs();
+    pg_envelope::audit::define_gucs();
+  }
 #if PG_VERSION_NUM >= 150000
   MarkGUCPrefixReserved("envelope");
 #else
@@ -104,6 +109,7 @@ void _PG_init(void) {
   pg_envelope::guarded_hook(ERROR, "initialisation", [] {
     // Without the preload only the types are usable; every key function reports the
     // missing preload.
+    pg_envelope::register_label_provider_once();
     if (!process_shared_preload_libraries_in_progress) {
       pg_envelope::pg_call([] { define_gucs(PGC_SIGHUP); });
       return;
@@ -113,5 +119,6 @@ void _PG_init(void) {
     pg_envelope::pg_call([] { pg_envelope::request_shared_memory(); });
     pg_envelope::register_commit_callback();
     pg_envelope::dek_resolver::register_callbacks();
+    pg_envelope::audit::register_callbacks();
   });
 }

@@ -22,6 +22,7 @@ extern "C" {
 #include "key_access.hpp"
 #include "key_catalog.hpp"
 #include "key_errors.hpp"
+#include "audit.hpp"
 #include "dek_resolver.hpp"
 #include "kms_registry.hpp"
 #include "pg_envelope/kms.hpp"
@@ -180,8 +181,19 @@ enum class Check { kRequire, kIfHeld, kNone };
 CachedDek* resolve(DekId id, key_access::Privilege privilege, Check check) {
   DekCache& c = cache();
   if (CachedDek* d = c.find(id); d != nullptr && d->valid_until > statement_now()) {
-    if (check == Check::kRequire) key_access::require(*d, privilege);
-    if (check == Check::kIfHeld && !key_access::holds(*d, privilege)) return nullptr;
+    if (check == Check::kRequire) {
+      if (!key_access::holds(*d, privilege)) {
+        audit::note(id, d->key_name, audit::kDenied);
+        key_access::require(*d, privilege);
+      }
+      audit::note(id, d->key_name, audit::kDecrypt);
+    } else if (check == Check::kIfHeld) {
+      if (!key_access::holds(*d, privilege)) {
+        audit::note(id, d->key_name, audit::kWithheld);
+        return nullptr;
+      }
+      audit::note(id, d->key_name, audit::kDecrypt);
+    }
     return d;
   }
   std::uint64_t generation = key_generation();
@@ -194,13 +206,22 @@ CachedDek* resolve(DekId id, key_access::Privilege privilege, Check check) {
                 "not copied here, or the key row was deleted.",
                 "Restore the key tables from a dump of the database the value came from.");
   // Before any KMS call: a role without the privilege costs nobody an unwrap.
-  if (check == Check::kRequire) key_access::require(rec->key.name, privilege);
+  if (check == Check::kRequire && !key_access::holds(rec->key.name, privilege)) {
+    audit::note(id, rec->key.name, audit::kDenied);
+    key_access::require(rec->key.name, privilege);
+  }
   if (check == Check::kIfHeld) {
-    if (!key_access::holds(rec->key.name, privilege)) return nullptr;
+    if (!key_access::holds(rec->key.name, privilege)) {
+      audit::note(id, rec->key.name, audit::kWithheld);
+      return nullptr;
+    }
     if (rec->key.destroyed || rec->destroyed) return nullptr;
   }
   CachedDek& d = load(c, *rec, generation);
-  if (check != Check::kNone) key_access::remember(d, privilege);
+  if (check != Check::kNone) {
+    key_access::remember(d, privilege);
+    audit::note(id, d.key_name, audit::kDecrypt);
+  }
   return &d;
 }
 
@@ -220,13 +241,20 @@ CachedDek& for_encrypt(std::string_view key_name, key_access::Privilege privileg
   DekCache& c = cache();
   std::int64_t now = statement_now();
   if (CachedDek* d = c.find_current(key_name); d != nullptr && d->valid_until > now) {
-    key_access::require(*d, privilege);
+    if (!key_access::holds(*d, privilege)) {
+      audit::note(d->id, d->key_name, audit::kEncryptDenied);
+      key_access::require(*d, privilege);
+    }
+    audit::note(d->id, d->key_name, audit::kEncrypt);
     return *d;
   }
   std::uint64_t generation = key_generation();
   std::optional<KeyRecord> key = key_catalog::key_by_name(key_name);
   if (!key) throw_no_such_key();
-  key_access::require(key->name, privilege);
+  if (!key_access::holds(key->name, privilege)) {
+    audit::note(DekId{key->key_id, key->current_version}, key->name, audit::kEncryptDenied);
+    key_access::require(key->name, privilege);
+  }
   if (key->destroyed) throw_key_destroyed(key->name);
   if (key->disabled) throw_key_disabled(key->name);
   DekId id{key->key_id, key->current_version};
@@ -239,6 +267,7 @@ CachedDek& for_encrypt(std::string_view key_name, key_access::Privilege privileg
     d = &load(c, *rec, generation);
   }
   key_access::remember(*d, privilege);
+  audit::note(id, d->key_name, audit::kEncrypt);
   c.set_current(key->name, id);
   return *d;
 }

@@ -34,8 +34,8 @@ bool version_check = true;
 
 // ---- Plain C-style helpers: they run inside one pg_call and hold no C++ object. ----
 
-// The extension's schema, and its SQL version into `version` (cap bytes).
-Oid extension_schema(Oid extension, char* version, int cap) {
+// The extension's schema, its SQL version into `version` (cap bytes) and its owner.
+Oid extension_schema(Oid extension, char* version, int cap, Oid* owner) {
   Relation rel = table_open(ExtensionRelationId, AccessShareLock);
   ScanKeyData key;
   ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(extension));
@@ -45,6 +45,7 @@ Oid extension_schema(Oid extension, char* version, int cap) {
   version[0] = '\0';
   if (HeapTupleIsValid(tup)) {
     schema = reinterpret_cast<Form_pg_extension>(GETSTRUCT(tup))->extnamespace;
+    *owner = reinterpret_cast<Form_pg_extension>(GETSTRUCT(tup))->extowner;
     bool isnull = false;
     Datum v = heap_getattr(tup, Anum_pg_extension_extversion, RelationGetDescr(rel), &isnull);
     if (!isnull) {
@@ -104,7 +105,7 @@ bool resolve(Objects* out) {
   *out = Objects{};
   out->extension = get_extension_oid("pg_envelope", true);
   if (out->extension == InvalidOid) return false;
-  out->schema = extension_schema(out->extension, out->sql_version, sizeof out->sql_version);
+  out->schema = extension_schema(out->extension, out->sql_version, sizeof out->sql_version, &out->extension_owner);
   if (out->schema == InvalidOid) return false;
   out->key_table = get_relname_relid("key", out->schema);
   out->data_key_table = get_relname_relid("data_key", out->schema);

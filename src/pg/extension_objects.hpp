@@ -15,6 +15,10 @@ struct Objects {
   Oid extension = InvalidOid;
   Oid schema = InvalidOid;
   Oid owner = InvalidOid;  // owner of envelope.key: the role SPI runs the key SQL as
+  // pg_extension.extowner: the role that ran CREATE EXTENSION (with a trusted install a
+  // non-superuser, while the objects belong to the bootstrap superuser). It administers
+  // every key (docs/access.md), as a superuser does, without encrypt or decrypt.
+  Oid extension_owner = InvalidOid;
   Oid key_table = InvalidOid;
   Oid key_pkey = InvalidOid;       // (key_id)
   Oid key_name_index = InvalidOid;  // (name), unique

@@ -9,6 +9,7 @@ extern "C" {
 
 #include <vector>
 
+#include "audit.hpp"
 #include "extension_objects.hpp"
 #include "key_access.hpp"
 #include "key_catalog.hpp"
@@ -72,6 +73,13 @@ bool is_superuser(Oid user) {
   return pg_call([user] { return superuser_arg(user); });
 }
 
+// A superuser, or a member of the extension's owner: administers every key.
+bool is_root_admin(Oid user) {
+  if (is_superuser(user)) return true;
+  Oid owner = ext::objects().extension_owner;
+  return owner != InvalidOid && member(user, owner);
+}
+
 std::string role_name(Oid role) {
   const char* name = pg_call([role] { return GetUserNameFromId(role, true); });
   return name != nullptr ? name : "?";
@@ -117,6 +125,7 @@ bool holds(std::string_view key_name, Privilege p) {
     return false;
   }
   if (is_superuser(user)) return true;
+  if (p == kAdmin && is_root_admin(user)) return true;
   refresh_grants();
   if (legacy) return true;
   for (const Grant& g : grants)
@@ -126,6 +135,7 @@ bool holds(std::string_view key_name, Privilege p) {
 
 void require(std::string_view key_name, Privilege p) {
   if (holds(key_name, p)) return;
+  if (p == kAdmin) audit::denied("admin_denied", key_name);
   std::string role = role_name(GetUserId());
   std::string key(key_name);
   throw Error(sqlstate::kInsufficientPrivilege, "permission denied for key \"" + key + "\"",
@@ -136,16 +146,17 @@ void require(std::string_view key_name, Privilege p) {
 
 void require_admin_over(std::string_view pattern) {
   Oid user = GetUserId();
-  if (is_superuser(user)) return;
+  if (is_root_admin(user)) return;
   refresh_grants();
   if (legacy) return;
   for (const Grant& g : grants)
     if (g.privilege == kAdmin && key_pattern_covers(g.pattern, pattern) && member(user, g.grantee)) return;
+  audit::denied("admin_denied", "");
   // The pattern or name given names nothing yet: it is not repeated.
   throw Error(sqlstate::kInsufficientPrivilege, "permission denied to administer the keys given",
               "Role \"" + role_name(user) +
                   "\" holds no admin privilege on a key pattern that covers the key name or pattern given.",
-              "A superuser or an administrator of a covering pattern can grant it, e.g. "
+              "A superuser, the extension's owner or an administrator of a covering pattern can grant it, e.g. "
               "SELECT envelope.grant_key('tenant_*', 'key_admin', 'admin');");
 }
 

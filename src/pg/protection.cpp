@@ -5,6 +5,7 @@
 #include <map>
 #include <utility>
 
+#include "audit.hpp"
 #include "dek_resolver.hpp"
 #include "key_access.hpp"
 #include "key_catalog.hpp"
@@ -65,6 +66,7 @@ Opened open_with(CachedDek& dek, const SealedView& v) {
   o.chunk = chunk;
   if (!dek.aead.open({env.header.nonce, kGcmNonceSize}, aad, env.ciphertext, env.tag.data(), o.data)) {
     release(o);
+    audit::note(dek.id, dek.key_name, audit::kFailure);
     unauthentic(dek.key_name);
   }
   o.data[o.size] = 0;
@@ -88,6 +90,7 @@ void blind_index(std::uint32_t blind_key_id, std::uint32_t protection_id, ByteVi
 }
 
 struct varlena* seal(PlainType type, const Binding& b, ByteView plaintext) {
+  audit::ColumnScope column(b.protection_id);
   CachedDek& dek = dek_resolver::for_encrypt(b.key_name, key_access::kEncrypt);
   std::uint8_t blind[kMaxBlindIndex];
   if (b.blind_key_id != 0) blind_index(b.blind_key_id, b.protection_id, plaintext, b.blind_bytes, blind);
@@ -118,6 +121,7 @@ bool bound_as(const SealedView& v, const Binding& b) noexcept {
 }
 
 Opened open(const SealedView& v, bool check_privilege, std::uint8_t privilege) {
+  audit::ColumnScope column(v.protection_id);
   DekId id = dek_of(v);
   CachedDek& dek = check_privilege
                        ? dek_resolver::for_decrypt(id, static_cast<key_access::Privilege>(privilege))
@@ -126,6 +130,7 @@ Opened open(const SealedView& v, bool check_privilege, std::uint8_t privilege) {
 }
 
 Opened open_if_allowed(const SealedView& v) {
+  audit::ColumnScope column(v.protection_id);
   CachedDek* dek = dek_resolver::if_allowed(dek_of(v), key_access::kReadProtected);
   if (dek == nullptr) return {};
   return open_with(*dek, v);

@@ -7,6 +7,7 @@ extern "C" {
 #include "storage/shmem.h"
 }
 
+#include "audit.hpp"
 #include "key_generation.hpp"
 #include "kms_stats.hpp"
 #include "shared_dek_cache.hpp"
@@ -30,9 +31,11 @@ void shmem_request() {
 #endif
   guarded_hook(ERROR, "shared memory request", [] {
     pg_call([] {
-      RequestAddinShmemSpace(key_generation_memory::size() + kms_stats::shmem_size() + shared_dek_cache::shmem_size());
+      RequestAddinShmemSpace(key_generation_memory::size() + kms_stats::shmem_size() + shared_dek_cache::shmem_size() +
+                             audit::shmem_size());
     });
     shared_dek_cache::request_lwlock();
+    audit::request_lwlock();
   });
 }
 
@@ -44,6 +47,7 @@ void shmem_startup() {
     key_generation_memory::attach();
     kms_stats::attach();
     shared_dek_cache::attach();
+    audit::attach();
     attached = true;
   });
   LWLockRelease(AddinShmemInitLock);

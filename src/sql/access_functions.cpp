@@ -7,6 +7,7 @@ extern "C" {
 #include "funcapi.h"
 }
 
+#include "pg/audit.hpp"
 #include "pg/key_access.hpp"
 #include "pg/key_admin_sql.hpp"
 #include "pg/key_catalog.hpp"
@@ -19,6 +20,11 @@ extern "C" {
 using namespace pg_envelope;
 
 namespace {
+
+std::string role_name_of(Oid role) {
+  const char* n = pg_call([role] { return GetUserNameFromId(role, true); });
+  return n != nullptr ? n : std::to_string(role);
+}
 
 struct GrantArgs {
   std::string pattern;
@@ -51,6 +57,7 @@ GrantArgs grant_args(FunctionCallInfo fcinfo, const char* action) {
 PGENV_FUNCTION(envelope_grant_key) {
   GrantArgs a = grant_args(fcinfo, "grant a key privilege");
   key_admin_sql::insert_grant(a.pattern, a.role, key_access::privilege_name(a.privilege), GetUserId());
+  audit::lifecycle("grant_key", a.pattern, 0, std::string(key_access::privilege_name(a.privilege)) + " to " + role_name_of(a.role));
   PG_RETURN_VOID();
 }
 
@@ -60,6 +67,7 @@ PGENV_FUNCTION(envelope_grant_key) {
 PGENV_FUNCTION(envelope_revoke_key) {
   GrantArgs a = grant_args(fcinfo, "revoke a key privilege");
   key_admin_sql::delete_grant(a.pattern, a.role, key_access::privilege_name(a.privilege));
+  audit::lifecycle("revoke_key", a.pattern, 0, std::string(key_access::privilege_name(a.privilege)) + " from " + role_name_of(a.role));
   PG_RETURN_VOID();
 }
 

@@ -15,6 +15,7 @@ extern "C" {
 
 #include <cstring>
 
+#include "pg/audit.hpp"
 #include "pg/dek_resolver.hpp"
 #include "pg/secret_memory.hpp"
 #include "pg_envelope/envelope_format.hpp"
@@ -139,6 +140,7 @@ Datum decrypt_field(FunctionCallInfo fcinfo, PlainType type) {
   auto* plain = reinterpret_cast<std::uint8_t*>(VARDATA(out));
   if (!dek.aead.open({env.header.nonce, kGcmNonceSize}, aad, env.ciphertext, env.tag.data(), plain)) {
     pfree(out);
+    audit::note(dek.id, dek.key_name, audit::kFailure);
     throw Error(sqlstate::kDataException,
                 "could not decrypt value encrypted with key \"" + dek.key_name + "\" version " +
                     std::to_string(dek.id.version),

@@ -6,6 +6,7 @@
 // only once it names an existing key (or KMS); a KEK given for the first time, or
 // the name of a key still being created, is scrubbed from KMS errors.
 #include "pg/guard.hpp"
+#include "pg/audit.hpp"
 
 #include "pg/key_access.hpp"
 #include "pg/key_catalog.hpp"
@@ -134,6 +135,7 @@ PGENV_FUNCTION(envelope_create_key) {
   // Backends drop their first-level caches: one may still know a key of the same id
   // from key tables that were dropped since.
   invalidate_keys_at_commit();
+  audit::lifecycle("create_key", key.name, 1, "kms " + key.kms);
   PG_RETURN_INT32(1);
 }
 
@@ -149,6 +151,7 @@ PGENV_FUNCTION(envelope_rotate_key) {
   store_new_dek(key, version);
   key_admin_sql::set_current_version(key.key_id, version);
   invalidate_keys_at_commit();
+  audit::lifecycle("rotate_key", key.name, static_cast<std::int32_t>(version), "");
   PG_RETURN_INT32(static_cast<int32>(version));
 }
 
@@ -162,6 +165,7 @@ PGENV_FUNCTION(envelope_destroy_key) {
   // No copy of its DEKs stays in shared memory, nor in any backend's cache.
   evict_key_now_and_at_commit(key.key_id);
   dek_resolver::forget_all();
+  audit::lifecycle("destroy_key", key.name, 0, "");
   PG_RETURN_VOID();
 }
 
@@ -186,6 +190,7 @@ PGENV_FUNCTION(envelope_disable_key) {
   key_admin_sql::set_key_disabled(key.key_id, true);
   evict_key_now_and_at_commit(key.key_id);
   dek_resolver::forget_all();
+  audit::lifecycle("disable_key", key.name, 0, "");
   PG_RETURN_VOID();
 }
 
@@ -194,8 +199,10 @@ PGENV_FUNCTION(envelope_disable_key) {
 PGENV_FUNCTION(envelope_enable_key) {
   require_preloaded();
   require_writable("enable a key");
-  key_admin_sql::set_key_disabled(live_key_arg(fcinfo).key_id, false);
+  KeyRecord key = live_key_arg(fcinfo);
+  key_admin_sql::set_key_disabled(key.key_id, false);
   invalidate_keys_at_commit();
+  audit::lifecycle("enable_key", key.name, 0, "");
   PG_RETURN_VOID();
 }
 
@@ -256,5 +263,7 @@ PGENV_FUNCTION(envelope_rewrap_key) {
     shared_dek_cache::put(shared_dek_cache::ident_of(DekId{key.key_id, deks[i].version}, rewrapped[i]), unwrapped[i],
                       key_generation());
   invalidate_keys_at_commit();
+  audit::lifecycle("rewrap_key", key.name, 0,
+                   std::to_string(deks.size()) + " data key(s)" + (new_kek != key.kek ? ", under a new KEK" : ""));
   PG_RETURN_INT32(static_cast<int32>(deks.size()));
 }

@@ -1,6 +1,7 @@
 // KMS configuration: envelope.create_kms(), alter_kms(), drop_kms(). Not executable
 // by PUBLIC. Options are validated by building the provider, and never hold secrets.
 #include "pg/guard.hpp"
+#include "pg/audit.hpp"
 
 #include "pg/key_catalog.hpp"
 #include "pg/key_errors.hpp"
@@ -61,6 +62,7 @@ PGENV_FUNCTION(envelope_create_kms) {
     throw without(e, "KMS", cfg.name, "the new KMS");
   }
   key_admin_sql::insert_kms(cfg);
+  audit::lifecycle("create_kms", "", 0, "kms " + cfg.name + " (" + cfg.provider + ")");
   PG_RETURN_VOID();
 }
 
@@ -75,6 +77,7 @@ PGENV_FUNCTION(envelope_alter_kms) {
   build_kms_provider(cfg);
   key_admin_sql::update_kms_options(cfg.name, cfg.options_json);
   invalidate_keys_at_commit();
+  audit::lifecycle("alter_kms", "", 0, "kms " + cfg.name);
   PG_RETURN_VOID();
 }
 
@@ -89,5 +92,6 @@ PGENV_FUNCTION(envelope_drop_kms) {
                 "A KMS can be dropped only when no key, not even a destroyed one, refers to it.");
   key_admin_sql::delete_kms(cfg.name);
   invalidate_keys_at_commit();
+  audit::lifecycle("drop_kms", "", 0, "kms " + cfg.name);
   PG_RETURN_VOID();
 }

@@ -619,6 +619,14 @@ PGENV_FUNCTION(envelope_unprotect_column) {
   std::string rel = relation_sql(relid);
   std::string qcol = quote_ident_str(col);
   OwnerSpi ddl(/*as_owner=*/false);
+  // The column's values are decrypted by envelope.unseal() in the caller's ALTER TABLE:
+  // say so up front rather than fail half-way with "permission denied for function".
+  std::string unseal_sig = "envelope.unseal(envelope.protected_" + reg.plain_type + ")";
+  ddl.exec("SELECT pg_catalog.has_function_privilege($1, 'EXECUTE')::pg_catalog.text", {text_param(unseal_sig)}, SPI_OK_SELECT);
+  if (ddl.text_at(0, 1) != "true")
+    throw Error(sqlstate::kInsufficientPrivilege, "permission denied to unprotect column \"" + col + "\"",
+                "unprotect_column decrypts the column's values with " + unseal_sig + " as the current role.",
+                "GRANT EXECUTE ON FUNCTION " + unseal_sig + " to the role, with decrypt on the column's key.");
   ddl.exec(("DROP TRIGGER IF EXISTS " + quote_ident_str(reg.trigger_name) + " ON " + rel).c_str(), {}, SPI_OK_UTILITY);
   ddl.exec(("ALTER TABLE " + rel + " DROP CONSTRAINT IF EXISTS " + quote_ident_str(reg.check_name)).c_str(), {},
            SPI_OK_UTILITY);

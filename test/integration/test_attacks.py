@@ -39,7 +39,9 @@ HOSTILE_SCHEMA = "evil"
 SECRET = "Marguerite 555-0199 diagnosis"
 VAULT_TOKEN = "attack-suite-vault-token"
 LOG_SETTINGS = {"log_min_error_statement": "panic", "log_error_verbosity": "verbose",
-                "envelope.kms_request_timeout": "2s", "envelope.kms_retry_budget": "4s"}
+                "envelope.kms_request_timeout": "2s", "envelope.kms_retry_budget": "4s",
+                # The audit trail's own SQL (the protected column's name, the writer) runs too.
+                "envelope.audit": "all"}
 
 # Types the extension's SQL (or PostgreSQL's own, run for it) could name.
 SHADOWED_TYPES = {
@@ -241,6 +243,15 @@ def entry_point_calls(tag: str, superuser: bool) -> list[tuple[str, str, tuple, 
         ("envelope.cache_flush()", "SELECT envelope.cache_flush()", (), set()),
         ("envelope.cache_stats()", "SELECT * FROM envelope.cache_stats()", (), set()),
         ("envelope.stats_reset()", "SELECT envelope.stats_reset()", (), set()),
+        ("envelope.key_usage_counts()",
+         "SELECT * FROM envelope.key_usage_counts(); SELECT * FROM envelope.key_usage", (), {"42501"}),
+        ("envelope.key_usage_reset()", "SELECT envelope.key_usage_reset()", (), set()),
+        # The audit log is the extension owner's (the attacker reads neither it nor its chain).
+        ("envelope.audit_verify()", "SELECT * FROM envelope.audit_verify()", (), {"42501"}),
+        ("envelope.audit_hash(envelope.audit_log)",
+         "SELECT envelope.audit_hash(CAST(ROW(CAST(1 AS pg_catalog.int8), pg_catalog.now(), pg_catalog.now(), "
+         "CAST('decrypt' AS pg_catalog.text), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+         "NULL, CAST('' AS pg_catalog.bytea)) AS envelope.audit_log))", (), set()),
         ("envelope.create_kms(text,text,jsonb)",
          f"SELECT envelope.create_kms('{k}_kms'::pg_catalog.text, 'vault-transit'::pg_catalog.text, "
          f"(SELECT options FROM envelope.kms WHERE name OPERATOR(pg_catalog.=) 'vault'))"
@@ -361,6 +372,25 @@ def protected_column_calls(t: str) -> list[tuple[str, str, tuple, set]]:
          f"ALTER TABLE {t} DROP COLUMN extra2; CREATE TABLE {t}_gone (id {int4}, s {text}); "
          f"SELECT {prot}(CAST('{t}_gone' AS pg_catalog.regclass), CAST('s' AS pg_catalog.name), CAST('lk' AS {text})); "
          f"ALTER TABLE {t}_gone DROP COLUMN s; DROP TABLE {t}_gone", (), set()),
+        # Classification (a security label of provider pg_envelope), the views, the scanner.
+        ("envelope.classify(regclass,name,text)",
+         f"SELECT envelope.classify(CAST('{t}' AS pg_catalog.regclass), CAST('email' AS pg_catalog.name), "
+         f"CAST('pii' AS {text})), envelope.classify(CAST('{t}' AS pg_catalog.regclass), "
+         f"CAST('tenant' AS pg_catalog.name), CAST('public' AS {text})); "
+         f"SECURITY LABEL FOR pg_envelope ON COLUMN {t}.body IS 'phi'; "
+         f"SELECT tbl, col, label, data_type, status FROM envelope.classified_columns", (), set()),
+        ("envelope.unclassify(regclass,name)",
+         f"SELECT envelope.unclassify(CAST('{t}' AS pg_catalog.regclass), CAST('tenant' AS pg_catalog.name)); "
+         f"SELECT * FROM envelope.unprotected_columns", (), set()),
+        ("envelope.luhn_valid(text)",
+         f"SELECT envelope.luhn_valid(CAST('4111 1111 1111 1111' AS {text})), "
+         f"envelope.luhn_valid(CAST(email AS {text})) FROM {t}", (), set()),
+        ("envelope.suggest_classification(regclass,integer)",
+         f"ALTER TABLE {t} ADD COLUMN contact {text} DEFAULT CAST('x@example.org' AS {text}); "
+         f"ALTER TABLE {t} ADD COLUMN card_no {text} DEFAULT CAST('4111-1111-1111-1111' AS {text}); "
+         f"SELECT * FROM envelope.suggest_classification(CAST('{t}' AS pg_catalog.regclass), CAST(10 AS {int4})); "
+         f"SELECT * FROM envelope.suggest_classification(CAST('{t}' AS pg_catalog.regclass), CAST(0 AS {int4})); "
+         f"SELECT * FROM envelope.suggest_classification()", (), set()),
         ("envelope.unprotect_column(regclass,name)",
          f"SELECT envelope.unprotect_column(CAST('{t}' AS pg_catalog.regclass), CAST(c AS pg_catalog.name)) "
          f"FROM (VALUES ('email'), ('body'), ('blob')) v(c); DROP TABLE {t}", (), set()),
@@ -668,6 +698,42 @@ def test_unprivileged_role_is_refused_everything(env):
                            "envelope.kms_configs", "envelope.stats"}
     # The one view everyone may read shows only the protected columns of one's own tables.
     tables.remove("envelope.protected_columns")
+    # The classification views are PUBLIC on purpose (metadata, as pg_seclabels is), and
+    # classify, unclassify, luhn_valid and suggest_classification are EXECUTE for PUBLIC:
+    # PostgreSQL's ownership check refuses labels on others' tables, and the scanner reads
+    # only what the caller may SELECT.
+    tables.remove("envelope.classified_columns")
+    tables.remove("envelope.unprotected_columns")
+    pg.sql("SELECT envelope.classify('public.rdata', 'id', 'confidential')")
+    with conn.cursor() as cur:
+        cur.execute("SELECT col::text, label, status FROM envelope.classified_columns "
+                    "WHERE tbl = 'public.rdata'::regclass")
+        assert cur.fetchall() == [("id", "confidential", "plaintext")]
+        cur.execute("SELECT col::text FROM envelope.unprotected_columns WHERE tbl = 'public.rdata'::regclass")
+        assert cur.fetchall() == [("id",)]
+        cur.execute("SELECT envelope.luhn_valid('4111111111111111'), envelope.luhn_valid('4111111111111112')")
+        assert cur.fetchone() == (True, False)
+    # The scanner: only what nobody may read (rdata's other columns are encrypted: not sampled).
+    pg.sql("CREATE TABLE public.nobody_scan (contact text, hidden text)")
+    pg.sql("INSERT INTO public.nobody_scan VALUES ('a@example.org', 'b@example.org')")
+    pg.sql("CREATE TABLE public.nobody_unreadable (contact text)")
+    pg.sql("INSERT INTO public.nobody_unreadable VALUES ('c@example.org')")
+    pg.sql("GRANT SELECT (contact) ON public.nobody_scan TO nobody")
+    with conn.cursor() as cur:
+        cur.execute("SELECT CAST(relation AS oid) = 'public.nobody_scan'::regclass, column_name::text, matched "
+                    "FROM envelope.suggest_classification()")
+        assert cur.fetchall() == [(True, "contact", 1)]
+    pg.sql("DROP TABLE public.nobody_scan, public.nobody_unreadable")
+    for sql in ("SELECT envelope.classify('public.rdata', 't', 'pii')",
+                "SELECT envelope.unclassify('public.rdata', 'id')",
+                "SECURITY LABEL FOR pg_envelope ON COLUMN public.rdata.t IS 'pii'"):
+        with conn.cursor() as cur, pytest.raises(psycopg2.Error) as e:
+            cur.execute(sql)
+        assert pg_error(e)["sqlstate"] == "42501", (sql, pg_error(e))
+        assert "must be owner of" in pg_error(e)["message"], (sql, pg_error(e))
+    assert pg.sql("SELECT col::text, label FROM envelope.classified_columns WHERE tbl = 'public.rdata'::regclass") \
+        == [("id", "confidential")]
+    pg.sql("SELECT envelope.unclassify('public.rdata', 'id')")
     pg.sql("CREATE TABLE public.nobody_probe (id int, s text)")
     pg.sql("SELECT envelope.protect_column('public.nobody_probe', 's', 'lk')")
     with conn.cursor() as cur:
