@@ -72,6 +72,7 @@ struct Record {
   char application[64];
   char client[64];
   char detail[192];
+  char object[192];  // the protected column, when known
 };
 
 struct Queue {
@@ -235,7 +236,8 @@ std::string csv(std::string_view s) {
   return out + '"';
 }
 
-void log_record(const Record& r, const std::string& object) {
+void log_record(const Record& r) {
+  std::string object = r.object;
   std::string line = "AUDIT: ENVELOPE," + csv(r.event) + "," + csv(r.key) + "," + std::to_string(r.version) + "," +
                      csv(object) + "," + std::to_string(r.count) + "," + csv(r.session_user_name) + "," +
                      csv(r.current_user_name) + "," + csv(r.application) + "," + csv(r.client) + "," +
@@ -290,7 +292,7 @@ bool enqueue(const Record* recs, std::size_t n, bool may_start_worker) {
   return ok;
 }
 
-void emit(const std::vector<Record>& recs, const std::vector<std::string>& objects, bool at_abort) {
+void emit(const std::vector<Record>& recs, bool at_abort) {
   if (recs.empty()) return;
   bool to_log = (mode & kLog) != 0;
   bool to_table = (mode & kTable) != 0;
@@ -316,7 +318,7 @@ void emit(const std::vector<Record>& recs, const std::vector<std::string>& objec
     }
   }
   if (to_log)
-    for (std::size_t i = 0; i < recs.size(); ++i) log_record(recs[i], objects[i]);
+    for (const Record& r : recs) log_record(r);
 }
 
 void add_usage(const Agg& a, TimestampTz now) {
@@ -352,7 +354,6 @@ void flush(bool at_abort) {
   LWLockRelease(shared->lock);
   if (mode == kOff) return;
   std::vector<Record> recs;
-  std::vector<std::string> objects;
   for (const Agg& a : done) {
     if (a.k.event == kEncrypt) continue;
     Record r{};
@@ -364,10 +365,10 @@ void flush(bool at_abort) {
     copy_str(r.event, sizeof r.event, kEventNames[a.k.event]);
     copy_str(r.key, sizeof r.key, a.key_name);
     fill_session(r, a.user_name);
+    copy_str(r.object, sizeof r.object, a.object);
     recs.push_back(r);
-    objects.push_back(a.object);
   }
-  emit(recs, objects, at_abort);
+  emit(recs, at_abort);
 }
 
 void xact_callback(XactEvent event, void*) {
@@ -381,7 +382,7 @@ void xact_callback(XactEvent event, void*) {
         lc.swap(pending_lifecycle);
         lc.insert(lc.end(), pending_denials.begin(), pending_denials.end());
         pending_denials.clear();
-        if (mode != kOff && !lc.empty()) emit(lc, std::vector<std::string>(lc.size()), true);
+        if (mode != kOff && !lc.empty()) emit(lc, true);
       });
       break;
     case XACT_EVENT_ABORT:
@@ -392,7 +393,7 @@ void xact_callback(XactEvent event, void*) {
         flush(true);
         std::vector<Record> d;
         d.swap(pending_denials);
-        if (mode != kOff && !d.empty()) emit(d, std::vector<std::string>(d.size()), true);
+        if (mode != kOff && !d.empty()) emit(d, true);
       });
       break;
     case XACT_EVENT_PRE_COMMIT:
@@ -419,12 +420,28 @@ void start_worker(Oid db) {
   w.bgw_main_arg = ObjectIdGetDatum(db);
   w.bgw_notify_pid = 0;
   bool ok = RegisterDynamicBackgroundWorker(&w, nullptr);
-  if (!ok) {
-    LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-    for (Queue& q : shared->queues)
-      if (q.db == db) q.starting = false;
-    LWLockRelease(shared->lock);
+  if (ok) return;
+  // No worker slot (max_worker_processes): what waits goes to the server log now.
+  std::vector<Record> waiting;
+  LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+  for (Queue& q : shared->queues)
+    if (q.db == db && q.worker_pid == 0) {
+      q.starting = false;
+      std::size_t qi = static_cast<std::size_t>(&q - shared->queues);
+      for (std::uint64_t i = q.tail; i < q.head; ++i) waiting.push_back(records[qi * queue_records + i % queue_records]);
+      q.tail = q.head;
+    }
+  LWLockRelease(shared->lock);
+  if (waiting.empty()) return;
+  if (!warned_queue) {
+    warned_queue = true;
+    pg_call([] {
+      ereport(WARNING, (errmsg("pg_envelope: no background worker could be started to write envelope.audit_log"),
+                        errdetail("The audit records go to the server log instead."),
+                        errhint("Raise max_worker_processes."), errhidestmt(true)));
+    });
   }
+  for (const Record& r : waiting) log_record(r);
 }
 
 Queue* my_queue = nullptr;
@@ -448,8 +465,9 @@ constexpr const char* kInsert =
     "WITH v AS (SELECT $1::pg_catalog.int8 AS seq, pg_catalog.clock_timestamp() AS logged_at, "
     "  $2::pg_catalog.timestamptz AS statement_at, $3::pg_catalog.text AS event, $4::pg_catalog.text AS key_name, "
     "  NULLIF($5::pg_catalog.int4, 0) AS key_version, "
-    "  (SELECT pg_catalog.format('%s.%I', p.tbl::pg_catalog.regclass, p.col) FROM envelope.protected_column p "
-    "    WHERE p.protection_id OPERATOR(pg_catalog.=) $6::pg_catalog.int8) AS object, "
+    "  COALESCE(NULLIF($16::pg_catalog.text, ''), "
+    "    (SELECT pg_catalog.format('%s.%I', p.tbl::pg_catalog.regclass, p.col) FROM envelope.protected_column p "
+    "      WHERE p.protection_id OPERATOR(pg_catalog.=) $6::pg_catalog.int8)) AS object, "
     "  NULLIF($7::pg_catalog.int8, 0) AS value_count, $8::pg_catalog.text AS session_user_name, "
     "  $9::pg_catalog.text AS current_user_name, $10::pg_catalog.text AS application_name, "
     "  NULLIF($11::pg_catalog.text, '') AS client_addr, pg_catalog.current_database()::pg_catalog.text AS database_name, "
@@ -500,6 +518,7 @@ void write_batch(const std::vector<Record>& batch, Chain& chain) {
           {INT8OID, Int64GetDatum(r.query_id)},
           text_param(r.detail),
           chain.hash.empty() ? SpiParam{BYTEAOID, 0, true} : bytea_param(chain.hash),
+          text_param(r.object),
       };
       spi.exec(kInsert, std::span<const SpiParam>(params, std::size(params)), SPI_OK_INSERT_RETURNING);
       chain.seq += 1;
@@ -556,7 +575,7 @@ void worker_main(Oid db) {
           ereport(WARNING, (errmsg("pg_envelope: could not write envelope.audit_log: %s", why.c_str()),
                             errdetail("The records are written to the server log instead.")));
         });
-        for (const Record& r : batch) log_record(r, "");
+        for (const Record& r : batch) log_record(r);
         chain.known = false;
       }
       LWLockAcquire(shared->lock, LW_EXCLUSIVE);
