@@ -29,6 +29,7 @@ envelope.master_key_file = '"'"'$work/master.key'"'"'
 listen_addresses = '"'"''"'"'
 unix_socket_directories = '"'"'$work'"'"'
 port = 5499
+envelope.audit = '"'"'table'"'"'
 CONF
 "$bindir/pg_ctl" -D "$work/data" -l "$work/server.log" -w start >/dev/null
 ' _ "$work" "$bindir"
@@ -76,6 +77,14 @@ SELECT id, email, name FROM users WHERE email = 'ann@example.org';   -- through 
 RESET ROLE;
 -- Everyone else, the superuser included (so pg_dump carries ciphertext), sees the sealed form.
 SELECT id, left(email::text, 40) || '...' AS email_as_stored, name FROM users;
+-- Classification: which sensitive columns are labelled, and are they encrypted at rest?
+SELECT envelope.classify('patients', 'ssn', 'phi'), envelope.classify('users', 'email', 'pii');
+SELECT tbl, col, label, status FROM envelope.classified_columns ORDER BY 1, 2;
+-- Who decrypted what (envelope.audit = 'table'): one row per statement and key, hash-chained.
+SELECT pg_sleep(1.5);   -- the audit writer inserts in its own transactions
+SELECT seq, event, key_name, object, value_count, current_user_name AS role, detail
+  FROM envelope.audit_log ORDER BY seq;
+SELECT ok, rows_checked FROM envelope.audit_verify();
 SQL
 echo "== the data files hold no plaintext:"
 as_db_user "$bindir/psql" -X -q -h "$work" -p 5499 -d postgres -c CHECKPOINT
