@@ -9,6 +9,10 @@ CREATE FUNCTION envelope.check_own_schema() RETURNS void
   AS 'MODULE_PATHNAME', 'envelope_check_own_schema' LANGUAGE C;
 SELECT envelope.check_own_schema();
 DROP FUNCTION envelope.check_own_schema();
+-- The schema belongs to the role running this script: the installing superuser, or, for
+-- a trusted install by a non-superuser, the bootstrap superuser (PostgreSQL creates the
+-- schema as the calling role, which could then add look-alike functions to it).
+ALTER SCHEMA envelope OWNER TO CURRENT_USER;
 
 ------------------------------------------------------------------------------
 -- Every change of the key tables (by the key functions, by hand, by pg_restore, or
@@ -638,7 +642,6 @@ CREATE FUNCTION envelope.audit_hash(r envelope.audit_log) RETURNS bytea LANGUAGE
       r.backend_pid::pg_catalog.text, r.query_id::pg_catalog.text, r.detail,
       pg_catalog.encode(r.prev_hash, 'hex')]::pg_catalog.text[]) WITH ORDINALITY AS u(f, i)
 $f$;
-REVOKE ALL ON FUNCTION envelope.audit_hash(envelope.audit_log) FROM PUBLIC;
 -- Checks the chain: each row's hash, each link to the row before, no gap in seq.
 -- `ok` false names the first row that does not hold. Rows removed by retention are
 -- from the start: the oldest remaining row's prev_hash is then taken as given.
@@ -694,3 +697,151 @@ REVOKE ALL ON envelope.key_usage FROM PUBLIC;
 REVOKE ALL ON FUNCTION envelope.key_usage_counts(), envelope.key_usage_reset() FROM PUBLIC;
 GRANT SELECT ON envelope.key_usage TO @extowner@ WITH GRANT OPTION;
 GRANT EXECUTE ON FUNCTION envelope.key_usage_counts(), envelope.key_usage_reset() TO @extowner@ WITH GRANT OPTION;
+
+-- Key lifecycle: re-encryption onto the current DEK version, or to another key
+-- (docs/lifecycle.md).
+CREATE FUNCTION envelope.on_current_key(value envelope.encrypted_text, key text DEFAULT NULL) RETURNS boolean
+  AS 'MODULE_PATHNAME', 'envelope_on_current_key' LANGUAGE C STABLE PARALLEL SAFE;
+CREATE FUNCTION envelope.on_current_key(value envelope.encrypted_bytea, key text DEFAULT NULL) RETURNS boolean
+  AS 'MODULE_PATHNAME', 'envelope_on_current_key' LANGUAGE C STABLE PARALLEL SAFE;
+CREATE FUNCTION envelope.on_current_key(value envelope.encrypted_jsonb, key text DEFAULT NULL) RETURNS boolean
+  AS 'MODULE_PATHNAME', 'envelope_on_current_key' LANGUAGE C STABLE PARALLEL SAFE;
+CREATE FUNCTION envelope.on_current_key(value envelope.protected_text) RETURNS boolean
+  AS 'MODULE_PATHNAME', 'envelope_protected_text_on_current_key' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION envelope.on_current_key(value envelope.protected_bytea) RETURNS boolean
+  AS 'MODULE_PATHNAME', 'envelope_protected_bytea_on_current_key' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION envelope.on_current_key(value envelope.protected_jsonb) RETURNS boolean
+  AS 'MODULE_PATHNAME', 'envelope_protected_jsonb_on_current_key' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION envelope.reencrypt_field(value envelope.encrypted_text, context text DEFAULT NULL, key text DEFAULT NULL)
+  RETURNS envelope.encrypted_text AS 'MODULE_PATHNAME', 'envelope_reencrypt_text' LANGUAGE C VOLATILE PARALLEL SAFE;
+CREATE FUNCTION envelope.reencrypt_field(value envelope.encrypted_bytea, context text DEFAULT NULL, key text DEFAULT NULL)
+  RETURNS envelope.encrypted_bytea AS 'MODULE_PATHNAME', 'envelope_reencrypt_bytea' LANGUAGE C VOLATILE PARALLEL SAFE;
+CREATE FUNCTION envelope.reencrypt_field(value envelope.encrypted_jsonb, context text DEFAULT NULL, key text DEFAULT NULL)
+  RETURNS envelope.encrypted_jsonb AS 'MODULE_PATHNAME', 'envelope_reencrypt_jsonb' LANGUAGE C VOLATILE PARALLEL SAFE;
+CREATE FUNCTION envelope.reseal(value envelope.protected_text) RETURNS envelope.protected_text
+  AS 'MODULE_PATHNAME', 'envelope_reseal_text' LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
+CREATE FUNCTION envelope.reseal(value envelope.protected_bytea) RETURNS envelope.protected_bytea
+  AS 'MODULE_PATHNAME', 'envelope_reseal_bytea' LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
+CREATE FUNCTION envelope.reseal(value envelope.protected_jsonb) RETURNS envelope.protected_jsonb
+  AS 'MODULE_PATHNAME', 'envelope_reseal_jsonb' LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
+CREATE TABLE envelope.reencryption (
+  tbl           oid NOT NULL,
+  col           name NOT NULL,
+  target_key    text,          -- NULL: each value's own key
+  rows_total    bigint NOT NULL,
+  rows_done     bigint NOT NULL,
+  next_block    bigint NOT NULL,
+  passes        integer NOT NULL,
+  pid           integer,
+  started_at    timestamptz NOT NULL,
+  resumed_at    timestamptz,
+  last_batch_at timestamptz,
+  finished_at   timestamptz,
+  PRIMARY KEY (tbl, col)
+);
+REVOKE ALL ON envelope.reencryption FROM PUBLIC;
+-- In the style of pg_stat_progress_*: one row per column re-encrypted (the latest run),
+-- for the table's owners.
+CREATE VIEW envelope.reencryption_progress WITH (security_barrier) AS
+  SELECT r.tbl::pg_catalog.regclass AS relation, r.col AS column_name, r.target_key,
+         CASE WHEN r.finished_at IS NOT NULL THEN 'done'
+              WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid OPERATOR(pg_catalog.=) r.pid)
+                THEN 'running'
+              ELSE 'interrupted' END AS phase,
+         r.rows_done, r.rows_total,
+         CASE WHEN r.rows_total OPERATOR(pg_catalog.>) 0
+              THEN pg_catalog.round(100.0 OPERATOR(pg_catalog.*) LEAST(r.rows_done, r.rows_total)
+                                    OPERATOR(pg_catalog./) r.rows_total, 1) END AS percent,
+         CASE WHEN r.last_batch_at OPERATOR(pg_catalog.>) COALESCE(r.resumed_at, r.started_at)
+              THEN pg_catalog.round(r.rows_done OPERATOR(pg_catalog./)
+                     pg_catalog.date_part('epoch', r.last_batch_at OPERATOR(pg_catalog.-) r.started_at)) END
+           AS rows_per_second,
+         r.passes, r.pid, r.started_at, r.resumed_at, r.last_batch_at, r.finished_at
+    FROM envelope.reencryption r JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) r.tbl
+   WHERE pg_catalog.pg_has_role(c.relowner, 'USAGE');
+REVOKE ALL ON envelope.reencryption_progress FROM PUBLIC;
+GRANT SELECT ON envelope.reencryption_progress TO PUBLIC;
+CREATE PROCEDURE envelope.reencrypt(tbl regclass, col name, context_column name DEFAULT NULL, key text DEFAULT NULL,
+    batch_blocks integer DEFAULT 8, pause_ms integer DEFAULT 0)
+  AS 'MODULE_PATHNAME', 'envelope_reencrypt' LANGUAGE C;
+REVOKE ALL ON FUNCTION
+  envelope.on_current_key(envelope.encrypted_text, text), envelope.on_current_key(envelope.encrypted_bytea, text),
+  envelope.on_current_key(envelope.encrypted_jsonb, text), envelope.on_current_key(envelope.protected_text),
+  envelope.on_current_key(envelope.protected_bytea), envelope.on_current_key(envelope.protected_jsonb),
+  envelope.reencrypt_field(envelope.encrypted_text, text, text), envelope.reencrypt_field(envelope.encrypted_bytea, text, text),
+  envelope.reencrypt_field(envelope.encrypted_jsonb, text, text), envelope.reseal(envelope.protected_text),
+  envelope.reseal(envelope.protected_bytea), envelope.reseal(envelope.protected_jsonb)
+  FROM PUBLIC;
+REVOKE ALL ON PROCEDURE envelope.reencrypt(regclass, name, name, text, integer, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+  envelope.on_current_key(envelope.encrypted_text, text), envelope.on_current_key(envelope.encrypted_bytea, text),
+  envelope.on_current_key(envelope.encrypted_jsonb, text), envelope.on_current_key(envelope.protected_text),
+  envelope.on_current_key(envelope.protected_bytea), envelope.on_current_key(envelope.protected_jsonb),
+  envelope.reencrypt_field(envelope.encrypted_text, text, text), envelope.reencrypt_field(envelope.encrypted_bytea, text, text),
+  envelope.reencrypt_field(envelope.encrypted_jsonb, text, text), envelope.reseal(envelope.protected_text),
+  envelope.reseal(envelope.protected_bytea), envelope.reseal(envelope.protected_jsonb)
+  TO @extowner@ WITH GRANT OPTION;
+GRANT EXECUTE ON PROCEDURE envelope.reencrypt(regclass, name, name, text, integer, integer) TO @extowner@ WITH GRANT OPTION;
+-- Which DEK version of a key a value uses (NULL: another key), without decrypting.
+CREATE FUNCTION envelope.key_version_of(value envelope.encrypted_text, key text) RETURNS integer
+  AS 'MODULE_PATHNAME', 'envelope_key_version_of' LANGUAGE C STABLE PARALLEL SAFE;
+CREATE FUNCTION envelope.key_version_of(value envelope.encrypted_bytea, key text) RETURNS integer
+  AS 'MODULE_PATHNAME', 'envelope_key_version_of' LANGUAGE C STABLE PARALLEL SAFE;
+CREATE FUNCTION envelope.key_version_of(value envelope.encrypted_jsonb, key text) RETURNS integer
+  AS 'MODULE_PATHNAME', 'envelope_key_version_of' LANGUAGE C STABLE PARALLEL SAFE;
+CREATE FUNCTION envelope.key_version_of(value envelope.protected_text, key text) RETURNS integer
+  AS 'MODULE_PATHNAME', 'envelope_protected_text_key_version_of' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION envelope.key_version_of(value envelope.protected_bytea, key text) RETURNS integer
+  AS 'MODULE_PATHNAME', 'envelope_protected_bytea_key_version_of' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION envelope.key_version_of(value envelope.protected_jsonb, key text) RETURNS integer
+  AS 'MODULE_PATHNAME', 'envelope_protected_jsonb_key_version_of' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+-- Every column holding values of a key, and how many values use each DEK version: a
+-- scan of every envelope.encrypted_* and protected column the caller may read (as the
+-- caller). `complete` is false when some such column could not be read by the caller.
+CREATE FUNCTION envelope.key_columns(key text)
+  RETURNS TABLE (relation regclass, column_name name, version integer, value_count bigint)
+  LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+  r record;
+BEGIN
+  IF key IS NULL THEN
+    RAISE EXCEPTION 'key must not be null' USING ERRCODE = '22004';
+  END IF;
+  FOR r IN
+    SELECT c.oid::pg_catalog.regclass AS rel, a.attname,
+           (pg_catalog.has_schema_privilege(c.relnamespace, 'USAGE')
+            AND pg_catalog.has_column_privilege(c.oid, a.attnum, 'SELECT')) AS readable
+      FROM pg_catalog.pg_attribute a
+      JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) a.attrelid
+      JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid
+     WHERE c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'p', 'm']::pg_catalog."char"[])
+       AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+       AND t.typnamespace OPERATOR(pg_catalog.=) 'envelope'::pg_catalog.regnamespace
+       AND t.typname OPERATOR(pg_catalog.=) ANY (ARRAY['encrypted_text', 'encrypted_bytea', 'encrypted_jsonb',
+                                                       'protected_text', 'protected_bytea', 'protected_jsonb']::pg_catalog.name[])
+     ORDER BY c.oid, a.attnum
+  LOOP
+    IF NOT r.readable THEN
+      RAISE WARNING 'pg_envelope: column % of % was not scanned: permission denied', r.attname, r.rel
+        USING HINT = 'Run envelope.key_columns() as a role that may read every encrypted column.';
+      CONTINUE;
+    END IF;
+    RETURN QUERY EXECUTE pg_catalog.format(
+      'SELECT %L::pg_catalog.regclass, %L::pg_catalog.name, v, pg_catalog.count(*) '
+      'FROM (SELECT envelope.key_version_of(%I, $1) AS v FROM ONLY %s) AS s WHERE v IS NOT NULL GROUP BY v ORDER BY v',
+      r.rel, r.attname, r.attname, r.rel) USING key;
+  END LOOP;
+END
+$f$;
+REVOKE ALL ON FUNCTION
+  envelope.key_version_of(envelope.encrypted_text, text), envelope.key_version_of(envelope.encrypted_bytea, text),
+  envelope.key_version_of(envelope.encrypted_jsonb, text), envelope.key_version_of(envelope.protected_text, text),
+  envelope.key_version_of(envelope.protected_bytea, text), envelope.key_version_of(envelope.protected_jsonb, text),
+  envelope.key_columns(text)
+  FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+  envelope.key_version_of(envelope.encrypted_text, text), envelope.key_version_of(envelope.encrypted_bytea, text),
+  envelope.key_version_of(envelope.encrypted_jsonb, text), envelope.key_version_of(envelope.protected_text, text),
+  envelope.key_version_of(envelope.protected_bytea, text), envelope.key_version_of(envelope.protected_jsonb, text),
+  envelope.key_columns(text)
+  TO @extowner@ WITH GRANT OPTION;

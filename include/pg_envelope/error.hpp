@@ -44,6 +44,7 @@ inline constexpr const char* kSyntaxError = "42601";
 inline constexpr const char* kInsufficientPrivilege = "42501";
 inline constexpr const char* kWrongObjectType = "42809";
 inline constexpr const char* kUndefinedFunction = "42883";
+inline constexpr const char* kUndefinedColumn = "42703";
 inline constexpr const char* kUndefinedObject = "42704";
 inline constexpr const char* kDuplicateSchema = "42P06";
 inline constexpr const char* kDuplicateObject = "42710";

@@ -73,6 +73,7 @@ struct Record {
   char client[64];
   char detail[192];
   char object[192];  // the protected column, when known
+  bool logged;       // also written to the server log by its backend (envelope.audit = all)
 };
 
 struct Queue {
@@ -197,9 +198,16 @@ const std::string& client_address() {
   return address;
 }
 
+// The session's PID: a parallel worker records its leader's (its lock group leader), so
+// that the records of one parallel statement share PID and statement time.
+int session_pid() {
+  if (IsParallelWorker() && MyProc != nullptr && MyProc->lockGroupLeader != nullptr) return MyProc->lockGroupLeader->pid;
+  return MyProcPid;
+}
+
 void fill_session(Record& r, const std::string& user_name) {
   r.db = MyDatabaseId;
-  r.pid = MyProcPid;
+  r.pid = session_pid();
   copy_str(r.session_user_name, sizeof r.session_user_name, session_user_name_cached);
   copy_str(r.current_user_name, sizeof r.current_user_name, user_name);
   copy_str(r.application, sizeof r.application, application_name != nullptr ? application_name : "");
@@ -307,7 +315,13 @@ void emit(const std::vector<Record>& recs, bool at_abort) {
       });
     }
   }
-  if (to_table && !enqueue(recs.data(), recs.size(), true)) {
+  if (to_table && to_log) {
+    // Both: the writer must not log them a second time should the table fail it.
+    std::vector<Record> marked(recs);
+    for (Record& r : marked) r.logged = true;
+    if (!enqueue(marked.data(), marked.size(), true)) to_table = false;
+  }
+  if (to_table && !to_log && !enqueue(recs.data(), recs.size(), true)) {
     to_log = true;
     if (!warned_queue && !at_abort) {
       warned_queue = true;
@@ -350,12 +364,13 @@ void flush(bool at_abort) {
   if (!preloaded()) return;
   TimestampTz now = GetCurrentTimestamp();
   LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-  for (const Agg& a : done) add_usage(a, now);
+  for (const Agg& a : done)
+    if (a.count > 0) add_usage(a, now);
   LWLockRelease(shared->lock);
   if (mode == kOff) return;
   std::vector<Record> recs;
   for (const Agg& a : done) {
-    if (a.k.event == kEncrypt) continue;
+    if (a.k.event == kEncrypt || a.count == 0) continue;  // 0: a decrypt taken back by its failure
     Record r{};
     r.statement_at = agg_statement;
     r.query_id = agg_query_id;
@@ -441,7 +456,8 @@ void start_worker(Oid db) {
                         errhint("Raise max_worker_processes."), errhidestmt(true)));
     });
   }
-  for (const Record& r : waiting) log_record(r);
+  for (const Record& r : waiting)
+    if (!r.logged) log_record(r);
 }
 
 Queue* my_queue = nullptr;
@@ -465,9 +481,7 @@ constexpr const char* kInsert =
     "WITH v AS (SELECT $1::pg_catalog.int8 AS seq, pg_catalog.clock_timestamp() AS logged_at, "
     "  $2::pg_catalog.timestamptz AS statement_at, $3::pg_catalog.text AS event, $4::pg_catalog.text AS key_name, "
     "  NULLIF($5::pg_catalog.int4, 0) AS key_version, "
-    "  COALESCE(NULLIF($16::pg_catalog.text, ''), "
-    "    (SELECT pg_catalog.format('%s.%I', p.tbl::pg_catalog.regclass, p.col) FROM envelope.protected_column p "
-    "      WHERE p.protection_id OPERATOR(pg_catalog.=) $6::pg_catalog.int8)) AS object, "
+    "  NULLIF($16::pg_catalog.text, '') AS object, "
     "  NULLIF($7::pg_catalog.int8, 0) AS value_count, $8::pg_catalog.text AS session_user_name, "
     "  $9::pg_catalog.text AS current_user_name, $10::pg_catalog.text AS application_name, "
     "  NULLIF($11::pg_catalog.text, '') AS client_addr, pg_catalog.current_database()::pg_catalog.text AS database_name, "
@@ -500,6 +514,9 @@ void write_batch(const std::vector<Record>& batch, Chain& chain) {
   });
   {
     OwnerSpi spi(false);
+    // Never in anyone's way: a DROP EXTENSION or a TRUNCATE of the log wins, and the
+    // batch is written again a moment later (the writer touches audit_log only).
+    spi.exec("SELECT pg_catalog.set_config('lock_timeout', '200ms', true)", {}, SPI_OK_SELECT);
     if (!chain.known) read_chain(spi, chain);
     for (const Record& r : batch) {
       SpiParam params[] = {
@@ -526,7 +543,7 @@ void write_batch(const std::vector<Record>& batch, Chain& chain) {
     }
     if (retention_days > 0)
       spi.exec("DELETE FROM envelope.audit_log WHERE logged_at OPERATOR(pg_catalog.<) "
-               "pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(days => $1)",
+               "(pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(days => $1))",
                {int4_param(static_cast<std::uint32_t>(retention_days))}, SPI_OK_DELETE);
     spi.finish();
   }
@@ -566,17 +583,24 @@ void worker_main(Oid db) {
       try {
         write_batch(batch, chain);
       } catch (const PgError& e) {
-        // The table could not be written (the extension was dropped, a disk error):
-        // the records go to the server log, never lost; the chain is read again.
         ErrorData* d = e.data();
+        bool busy = d != nullptr && d->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
         std::string why = d != nullptr && d->message != nullptr ? d->message : "unknown error";
         pg_call([] { AbortCurrentTransaction(); });
+        chain.known = false;
+        if (busy) {
+          // Someone holds audit_log (DROP EXTENSION, TRUNCATE): the same batch again soon.
+          pg_call([] { pg_usleep(500 * 1000L); });
+          continue;
+        }
+        // The table could not be written (the extension was dropped, a disk error):
+        // the records go to the server log, never lost; the chain is read again.
         pg_call([&why] {
           ereport(WARNING, (errmsg("pg_envelope: could not write envelope.audit_log: %s", why.c_str()),
                             errdetail("The records are written to the server log instead.")));
         });
-        for (const Record& r : batch) log_record(r);
-        chain.known = false;
+        for (const Record& r : batch)
+          if (!r.logged) log_record(r);
       }
       LWLockAcquire(shared->lock, LW_EXCLUSIVE);
       my_queue->tail += batch.size();
@@ -633,6 +657,12 @@ void note(DekId id, std::string_view key_name, Event e) {
       agg_query_id = query_id();
     }
     AggKey k{id.key_id, id.version, current_protection, GetUserId(), e};
+    if (e == kFailure) {
+      // The DEK was handed out (and counted as a decrypt) before the value failed.
+      AggKey d = k;
+      d.event = kDecrypt;
+      if (auto it = agg_index.find(d); it != agg_index.end() && aggs[it->second].count > 0) --aggs[it->second].count;
+    }
     if (last_agg < aggs.size() && aggs[last_agg].k == k) {
       ++aggs[last_agg].count;
       return;

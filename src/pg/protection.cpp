@@ -136,6 +136,28 @@ Opened open_if_allowed(const SealedView& v) {
   return open_with(*dek, v);
 }
 
+DekId dek_id_of(const SealedView& v) { return dek_of(v); }
+
+struct varlena* reseal(PlainType type, const SealedView& v) {
+  Binding b;
+  b.protection_id = v.protection_id;
+  b.key_name = std::string(v.key_name);
+  b.has_context = v.has_context;
+  b.context = std::string(v.context);
+  b.blind_key_id = v.blind_key_id;
+  b.blind_bytes = static_cast<std::uint8_t>(v.blind.size());
+  Opened o = open(v, false, 0);
+  struct varlena* out;
+  try {
+    out = seal(type, b, {o.data, o.size});
+  } catch (...) {
+    release(o);
+    throw;
+  }
+  release(o);
+  return out;
+}
+
 void release(Opened& o) noexcept {
   release_secret(static_cast<SecretChunk*>(o.chunk));
   o = Opened{};

@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 
+#include "pg_envelope/dek_cache.hpp"
 #include "pg_envelope/protected_format.hpp"
 
 namespace pg_envelope::protection {
@@ -47,6 +48,13 @@ Opened open(const SealedView& v, bool check_privilege, std::uint8_t privilege);
 Opened open_if_allowed(const SealedView& v);
 
 void release(Opened& o) noexcept;
+
+// The DEK (key id, version) a sealed value's envelope names.
+DekId dek_id_of(const SealedView& v);
+
+// The value sealed again with the same binding under the current DEK version of its
+// key (the current user needs encrypt on it; nothing is revealed to it).
+struct varlena* reseal(PlainType type, const SealedView& v);
 
 // The blind index of `plaintext` for a column: HMAC-SHA256 under a key derived from
 // the blind key's first DEK (never the DEK itself) and the protection id, first `len`

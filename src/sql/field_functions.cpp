@@ -14,9 +14,14 @@ extern "C" {
 }
 
 #include <cstring>
+#include <optional>
+#include <unordered_map>
 
 #include "pg/audit.hpp"
 #include "pg/dek_resolver.hpp"
+#include "pg/key_catalog.hpp"
+#include "pg/key_errors.hpp"
+#include "pg/key_generation.hpp"
 #include "pg/secret_memory.hpp"
 #include "pg_envelope/envelope_format.hpp"
 #include "pg/shared_memory.hpp"
@@ -193,7 +198,136 @@ Datum decrypt_field(FunctionCallInfo fcinfo, PlainType type) {
   return result;
 }
 
+// The current DEK version of a key, by id; remembered per backend until the key
+// generation moves (a rotation anywhere moves it).
+std::uint32_t current_version(std::uint32_t key_id) {
+  static std::unordered_map<std::uint32_t, std::uint32_t> versions;
+  static std::uint64_t seen_generation = UINT64_MAX;
+  std::uint64_t g = key_generation();
+  if (g != seen_generation) {
+    versions.clear();
+    seen_generation = g;
+  }
+  if (auto it = versions.find(key_id); it != versions.end()) return it->second;
+  std::optional<KeyRecord> key = key_catalog::key_by_id(key_id);
+  std::uint32_t v = key ? key->current_version : 0;
+  versions[key_id] = v;
+  return v;
+}
+
+// The key id of a key name (0: no such key), remembered for the last name asked.
+std::uint32_t key_id_of(std::string_view name) {
+  static std::string last_name;
+  static std::uint32_t last_id = 0;
+  static std::uint64_t seen_generation = UINT64_MAX;
+  std::uint64_t g = key_generation();
+  if (g == seen_generation && name == last_name) return last_id;
+  std::optional<KeyRecord> key = key_catalog::key_by_name(name);
+  last_name = std::string(name);
+  last_id = key ? key->key_id : 0;
+  seen_generation = g;
+  return last_id;
+}
+
+// Whether `dek` is the current DEK of `target` (NULL: of its own key).
+bool on_current(DekId dek, FunctionCallInfo fcinfo, int target_arg) {
+  std::uint32_t key_id = dek.key_id;
+  if (!PG_ARGISNULL(target_arg)) {
+    VarlenaArg target = detoast_arg(fcinfo, target_arg);
+    key_id = key_id_of(target.text());
+    if (key_id == 0) throw_no_such_key();
+  }
+  return dek.key_id == key_id && dek.version == current_version(key_id);
+}
+
+// on_current_key(value encrypted_*, key text DEFAULT NULL) RETURNS boolean: whether the
+// value is encrypted with the current DEK version of `key` (NULL: of its own key).
+Datum on_current_key(FunctionCallInfo fcinfo) {
+  if (PG_ARGISNULL(0)) PG_RETURN_NULL();
+  require_preloaded();
+  VarlenaArg value = detoast_arg(fcinfo, 0);
+  EnvelopeView env;
+  if (FormatProblem p = parse_envelope(value.bytes(), env))
+    throw Error(sqlstate::kDataException, "stored value is not a valid pg_envelope ciphertext", p.detail);
+  PG_RETURN_BOOL(on_current(env.header.dek, fcinfo, 1));
+}
+
+// reencrypt_field(value encrypted_*, context text DEFAULT NULL, key text DEFAULT NULL):
+// the value encrypted again, with the same context, under the current DEK version of
+// `key` (NULL: its own key); returned as it is when it is there already. Within one key
+// the caller needs encrypt on it (nothing is revealed); to another key, decrypt on the
+// value's key and encrypt on the new one (as decrypt_field + encrypt_field would).
+Datum reencrypt_field(FunctionCallInfo fcinfo, PlainType type) {
+  if (PG_ARGISNULL(0)) PG_RETURN_NULL();
+  require_preloaded();
+  VarlenaArg value = detoast_arg(fcinfo, 0);
+  EnvelopeView env;
+  if (FormatProblem p = parse_envelope(value.bytes(), env))
+    throw Error(sqlstate::kDataException, "stored value is not a valid pg_envelope ciphertext", p.detail);
+  if (on_current(env.header.dek, fcinfo, 2)) PG_RETURN_DATUM(PG_GETARG_DATUM(0));
+  bool has_context = !PG_ARGISNULL(1);
+  VarlenaArg context;
+  if (has_context) context = detoast_arg(fcinfo, 1);
+  bool same_key = PG_ARGISNULL(2);
+  std::string target_name;
+  if (!same_key) {
+    VarlenaArg target = detoast_arg(fcinfo, 2);
+    target_name = std::string(target.text());
+    same_key = key_id_of(target_name) == env.header.dek.key_id;
+  }
+  CachedDek& old_dek = same_key ? dek_resolver::internal(env.header.dek)
+                                : dek_resolver::for_decrypt(env.header.dek, key_access::kDecrypt);
+  if (same_key) target_name = old_dek.key_name;
+  Bytes aad;
+  build_aad(env.header_bytes, type, has_context, has_context ? context.text() : std::string_view(), aad);
+  std::size_t n = env.ciphertext.size();
+  SecretChunk* chunk = nullptr;
+  auto* plain = static_cast<std::uint8_t*>(secret_palloc(n + 1, &chunk));
+  if (!old_dek.aead.open({env.header.nonce, kGcmNonceSize}, aad, env.ciphertext, env.tag.data(), plain)) {
+    release_secret(chunk);
+    audit::note(old_dek.id, old_dek.key_name, audit::kFailure);
+    throw Error(sqlstate::kDataException,
+                "could not decrypt value encrypted with key \"" + old_dek.key_name + "\" version " +
+                    std::to_string(old_dek.id.version),
+                "The value failed authentication: it was modified, was copied from another row or column "
+                "(the context differs), or is being re-encrypted as a different type.",
+                "Pass the same context and type that were used to encrypt it.");
+  }
+  Datum result;
+  try {
+    CachedDek& new_dek = dek_resolver::for_encrypt(target_name, key_access::kEncrypt);
+    result = encrypt_bytes(new_dek, type, {plain, n}, has_context, has_context ? context.text() : std::string_view());
+  } catch (...) {
+    release_secret(chunk);
+    throw;
+  }
+  release_secret(chunk);
+  return result;
+}
+
+// key_version_of(value encrypted_*, key text) RETURNS integer: the DEK version when the
+// value is encrypted under `key`, else NULL (no decryption, no privilege on the key).
+Datum key_version_of(FunctionCallInfo fcinfo) {
+  if (PG_ARGISNULL(0) || PG_ARGISNULL(1)) PG_RETURN_NULL();
+  require_preloaded();
+  VarlenaArg value = detoast_arg(fcinfo, 0);
+  EnvelopeView env;
+  if (FormatProblem p = parse_envelope(value.bytes(), env))
+    throw Error(sqlstate::kDataException, "stored value is not a valid pg_envelope ciphertext", p.detail);
+  VarlenaArg key = detoast_arg(fcinfo, 1);
+  std::uint32_t key_id = key_id_of(key.text());
+  if (key_id == 0) throw_no_such_key();
+  if (env.header.dek.key_id != key_id) PG_RETURN_NULL();
+  PG_RETURN_INT32(static_cast<std::int32_t>(env.header.dek.version));
+}
+
 }  // namespace
+
+PGENV_FUNCTION(envelope_key_version_of) { return key_version_of(fcinfo); }
+PGENV_FUNCTION(envelope_on_current_key) { return on_current_key(fcinfo); }
+PGENV_FUNCTION(envelope_reencrypt_text) { return reencrypt_field(fcinfo, PlainType::kText); }
+PGENV_FUNCTION(envelope_reencrypt_bytea) { return reencrypt_field(fcinfo, PlainType::kBytea); }
+PGENV_FUNCTION(envelope_reencrypt_jsonb) { return reencrypt_field(fcinfo, PlainType::kJsonb); }
 
 PGENV_FUNCTION(envelope_encrypt_text) { return encrypt_field(fcinfo, PlainType::kText); }
 PGENV_FUNCTION(envelope_encrypt_bytea) { return encrypt_field(fcinfo, PlainType::kBytea); }

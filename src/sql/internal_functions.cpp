@@ -183,7 +183,10 @@ PGENV_FUNCTION(envelope_check_own_schema) {
       "Find out who created schema \"envelope\" and what it holds; drop or rename it, then run CREATE EXTENSION "
       "pg_envelope again (for an update: drop the foreign objects and make the extension's owner own the "
       "schema).";
-  if (!c.created_here && c.schema_owner != c.extension_owner) {
+  // A superuser's schema is no squat (with a trusted install the scripts hand the schema
+  // to the bootstrap superuser, so that the extension's owner cannot add to it).
+  bool superuser_schema = pg_call([&c] { return superuser_arg(c.schema_owner); });
+  if (!c.created_here && c.schema_owner != c.extension_owner && !superuser_schema) {
     char* owner = pg_call([&c] { return GetUserNameFromId(c.schema_owner, true); });
     throw Error(sqlstate::kInvalidSchemaName,
                 std::string("schema \"envelope\" is owned by role \"") + (owner ? owner : "?") +

@@ -32,6 +32,7 @@ extern "C" {
 #include "pg/key_access.hpp"
 #include "pg/key_catalog.hpp"
 #include "pg/key_errors.hpp"
+#include "pg/key_generation.hpp"
 #include "pg/owner_spi.hpp"
 #include "pg/protection.hpp"
 #include "pg/shared_memory.hpp"
@@ -560,6 +561,89 @@ Datum unseal(FunctionCallInfo fcinfo, PlainType type) {
 
 }  // namespace
 
+namespace {
+
+// The sealed view of argument 0, or false for an unsealed (plaintext) value.
+bool sealed_arg(FunctionCallInfo fcinfo, PlainType type, SealedView& view) {
+  auto* v = static_cast<struct varlena*>(pg_call([fcinfo] { return PG_DETOAST_DATUM_PACKED(PG_GETARG_DATUM(0)); }));
+  ByteView bytes{reinterpret_cast<const std::uint8_t*>(VARDATA_ANY(v)), VARSIZE_ANY_EXHDR(v)};
+  if (!is_sealed(bytes)) {
+    ByteView plain;
+    if (!unsealed_plaintext(bytes, type, plain)) throw Error(sqlstate::kDataCorrupted, "malformed protected value");
+    return false;
+  }
+  if (FormatProblem p = parse_sealed(bytes, type, view)) throw Error(sqlstate::kDataCorrupted, "malformed protected value", p.detail);
+  return true;
+}
+
+std::uint32_t current_version_of(std::uint32_t key_id) {
+  std::optional<KeyRecord> key = key_catalog::key_by_id(key_id);
+  return key ? key->current_version : 0;
+}
+
+// on_current_key(value protected_*) RETURNS boolean: whether a sealed value is under its
+// key's current DEK version (NULL for a value not sealed yet).
+Datum protected_on_current_key(FunctionCallInfo fcinfo, PlainType type) {
+  require_preloaded();
+  SealedView view;
+  if (!sealed_arg(fcinfo, type, view)) PG_RETURN_NULL();
+  DekId id = protection::dek_id_of(view);
+  static std::uint32_t last_key = 0, last_version = 0;
+  static std::uint64_t last_generation = UINT64_MAX;
+  if (id.key_id != last_key || key_generation() != last_generation) {
+    last_generation = key_generation();
+    last_version = current_version_of(id.key_id);
+    last_key = id.key_id;
+  }
+  PG_RETURN_BOOL(id.version == last_version);
+}
+
+// reseal(value protected_*) RETURNS protected_*: sealed again for the same row, column
+// and key under the key's current DEK version (returned as it is when it is there, or
+// not sealed yet). The current user needs encrypt on the key.
+Datum reseal(FunctionCallInfo fcinfo, PlainType type) {
+  require_preloaded();
+  SealedView view;
+  if (!sealed_arg(fcinfo, type, view)) PG_RETURN_DATUM(PG_GETARG_DATUM(0));
+  DekId id = protection::dek_id_of(view);
+  if (id.version == current_version_of(id.key_id)) PG_RETURN_DATUM(PG_GETARG_DATUM(0));
+  return PointerGetDatum(protection::reseal(type, view));
+}
+
+// key_version_of(value protected_*, key text) RETURNS integer: the DEK version when the
+// sealed value is under `key`, else NULL (also for a value not sealed yet).
+Datum protected_key_version_of(FunctionCallInfo fcinfo, PlainType type) {
+  require_preloaded();
+  SealedView view;
+  if (!sealed_arg(fcinfo, type, view)) PG_RETURN_NULL();
+  std::string key = text_arg(fcinfo, 1, "key");
+  static std::string last_key;
+  static std::uint32_t last_id = 0;
+  static std::uint64_t last_generation = UINT64_MAX;
+  if (key != last_key || key_generation() != last_generation) {
+    std::optional<KeyRecord> k = key_catalog::key_by_name(key);
+    if (!k) throw_no_such_key();
+    last_key = key;
+    last_id = k->key_id;
+    last_generation = key_generation();
+  }
+  DekId id = protection::dek_id_of(view);
+  if (id.key_id != last_id) PG_RETURN_NULL();
+  PG_RETURN_INT32(static_cast<std::int32_t>(id.version));
+}
+
+}  // namespace
+
+PGENV_FUNCTION(envelope_protected_text_key_version_of) { return protected_key_version_of(fcinfo, PlainType::kText); }
+PGENV_FUNCTION(envelope_protected_bytea_key_version_of) { return protected_key_version_of(fcinfo, PlainType::kBytea); }
+PGENV_FUNCTION(envelope_protected_jsonb_key_version_of) { return protected_key_version_of(fcinfo, PlainType::kJsonb); }
+PGENV_FUNCTION(envelope_protected_text_on_current_key) { return protected_on_current_key(fcinfo, PlainType::kText); }
+PGENV_FUNCTION(envelope_protected_bytea_on_current_key) { return protected_on_current_key(fcinfo, PlainType::kBytea); }
+PGENV_FUNCTION(envelope_protected_jsonb_on_current_key) { return protected_on_current_key(fcinfo, PlainType::kJsonb); }
+PGENV_FUNCTION(envelope_reseal_text) { return reseal(fcinfo, PlainType::kText); }
+PGENV_FUNCTION(envelope_reseal_bytea) { return reseal(fcinfo, PlainType::kBytea); }
+PGENV_FUNCTION(envelope_reseal_jsonb) { return reseal(fcinfo, PlainType::kJsonb); }
+
 PGENV_FUNCTION(envelope_unseal_text) { return unseal(fcinfo, PlainType::kText); }
 PGENV_FUNCTION(envelope_unseal_bytea) { return unseal(fcinfo, PlainType::kBytea); }
 PGENV_FUNCTION(envelope_unseal_jsonb) { return unseal(fcinfo, PlainType::kJsonb); }
@@ -661,5 +745,166 @@ PGENV_FUNCTION(envelope_unprotect_column) {
   r.exec("DELETE FROM envelope.protected_column WHERE protection_id OPERATOR(pg_catalog.=) $1",
          {{INT8OID, Int64GetDatum(reg.protection_id)}}, SPI_OK_DELETE);
   r.finish();
+  PG_RETURN_VOID();
+}
+
+// PROCEDURE reencrypt(tbl regclass, col name, context_column name DEFAULT NULL,
+//                     key text DEFAULT NULL, batch_blocks integer DEFAULT 8,
+//                     pause_ms integer DEFAULT 0):
+// brings every value of an encrypted_* or protected column onto the current DEK version
+// of its key (or, for encrypted_*, of `key`: a move to another key), a few heap blocks
+// per committed transaction. Each batch is one UPDATE whose new value is computed from
+// the row as that UPDATE sees it, so an application's concurrent UPDATE is never lost:
+// the row is re-read (READ COMMITTED) and the newer value re-encrypted. Values already
+// there are not touched, so a re-run, after a cancel or a crash, carries on; progress is
+// in envelope.reencryption_progress. Runs as the caller: PostgreSQL checks its UPDATE on
+// the table, pg_envelope its key privileges per value (docs/lifecycle.md).
+PGENV_FUNCTION(envelope_reencrypt) {
+  require_preloaded();
+  require_writable("re-encrypt a column");
+  bool nonatomic = fcinfo->context != nullptr && IsA(fcinfo->context, CallContext) &&
+                   !reinterpret_cast<CallContext*>(fcinfo->context)->atomic;
+  if (!nonatomic)
+    throw Error(sqlstate::kObjectNotInPrerequisiteState,
+                "envelope.reencrypt() must be called with CALL, outside a transaction block",
+                "It commits after every batch.", "CALL envelope.reencrypt('tbl', 'col');");
+  if (PG_ARGISNULL(0) || PG_ARGISNULL(1)) throw Error(sqlstate::kNullValueNotAllowed, "table and column must not be null");
+  Oid relid = PG_GETARG_OID(0);
+  std::string col = NameStr(*PG_GETARG_NAME(1));
+  bool has_context = !PG_ARGISNULL(2);
+  std::string context_col = has_context ? std::string(NameStr(*PG_GETARG_NAME(2))) : std::string();
+  bool has_key = !PG_ARGISNULL(3);
+  std::string key = has_key ? text_arg(fcinfo, 3, "key") : std::string();
+  int batch_blocks = PG_ARGISNULL(4) ? 8 : PG_GETARG_INT32(4);
+  int pause_ms = PG_ARGISNULL(5) ? 0 : PG_GETARG_INT32(5);
+  if (batch_blocks < 1 || pause_ms < 0)
+    throw Error(sqlstate::kInvalidParameterValue, "batch_blocks must be positive and pause_ms not negative");
+  std::string rel = relation_sql(relid);
+  std::string qcol = quote_ident_str(col);
+  OwnerSpi spi(/*as_owner=*/false, /*nonatomic=*/true);
+  // The column's type decides the expression.
+  spi.exec("SELECT t.typname::pg_catalog.text FROM pg_catalog.pg_attribute a "
+           "JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid "
+           "WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attname OPERATOR(pg_catalog.=) $2::pg_catalog.name "
+           "AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped "
+           "AND t.typnamespace OPERATOR(pg_catalog.=) 'envelope'::pg_catalog.regnamespace",
+           {oid_param(relid), text_param(col)}, SPI_OK_SELECT);
+  if (SPI_processed == 0) {
+    spi.exec("SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid OPERATOR(pg_catalog.=) $1 "
+             "AND attname OPERATOR(pg_catalog.=) $2::pg_catalog.name AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped",
+             {oid_param(relid), text_param(col)}, SPI_OK_SELECT);
+    if (SPI_processed == 0)
+      throw Error(sqlstate::kUndefinedColumn, "column \"" + col + "\" of " + rel + " does not exist");
+    throw Error(sqlstate::kWrongObjectType, "column \"" + col + "\" of " + rel + " holds no pg_envelope values",
+                "envelope.reencrypt() works on envelope.encrypted_* and protected columns.");
+  }
+  std::string type = spi.text_at(0, 1);
+  bool is_protected = type.rfind("protected_", 0) == 0;
+  if (!is_protected && type.rfind("encrypted_", 0) != 0)
+    throw Error(sqlstate::kWrongObjectType, "column \"" + col + "\" of " + rel + " holds no pg_envelope values",
+                "envelope.reencrypt() works on envelope.encrypted_* and protected columns.");
+  if (is_protected && (has_context || has_key))
+    throw Error(sqlstate::kFeatureNotSupported, "a protected column is re-encrypted under its own keys and binding",
+                "Its row context and key come from envelope.protect_column(); leave context_column and key NULL.",
+                "To move it to another key: envelope.unprotect_column(), then envelope.protect_column() with the new key.");
+  if (has_context) {
+    spi.exec("SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid OPERATOR(pg_catalog.=) $1 "
+             "AND attname OPERATOR(pg_catalog.=) $2::pg_catalog.name AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped",
+             {oid_param(relid), text_param(context_col)}, SPI_OK_SELECT);
+    if (SPI_processed == 0)
+      throw Error(sqlstate::kUndefinedColumn, "context column \"" + context_col + "\" of " + rel + " does not exist");
+  }
+  if (has_key && !key_catalog::key_by_name(key)) throw_no_such_key();
+  std::string target = has_key ? "$3::pg_catalog.text" : "NULL::pg_catalog.text";
+  std::string needs = is_protected ? "NOT envelope.on_current_key(" + qcol + ")"
+                                   : "NOT envelope.on_current_key(" + qcol + ", " + target + ")";
+  std::string value = is_protected ? "envelope.reseal(" + qcol + ")"
+                                   : "envelope.reencrypt_field(" + qcol + ", " +
+                                         (has_context ? "CAST(" + quote_ident_str(context_col) + " AS pg_catalog.text)"
+                                                      : std::string("NULL::pg_catalog.text")) +
+                                         ", " + target + ")";
+  std::string key_label = has_key ? key : std::string();
+  // Progress: resumed when the last run for this column and target did not finish.
+  std::int64_t block = 0, done = 0;
+  {
+    OwnerSpi reg;
+    reg.exec("SELECT next_block, rows_done FROM envelope.reencryption WHERE tbl OPERATOR(pg_catalog.=) $1 "
+             "AND col OPERATOR(pg_catalog.=) $2::pg_catalog.name AND target_key IS NOT DISTINCT FROM NULLIF($3, '') "
+             "AND finished_at IS NULL",
+             {oid_param(relid), text_param(col), text_param(key_label)}, SPI_OK_SELECT);
+    bool resume = SPI_processed == 1;
+    if (resume) {
+      block = reg.int8_at(0, 1);
+      done = reg.int8_at(0, 2);
+      reg.exec("UPDATE envelope.reencryption SET pid = pg_catalog.pg_backend_pid(), resumed_at = pg_catalog.now() "
+               "WHERE tbl OPERATOR(pg_catalog.=) $1 AND col OPERATOR(pg_catalog.=) $2::pg_catalog.name",
+               {oid_param(relid), text_param(col)}, SPI_OK_UPDATE);
+    }
+    reg.finish();
+    if (!resume) {
+      spi.exec(("SELECT pg_catalog.count(*) FROM ONLY " + rel + " WHERE " + qcol + " IS NOT NULL AND " + needs).c_str(),
+               {oid_param(relid), text_param(col), text_param(key)}, SPI_OK_SELECT);
+      std::int64_t total = spi.int8_at(0, 1);
+      OwnerSpi reg2;
+      reg2.exec("INSERT INTO envelope.reencryption (tbl, col, target_key, rows_total, rows_done, next_block, passes, "
+                "pid, started_at) VALUES ($1, $2::pg_catalog.name, NULLIF($3, ''), $4, 0, 0, 0, pg_catalog.pg_backend_pid(), "
+                "pg_catalog.now()) ON CONFLICT (tbl, col) DO UPDATE SET target_key = EXCLUDED.target_key, "
+                "rows_total = EXCLUDED.rows_total, rows_done = 0, next_block = 0, passes = 0, pid = EXCLUDED.pid, "
+                "started_at = EXCLUDED.started_at, resumed_at = NULL, last_batch_at = NULL, finished_at = NULL",
+                {oid_param(relid), text_param(col), text_param(key_label), {INT8OID, Int64GetDatum(total)}},
+                SPI_OK_INSERT);
+      reg2.finish();
+    }
+    spi.commit();
+  }
+  auto progress = [&](const char* set, std::initializer_list<SpiParam> extra) {
+    OwnerSpi reg;
+    std::string sql = std::string("UPDATE envelope.reencryption SET ") + set +
+                      " WHERE tbl OPERATOR(pg_catalog.=) $1 AND col OPERATOR(pg_catalog.=) $2::pg_catalog.name";
+    std::vector<SpiParam> params{oid_param(relid), text_param(col)};
+    params.insert(params.end(), extra.begin(), extra.end());
+    reg.exec(sql.c_str(), std::span<const SpiParam>(params), SPI_OK_UPDATE);
+    reg.finish();
+  };
+  for (int pass = 1; pass <= 3; ++pass) {
+    spi.exec(("SELECT pg_catalog.pg_relation_size('" + rel + "'::pg_catalog.regclass) OPERATOR(pg_catalog./) "
+              "pg_catalog.current_setting('block_size')::pg_catalog.int8").c_str(),
+             {}, SPI_OK_SELECT);
+    std::int64_t nblocks = spi.int8_at(0, 1);
+    while (block < nblocks) {
+      std::int64_t end = block + batch_blocks;
+      std::uint64_t n = spi.exec(("UPDATE ONLY " + rel + " SET " + qcol + " = " + value +
+                                  " WHERE ctid OPERATOR(pg_catalog.>=) $1::pg_catalog.text::pg_catalog.tid "
+                                  "AND ctid OPERATOR(pg_catalog.<) $2::pg_catalog.text::pg_catalog.tid AND " + qcol +
+                                  " IS NOT NULL AND " + needs).c_str(),
+                                 {text_param("(" + std::to_string(block) + ",0)"),
+                                  text_param("(" + std::to_string(end) + ",0)"), text_param(key)},
+                                 SPI_OK_UPDATE);
+      done += static_cast<std::int64_t>(n);
+      block = end;
+      progress("next_block = $3, rows_done = $4, passes = $5, last_batch_at = pg_catalog.now()",
+               {{INT8OID, Int64GetDatum(block)}, {INT8OID, Int64GetDatum(done)}, {INT4OID, Int32GetDatum(pass)}});
+      spi.commit();
+      pg_call([] { CHECK_FOR_INTERRUPTS(); });
+      if (pause_ms > 0) {
+        int ms = pause_ms;
+        pg_call([ms] { pg_usleep(static_cast<long>(ms) * 1000L); });
+      }
+    }
+    // Rows an application moved behind the scan (an UPDATE of another column writes a
+    // new version, maybe in a block already scanned) are looked for once more.
+    spi.exec(("SELECT 1 FROM ONLY " + rel + " WHERE " + qcol + " IS NOT NULL AND " + needs + " LIMIT 1").c_str(),
+             {oid_param(relid), text_param(col), text_param(key)}, SPI_OK_SELECT);
+    if (SPI_processed == 0) break;
+    block = 0;
+    if (pass == 3)
+      pg_call([&rel] {
+        ereport(NOTICE, (errmsg("pg_envelope: rows of %s are still being written with older DEK versions", rel.c_str()),
+                         errhint("Call envelope.reencrypt() again when the writes have settled.")));
+      });
+  }
+  progress("finished_at = pg_catalog.now(), pid = NULL", {});
+  spi.commit();
+  spi.finish();
   PG_RETURN_VOID();
 }
