@@ -735,27 +735,38 @@ CREATE TABLE envelope.reencryption (
   pid           integer,
   started_at    timestamptz NOT NULL,
   resumed_at    timestamptz,
+  rows_at_resume bigint NOT NULL DEFAULT 0,
   last_batch_at timestamptz,
   finished_at   timestamptz,
   PRIMARY KEY (tbl, col)
 );
 REVOKE ALL ON envelope.reencryption FROM PUBLIC;
+-- Whether a column's re-encryption is running: its backend busy with a statement begun
+-- before its last batch. SECURITY DEFINER because pg_stat_activity hides other roles'
+-- state and query_start from the owner watching a run started by another role.
+CREATE FUNCTION envelope.reencryption_running(tbl oid, col name) RETURNS boolean
+  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+  SELECT EXISTS (SELECT 1 FROM envelope.reencryption r
+                   JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) r.pid
+                  WHERE r.tbl OPERATOR(pg_catalog.=) $1 AND r.col OPERATOR(pg_catalog.=) $2
+                    AND r.finished_at IS NULL AND a.state OPERATOR(pg_catalog.=) 'active'
+                    AND a.query_start OPERATOR(pg_catalog.<=) COALESCE(r.last_batch_at, r.resumed_at, r.started_at))
+$f$;
 -- In the style of pg_stat_progress_*: one row per column re-encrypted (the latest run),
 -- for the table's owners.
 CREATE VIEW envelope.reencryption_progress WITH (security_barrier) AS
   SELECT r.tbl::pg_catalog.regclass AS relation, r.col AS column_name, r.target_key,
          CASE WHEN r.finished_at IS NOT NULL THEN 'done'
-              WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid OPERATOR(pg_catalog.=) r.pid)
-                THEN 'running'
+              WHEN envelope.reencryption_running(r.tbl, r.col) THEN 'running'
               ELSE 'interrupted' END AS phase,
          r.rows_done, r.rows_total,
          CASE WHEN r.rows_total OPERATOR(pg_catalog.>) 0
               THEN pg_catalog.round(100.0 OPERATOR(pg_catalog.*) LEAST(r.rows_done, r.rows_total)
                                     OPERATOR(pg_catalog./) r.rows_total, 1) END AS percent,
          CASE WHEN r.last_batch_at OPERATOR(pg_catalog.>) COALESCE(r.resumed_at, r.started_at)
-              THEN pg_catalog.round(r.rows_done OPERATOR(pg_catalog./)
-                     pg_catalog.date_part('epoch', r.last_batch_at OPERATOR(pg_catalog.-) r.started_at)) END
-           AS rows_per_second,
+              THEN pg_catalog.round((r.rows_done OPERATOR(pg_catalog.-) r.rows_at_resume) OPERATOR(pg_catalog./)
+                     pg_catalog.date_part('epoch', r.last_batch_at OPERATOR(pg_catalog.-) COALESCE(r.resumed_at, r.started_at)))
+              END AS rows_per_second,
          r.passes, r.pid, r.started_at, r.resumed_at, r.last_batch_at, r.finished_at
     FROM envelope.reencryption r JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) r.tbl
    WHERE pg_catalog.pg_has_role(c.relowner, 'USAGE');

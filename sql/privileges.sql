@@ -24,9 +24,10 @@ SELECT p.oid::regprocedure AS function
 SELECT c.relname, has_table_privilege('regress_envelope_nobody', c.oid, 'SELECT') AS can_select
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = 'envelope' AND c.relkind IN ('r', 'v') ORDER BY 1;
-SELECT count(*) AS security_definer_functions
+-- The SECURITY DEFINER functions, each with search_path pinned (test_attacks.py attacks them).
+SELECT p.oid::regprocedure AS security_definer_function, p.proconfig
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
- WHERE n.nspname = 'envelope' AND p.prosecdef;
+ WHERE n.nspname = 'envelope' AND p.prosecdef ORDER BY 1::text;
 
 SELECT envelope.create_key('k_priv');
 CREATE TABLE priv_data (id int, c envelope.encrypted_text);

@@ -781,6 +781,12 @@ PGENV_FUNCTION(envelope_reencrypt) {
     throw Error(sqlstate::kInvalidParameterValue, "batch_blocks must be positive and pause_ms not negative");
   std::string rel = relation_sql(relid);
   std::string qcol = quote_ident_str(col);
+  char relkind = pg_call([relid] { return get_rel_relkind(relid); });
+  if (relkind == RELKIND_PARTITIONED_TABLE)
+    throw Error(sqlstate::kFeatureNotSupported, rel + " is partitioned: re-encrypt its partitions",
+                "envelope.reencrypt() works on the rows of one table; a partitioned table holds none itself.",
+                "CALL envelope.reencrypt() for each partition, e.g. those of SELECT relid FROM "
+                "pg_partition_tree('" + rel + "') WHERE isleaf.");
   OwnerSpi spi(/*as_owner=*/false, /*nonatomic=*/true);
   // The column's type decides the expression.
   spi.exec("SELECT t.typname::pg_catalog.text FROM pg_catalog.pg_attribute a "
@@ -828,6 +834,18 @@ PGENV_FUNCTION(envelope_reencrypt) {
   std::int64_t block = 0, done = 0;
   {
     OwnerSpi reg;
+    // One run per column at a time: another session's run that is still running (its
+    // backend busy with a statement begun before its last batch) is not taken over.
+    reg.exec("SELECT 1 FROM envelope.reencryption r JOIN pg_catalog.pg_stat_activity a "
+             "ON a.pid OPERATOR(pg_catalog.=) r.pid WHERE r.tbl OPERATOR(pg_catalog.=) $1 "
+             "AND r.col OPERATOR(pg_catalog.=) $2::pg_catalog.name AND r.finished_at IS NULL "
+             "AND r.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() AND a.state OPERATOR(pg_catalog.=) 'active' "
+             "AND a.query_start OPERATOR(pg_catalog.<=) COALESCE(r.last_batch_at, r.resumed_at, r.started_at)",
+             {oid_param(relid), text_param(col)}, SPI_OK_SELECT);
+    if (SPI_processed > 0)
+      throw Error(sqlstate::kObjectInUse, "column \"" + col + "\" of " + rel + " is being re-encrypted by another session",
+                  "envelope.reencryption_progress shows its progress.",
+                  "Wait for it to finish, or cancel it (pg_cancel_backend) and call envelope.reencrypt() again.");
     reg.exec("SELECT next_block, rows_done FROM envelope.reencryption WHERE tbl OPERATOR(pg_catalog.=) $1 "
              "AND col OPERATOR(pg_catalog.=) $2::pg_catalog.name AND target_key IS NOT DISTINCT FROM NULLIF($3, '') "
              "AND finished_at IS NULL",
@@ -836,7 +854,8 @@ PGENV_FUNCTION(envelope_reencrypt) {
     if (resume) {
       block = reg.int8_at(0, 1);
       done = reg.int8_at(0, 2);
-      reg.exec("UPDATE envelope.reencryption SET pid = pg_catalog.pg_backend_pid(), resumed_at = pg_catalog.now() "
+      reg.exec("UPDATE envelope.reencryption SET pid = pg_catalog.pg_backend_pid(), resumed_at = pg_catalog.now(), "
+               "rows_at_resume = rows_done "
                "WHERE tbl OPERATOR(pg_catalog.=) $1 AND col OPERATOR(pg_catalog.=) $2::pg_catalog.name",
                {oid_param(relid), text_param(col)}, SPI_OK_UPDATE);
     }
@@ -850,7 +869,7 @@ PGENV_FUNCTION(envelope_reencrypt) {
                 "pid, started_at) VALUES ($1, $2::pg_catalog.name, NULLIF($3, ''), $4, 0, 0, 0, pg_catalog.pg_backend_pid(), "
                 "pg_catalog.now()) ON CONFLICT (tbl, col) DO UPDATE SET target_key = EXCLUDED.target_key, "
                 "rows_total = EXCLUDED.rows_total, rows_done = 0, next_block = 0, passes = 0, pid = EXCLUDED.pid, "
-                "started_at = EXCLUDED.started_at, resumed_at = NULL, last_batch_at = NULL, finished_at = NULL",
+                "started_at = EXCLUDED.started_at, resumed_at = NULL, rows_at_resume = 0, last_batch_at = NULL, finished_at = NULL",
                 {oid_param(relid), text_param(col), text_param(key_label), {INT8OID, Int64GetDatum(total)}},
                 SPI_OK_INSERT);
       reg2.finish();

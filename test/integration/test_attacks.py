@@ -308,6 +308,9 @@ def entry_point_calls(tag: str, superuser: bool) -> list[tuple[str, str, tuple, 
          "CAST('id' AS pg_catalog.name)); "
          "CALL envelope.reencrypt(CAST('public.rdata' AS pg_catalog.regclass), CAST('j' AS pg_catalog.name), "
          "batch_blocks => 1); SELECT * FROM envelope.reencryption_progress", (), set()),
+        ("envelope.reencryption_running(oid,name)",
+         "SELECT envelope.reencryption_running(CAST(CAST('public.rdata' AS pg_catalog.regclass) AS pg_catalog.oid), "
+         "CAST('t' AS pg_catalog.name))", (), set()),
         ("envelope.key_columns(text)", "SELECT * FROM envelope.key_columns(CAST('lk' AS pg_catalog.text))", (), set()),
         *protected_column_calls(f"{HOSTILE_SCHEMA}.pt_{tag}"),
         # Fired by every key change above; called here through an UPDATE by hand.
@@ -711,6 +714,8 @@ def test_unprivileged_role_is_refused_everything(env):
             continue  # type I/O is for everyone; the trigger is not callable
         if fn == "envelope.audit_hash(envelope.audit_log)":
             continue  # a hash of the fields it is given: PUBLIC, so audit_verify works for whom it is granted
+        if fn == "envelope.reencryption_running(oid,name)":
+            continue  # PUBLIC: the progress view (readable by the tables' owners) calls it
         if f"{HOSTILE_SCHEMA}.pt_" in sql:
             continue  # protected columns: below, on a table nobody may read
         with conn.cursor() as cur, pytest.raises(psycopg2.Error) as e:
