@@ -265,7 +265,7 @@ bool enqueue(const Record* recs, std::size_t n, bool may_start_worker) {
   if (n == 0) return true;
   bool ok = false, need_worker = false;
   Latch* latch = nullptr;
-  LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+  pg_call([] { LWLockAcquire(shared->lock, LW_EXCLUSIVE); });
   Queue* q = nullptr;
   for (Queue& c : shared->queues)
     if (c.db == MyDatabaseId) q = &c;
@@ -363,7 +363,7 @@ void flush(bool at_abort) {
   last_agg = SIZE_MAX;
   if (!preloaded()) return;
   TimestampTz now = GetCurrentTimestamp();
-  LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+  pg_call([] { LWLockAcquire(shared->lock, LW_EXCLUSIVE); });
   for (const Agg& a : done)
     if (a.count > 0) add_usage(a, now);
   LWLockRelease(shared->lock);
@@ -434,11 +434,11 @@ void start_worker(Oid db) {
   std::snprintf(w.bgw_function_name, BGW_MAXLEN, "envelope_audit_worker_main");
   w.bgw_main_arg = ObjectIdGetDatum(db);
   w.bgw_notify_pid = 0;
-  bool ok = RegisterDynamicBackgroundWorker(&w, nullptr);
+  bool ok = pg_call([&w] { return RegisterDynamicBackgroundWorker(&w, nullptr); });
   if (ok) return;
   // No worker slot (max_worker_processes): what waits goes to the server log now.
   std::vector<Record> waiting;
-  LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+  pg_call([] { LWLockAcquire(shared->lock, LW_EXCLUSIVE); });
   for (Queue& q : shared->queues)
     if (q.db == db && q.worker_pid == 0) {
       q.starting = false;
@@ -466,6 +466,8 @@ Queue* my_queue = nullptr;
 // record starts a new one.
 constexpr TimestampTz kIdleExit = 1 * USECS_PER_SEC;
 
+// A before_shmem_exit callback: PostgreSQL's frames, so the lock is taken directly
+// (LWLockAcquire raises no error for a lock that is not already held).
 void worker_exit(int, Datum) {
   if (shared == nullptr || my_queue == nullptr) return;
   LWLockAcquire(shared->lock, LW_EXCLUSIVE);
@@ -556,7 +558,7 @@ void write_batch(const std::vector<Record>& batch, Chain& chain) {
 void worker_main(Oid db) {
   pg_call([db] { BackgroundWorkerInitializeConnectionByOid(db, InvalidOid, 0); });
   pgstat_report_appname("pg_envelope audit writer");
-  LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+  pg_call([] { LWLockAcquire(shared->lock, LW_EXCLUSIVE); });
   for (Queue& q : shared->queues)
     if (q.db == db) my_queue = &q;
   bool mine = my_queue != nullptr && (my_queue->worker_pid == 0 || my_queue->worker_pid == MyProcPid);
@@ -567,14 +569,14 @@ void worker_main(Oid db) {
   }
   LWLockRelease(shared->lock);
   if (!mine) return;
-  before_shmem_exit(worker_exit, 0);
+  pg_call([] { before_shmem_exit(worker_exit, 0); });
   std::size_t qi = static_cast<std::size_t>(my_queue - shared->queues);
   Chain chain;
   TimestampTz idle_since = GetCurrentTimestamp();
   TimestampTz last_head_log = 0;
   for (;;) {
     std::vector<Record> batch;
-    LWLockAcquire(shared->lock, LW_SHARED);
+    pg_call([] { LWLockAcquire(shared->lock, LW_SHARED); });
     std::uint64_t n = std::min<std::uint64_t>(my_queue->head - my_queue->tail, 64);
     for (std::uint64_t i = 0; i < n; ++i)
       batch.push_back(records[qi * queue_records + (my_queue->tail + i) % queue_records]);
@@ -602,7 +604,7 @@ void worker_main(Oid db) {
         for (const Record& r : batch)
           if (!r.logged) log_record(r);
       }
-      LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+      pg_call([] { LWLockAcquire(shared->lock, LW_EXCLUSIVE); });
       my_queue->tail += batch.size();
       LWLockRelease(shared->lock);
       idle_since = GetCurrentTimestamp();
@@ -624,7 +626,7 @@ void worker_main(Oid db) {
       continue;
     }
     if (GetCurrentTimestamp() - idle_since > kIdleExit) {
-      LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+      pg_call([] { LWLockAcquire(shared->lock, LW_EXCLUSIVE); });
       bool empty = my_queue->head == my_queue->tail;
       if (empty) {
         my_queue->worker_pid = 0;
@@ -756,7 +758,7 @@ void register_callbacks() {
 void usage_rows(void (*emit_row)(const UsageRow&, void*), void* ctx) {
   if (!preloaded()) return;
   std::vector<UsageRow> rows;
-  LWLockAcquire(shared->lock, LW_SHARED);
+  pg_call([] { LWLockAcquire(shared->lock, LW_SHARED); });
   for (int i = 0; i < usage_entries; ++i) {
     const UsageSlot& s = usage[i];
     if (s.db != MyDatabaseId) continue;
@@ -771,9 +773,9 @@ void usage_rows(void (*emit_row)(const UsageRow&, void*), void* ctx) {
   for (const UsageRow& r : rows) emit_row(r, ctx);
 }
 
-void usage_reset() noexcept {
+void usage_reset() {
   if (!preloaded()) return;
-  LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+  pg_call([] { LWLockAcquire(shared->lock, LW_EXCLUSIVE); });
   for (int i = 0; i < usage_entries; ++i)
     if (usage[i].db == MyDatabaseId) {
       std::memset(usage[i].counts, 0, sizeof usage[i].counts);

@@ -76,7 +76,7 @@ struct UsageRow {
 template <typename F>
 void for_each_usage(F&& f);
 void usage_rows(void (*emit)(const UsageRow&, void*), void* ctx);
-void usage_reset() noexcept;
+void usage_reset();
 
 }  // namespace pg_envelope::audit
 
