@@ -13,7 +13,7 @@
 #   (c) the same batched UPDATE of the text column p (SET p = reverse(p)): no crypto;
 #   then (a) and (b) again while a pgbench OLTP load runs on the same table (pgbench -n
 #   -c BENCH_CLIENTS -M prepared: per transaction an UPDATE of n by pk and a SELECT
-#   decrypting c by pk). Prints rows/s, the ratios (a)/(b) and (a)/(c), and the OLTP
+#   decrypting c by pk), and (a) throttled with pause_ms => BENCH_PAUSE under the same load. Prints rows/s, the ratios (a)/(b) and (a)/(c), and the OLTP
 #   tx/s alone and while (a) or (b) runs. (b) and (c) count the rows their UPDATEs wrote:
 #   a row a batch moves into a later block of the same scan is written twice; under OLTP,
 #   (b) misses rows the load moved behind its scan (printed as "left on an old version"). Issue 13's goals: (a) with OLTP >= 50% of the
@@ -24,6 +24,7 @@
 #   BENCH_BATCH=8       batch_blocks of (a), (b), (c)
 #   BENCH_CLIENTS=2     pgbench clients of the OLTP load
 #   BENCH_SECONDS=10    seconds of OLTP load alone before and after each run with load (its baseline)
+#   BENCH_PAUSE=20      pause_ms of the throttled run (t_oltp: (a) with OLTP and pause_ms)
 #   BENCH_KEEP=0        1: keep the temporary directory (cluster stopped)
 #   PG_BIN=/usr/lib/postgresql/15/bin
 #
@@ -50,12 +51,13 @@ N=${BENCH_N:-1000000}
 BATCH=${BENCH_BATCH:-8}
 CLIENTS=${BENCH_CLIENTS:-2}
 DUR=${BENCH_SECONDS:-10}
+PAUSE=${BENCH_PAUSE:-20}
 KEEP=${BENCH_KEEP:-0}
 PORT=54331
 APP=bench_app
 
 die() { echo "reencrypt.sh: $*" >&2; exit 2; }
-for v in N BATCH CLIENTS DUR; do
+for v in N BATCH CLIENTS DUR PAUSE; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer"
 done
 [[ -x $PG_BIN/initdb && -x $PG_BIN/pg_ctl && -x $PG_BIN/psql && -x $PG_BIN/pgbench ]] ||
@@ -253,11 +255,12 @@ measure() {
   local stmt
   case $kind in
     a) stmt="CALL envelope.reencrypt('bench.r', 'c', context_column => 'id', batch_blocks => $BATCH)";;
+    t) stmt="CALL envelope.reencrypt('bench.r', 'c', context_column => 'id', batch_blocks => $BATCH, pause_ms => $PAUSE)";;
     b) stmt="CALL bench.batched('crypto', $BATCH, NULL)";;
     c) stmt="CALL bench.batched('plain', $BATCH, NULL)";;
   esac
   local is_a=false
-  [[ $kind == a ]] && is_a=true
+  [[ $kind == a || $kind == t ]] && is_a=true
   psql_app -v label="$label" -v loaded="$loaded" -v DUR="$DUR" -v stmt="$stmt" -v is_a="$is_a" <<'SQL'
 SET client_min_messages = warning;
 \if :loaded
@@ -315,7 +318,7 @@ UPDATE bench.result SET ok =
       AND count(*) FILTER (WHERE left(p, 74) IS DISTINCT FROM bench.val(id)
                              AND left(reverse(p), 74) IS DISTINCT FROM bench.val(id)) = 0
      FROM bench.r) AND :failed = 0 AND rows IS NOT NULL
-     AND (:'kind' <> 'a' OR left_old = 0) AND (:'label' <> 'b' OR left_old = 0)
+     AND (:'kind' NOT IN ('a', 't') OR left_old = 0) AND (:'label' <> 'b' OR left_old = 0)
  WHERE label = :'label';
 SQL
   psql_app -At -v label="$label" <<'SQL'
@@ -339,11 +342,12 @@ measure b
 measure a
 measure a_oltp
 measure b_oltp
+measure t_oltp
 echo "  runs done in $(( $(date +%s) - T0 )) s; load avg $(loadavg)"
 
 echo
 echo "=== Summary (N=$N, batch_blocks=$BATCH, OLTP clients=$CLIENTS) ==="
-psql_app -At <<'SQL'
+psql_app -At -v PAUSE="$PAUSE" <<'SQL'
 WITH r AS (SELECT label, rows / seconds AS rps, oltp_alone_tps, oltp_during_tps FROM bench.result)
 SELECT format('(a) reencrypt           alone: %8s rows/s   with OLTP: %8s rows/s',
               round((SELECT rps FROM r WHERE label = 'a')), round((SELECT rps FROM r WHERE label = 'a_oltp')))
@@ -367,6 +371,12 @@ SELECT format('OLTP tx/s: alone %s, during (a) %s (%s%%); alone %s, during (b) %
               round(b.oltp_alone_tps), round(b.oltp_during_tps),
               round((100 * (b.oltp_during_tps / b.oltp_alone_tps - 1))::numeric, 1))
   FROM r a, r b WHERE a.label = 'a_oltp' AND b.label = 'b_oltp'
+UNION ALL
+SELECT format('throttled (pause_ms=%s) with OLTP: %s rows/s = %s of (b) with OLTP; OLTP tx/s alone %s, during %s (%s%%)',
+              :'PAUSE', round(t.rows / t.seconds), round(((t.rows / t.seconds) / (b.rows / b.seconds))::numeric, 2),
+              round(t.oltp_alone_tps), round(t.oltp_during_tps),
+              round((100 * (t.oltp_during_tps / t.oltp_alone_tps - 1))::numeric, 1))
+  FROM bench.result t, bench.result b WHERE t.label = 't_oltp' AND b.label = 'b_oltp'
 UNION ALL
 SELECT format('sanity checks: %s of %s runs passed', count(*) FILTER (WHERE ok), count(*)) FROM bench.result;
 SQL

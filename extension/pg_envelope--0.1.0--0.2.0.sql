@@ -738,6 +738,7 @@ CREATE TABLE envelope.reencryption (
   rows_at_resume bigint NOT NULL DEFAULT 0,
   last_batch_at timestamptz,
   finished_at   timestamptz,
+  error         text,          -- why a background run stopped ('cancelled', or its error)
   PRIMARY KEY (tbl, col)
 );
 REVOKE ALL ON envelope.reencryption FROM PUBLIC;
@@ -767,7 +768,7 @@ CREATE VIEW envelope.reencryption_progress WITH (security_barrier) AS
               THEN pg_catalog.round((r.rows_done OPERATOR(pg_catalog.-) r.rows_at_resume) OPERATOR(pg_catalog./)
                      pg_catalog.date_part('epoch', r.last_batch_at OPERATOR(pg_catalog.-) COALESCE(r.resumed_at, r.started_at)))
               END AS rows_per_second,
-         r.passes, r.pid, r.started_at, r.resumed_at, r.last_batch_at, r.finished_at
+         r.passes, r.pid, r.started_at, r.resumed_at, r.last_batch_at, r.finished_at, r.error
     FROM envelope.reencryption r JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) r.tbl
    WHERE pg_catalog.pg_has_role(c.relowner, 'USAGE');
 REVOKE ALL ON envelope.reencryption_progress FROM PUBLIC;
@@ -793,6 +794,18 @@ GRANT EXECUTE ON FUNCTION
   envelope.reseal(envelope.protected_bytea), envelope.reseal(envelope.protected_jsonb)
   TO @extowner@ WITH GRANT OPTION;
 GRANT EXECUTE ON PROCEDURE envelope.reencrypt(regclass, name, name, text, integer, integer) TO @extowner@ WITH GRANT OPTION;
+-- The same run in a background worker that outlives the session (as the current role);
+-- returns the worker's PID. cancel_reencryption() stops a column's run (a worker's or a
+-- session's CALL), for the table's owners.
+CREATE FUNCTION envelope.start_reencryption(tbl regclass, col name, context_column name DEFAULT NULL,
+    key text DEFAULT NULL, batch_blocks integer DEFAULT 8, pause_ms integer DEFAULT 0) RETURNS integer
+  AS 'MODULE_PATHNAME', 'envelope_start_reencryption' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION envelope.cancel_reencryption(tbl regclass, col name) RETURNS boolean
+  AS 'MODULE_PATHNAME', 'envelope_cancel_reencryption' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION envelope.start_reencryption(regclass, name, name, text, integer, integer),
+  envelope.cancel_reencryption(regclass, name) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION envelope.start_reencryption(regclass, name, name, text, integer, integer),
+  envelope.cancel_reencryption(regclass, name) TO @extowner@ WITH GRANT OPTION;
 -- Which DEK version of a key a value uses (NULL: another key), without decrypting.
 CREATE FUNCTION envelope.key_version_of(value envelope.encrypted_text, key text) RETURNS integer
   AS 'MODULE_PATHNAME', 'envelope_key_version_of' LANGUAGE C STABLE PARALLEL SAFE;
@@ -809,7 +822,7 @@ CREATE FUNCTION envelope.key_version_of(value envelope.protected_jsonb, key text
 -- Every column holding values of a key, and how many values use each DEK version: a
 -- scan of every envelope.encrypted_* and protected column the caller may read (as the
 -- caller). `complete` is false when some such column could not be read by the caller.
-CREATE FUNCTION envelope.key_columns(key text)
+CREATE FUNCTION envelope.key_columns(key text, strict boolean DEFAULT false)
   RETURNS TABLE (relation regclass, column_name name, version integer, value_count bigint)
   LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
@@ -833,6 +846,11 @@ BEGIN
      ORDER BY c.oid, a.attnum
   LOOP
     IF NOT r.readable THEN
+      IF strict THEN
+        RAISE EXCEPTION 'pg_envelope: column % of % cannot be scanned: permission denied', r.attname, r.rel
+          USING ERRCODE = '42501',
+                HINT = 'Every encrypted column must be read to count the values of a key; run it as a role that may read them all.';
+      END IF;
       RAISE WARNING 'pg_envelope: column % of % was not scanned: permission denied', r.attname, r.rel
         USING HINT = 'Run envelope.key_columns() as a role that may read every encrypted column.';
       CONTINUE;
@@ -848,11 +866,54 @@ REVOKE ALL ON FUNCTION
   envelope.key_version_of(envelope.encrypted_text, text), envelope.key_version_of(envelope.encrypted_bytea, text),
   envelope.key_version_of(envelope.encrypted_jsonb, text), envelope.key_version_of(envelope.protected_text, text),
   envelope.key_version_of(envelope.protected_bytea, text), envelope.key_version_of(envelope.protected_jsonb, text),
-  envelope.key_columns(text)
+  envelope.key_columns(text, boolean)
   FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
   envelope.key_version_of(envelope.encrypted_text, text), envelope.key_version_of(envelope.encrypted_bytea, text),
   envelope.key_version_of(envelope.encrypted_jsonb, text), envelope.key_version_of(envelope.protected_text, text),
   envelope.key_version_of(envelope.protected_bytea, text), envelope.key_version_of(envelope.protected_jsonb, text),
-  envelope.key_columns(text)
+  envelope.key_columns(text, boolean)
   TO @extowner@ WITH GRANT OPTION;
+
+-- Retirement of the DEK versions nothing references (by a scan: key_columns(key, true))
+-- and the proof that a destroyed key is gone from this server (docs/lifecycle.md).
+CREATE FUNCTION envelope.retire_unreferenced_versions(key text)
+  RETURNS TABLE (version integer, values_referencing bigint, retired boolean, kept text)
+  AS 'MODULE_PATHNAME', 'envelope_retire_unreferenced_versions' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+CREATE FUNCTION envelope.verify_destroyed(key text)
+  RETURNS TABLE (check_name text, ok boolean, detail text)
+  AS 'MODULE_PATHNAME', 'envelope_verify_destroyed' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION envelope.retire_unreferenced_versions(text), envelope.verify_destroyed(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION envelope.retire_unreferenced_versions(text), envelope.verify_destroyed(text)
+  TO @extowner@ WITH GRANT OPTION;
+-- Scheduled rotation: a per-key policy carried out by the pg_envelope scheduler, a
+-- background worker in each database of envelope.scheduler_databases.
+CREATE TABLE envelope.rotation_policy (
+  key_id           integer PRIMARY KEY REFERENCES envelope.key (key_id) ON DELETE CASCADE,
+  rotate_every     interval NOT NULL,
+  reencrypt        boolean NOT NULL DEFAULT false,  -- re-encrypt the key's protected columns afterwards
+  rewrap           boolean NOT NULL DEFAULT false,  -- re-wrap its DEKs under the KEK's current version
+  next_rotation_at timestamptz NOT NULL,
+  last_rotated_at  timestamptz,
+  last_run_at      timestamptz,
+  last_error       text,
+  set_by           oid NOT NULL
+);
+SELECT pg_catalog.pg_extension_config_dump('envelope.rotation_policy', '');
+REVOKE ALL ON envelope.rotation_policy FROM PUBLIC;
+CREATE VIEW envelope.rotation_schedule AS
+  SELECT k.name AS key_name, k.current_version, p.rotate_every, p.reencrypt, p.rewrap, p.last_rotated_at,
+         p.next_rotation_at, p.last_run_at, p.last_error, p.set_by::pg_catalog.regrole AS set_by
+    FROM envelope.rotation_policy p JOIN envelope.key k ON k.key_id OPERATOR(pg_catalog.=) p.key_id;
+REVOKE ALL ON envelope.rotation_schedule FROM PUBLIC;
+GRANT SELECT ON envelope.rotation_schedule TO @extowner@ WITH GRANT OPTION;
+CREATE FUNCTION envelope.set_rotation_policy(key text, rotate_every interval, reencrypt boolean DEFAULT false,
+    rewrap boolean DEFAULT false) RETURNS timestamptz
+  AS 'MODULE_PATHNAME', 'envelope_set_rotation_policy' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION envelope.clear_rotation_policy(key text) RETURNS boolean
+  AS 'MODULE_PATHNAME', 'envelope_clear_rotation_policy' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION envelope.set_rotation_policy(text, interval, boolean, boolean),
+  envelope.clear_rotation_policy(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION envelope.set_rotation_policy(text, interval, boolean, boolean),
+  envelope.clear_rotation_policy(text) TO @extowner@ WITH GRANT OPTION;
+ALTER TABLE envelope.key ADD COLUMN destroyed_filenode oid;  -- envelope.data_key's file when the key was destroyed

@@ -14,6 +14,7 @@ extern "C" {
 #include "pg_envelope/kms.hpp"
 #include "pg/key_change_commit.hpp"
 #include "pg/kms_settings.hpp"
+#include "pg/rotation_scheduler.hpp"
 #include "pg/shared_memory.hpp"
 
 extern "C" {
@@ -49,6 +50,7 @@ void define_gucs(GucContext context) {
   if (context == PGC_POSTMASTER) {
     pg_envelope::shared_dek_cache::define_gucs();
     pg_envelope::audit::define_gucs();
+    pg_envelope::rotation_scheduler::define_gucs();
   }
 #if PG_VERSION_NUM >= 150000
   MarkGUCPrefixReserved("envelope");
@@ -120,5 +122,6 @@ void _PG_init(void) {
     pg_envelope::register_commit_callback();
     pg_envelope::dek_resolver::register_callbacks();
     pg_envelope::audit::register_callbacks();
+    pg_envelope::rotation_scheduler::register_workers();
   });
 }

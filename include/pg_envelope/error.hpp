@@ -46,10 +46,12 @@ inline constexpr const char* kWrongObjectType = "42809";
 inline constexpr const char* kUndefinedFunction = "42883";
 inline constexpr const char* kUndefinedColumn = "42703";
 inline constexpr const char* kUndefinedObject = "42704";
+inline constexpr const char* kUndefinedTable = "42P01";
 inline constexpr const char* kDuplicateSchema = "42P06";
 inline constexpr const char* kDuplicateObject = "42710";
 // Class 53: insufficient resources
 inline constexpr const char* kOutOfMemory = "53200";
+inline constexpr const char* kConfigurationLimitExceeded = "53400";
 // Class 54: program limit exceeded
 inline constexpr const char* kProgramLimitExceeded = "54000";
 // Class 55: object not in prerequisite state

@@ -6,8 +6,10 @@
 
 extern "C" {
 #include "executor/spi.h"
+#include "utils/lsyscache.h"
 }
 
+#include "extension_objects.hpp"
 #include "key_admin_sql.hpp"
 #include "owner_spi.hpp"
 
@@ -153,8 +155,17 @@ void destroy_key(std::uint32_t key_id) {
   spi.exec("UPDATE envelope.data_key SET wrapped = NULL, state = 'destroyed', destroyed_at = pg_catalog.now() "
            "WHERE key_id OPERATOR(pg_catalog.=) $1 AND state OPERATOR(pg_catalog.<>) 'destroyed'",
            {int4_param(key_id)}, SPI_OK_UPDATE);
-  spi.exec("UPDATE envelope.key SET state = 'destroyed', destroyed_at = pg_catalog.now() "
-           "WHERE key_id OPERATOR(pg_catalog.=) $1 AND state OPERATOR(pg_catalog.<>) 'destroyed'",
+  // The file the wrapped DEKs' old row versions are in: envelope.verify_destroyed()
+  // checks that the table was rewritten since.
+  // (Not in a 0.1.0 schema, used with envelope.version_check off.)
+  const ext::Objects& o = ext::objects();
+  bool has_filenode = pg_call([&o] { return get_attnum(o.key_table, "destroyed_filenode") != InvalidAttrNumber; });
+  spi.exec(has_filenode
+               ? "UPDATE envelope.key SET state = 'destroyed', destroyed_at = pg_catalog.now(), "
+                 "destroyed_filenode = pg_catalog.pg_relation_filenode('envelope.data_key'::pg_catalog.regclass) "
+                 "WHERE key_id OPERATOR(pg_catalog.=) $1 AND state OPERATOR(pg_catalog.<>) 'destroyed'"
+               : "UPDATE envelope.key SET state = 'destroyed', destroyed_at = pg_catalog.now() "
+                 "WHERE key_id OPERATOR(pg_catalog.=) $1 AND state OPERATOR(pg_catalog.<>) 'destroyed'",
            {int4_param(key_id)}, SPI_OK_UPDATE);
   spi.finish();
 }

@@ -18,6 +18,9 @@ extern "C" {
 
 #include "extension_objects.hpp"
 #include "key_catalog.hpp"
+#include "key_generation.hpp"
+#include <string>
+#include <unordered_map>
 
 namespace pg_envelope::key_catalog {
 
@@ -264,6 +267,35 @@ std::vector<Grant> grants() {
   }
   if (all.rows != nullptr) pfree(all.rows);
   return out;
+}
+
+std::uint32_t current_version(std::uint32_t key_id) {
+  static std::unordered_map<std::uint32_t, std::uint32_t> versions;
+  static std::uint64_t seen_generation = UINT64_MAX;
+  std::uint64_t g = key_generation();
+  if (g != seen_generation) {
+    versions.clear();
+    seen_generation = g;
+  }
+  if (auto it = versions.find(key_id); it != versions.end()) return it->second;
+  std::optional<KeyRecord> key = key_by_id(key_id);
+  std::uint32_t v = key ? key->current_version : 0;
+  if (versions.size() >= 4096) versions.clear();
+  versions[key_id] = v;
+  return v;
+}
+
+std::uint32_t key_id(std::string_view name) {
+  static std::string last_name;
+  static std::uint32_t last_id = 0;
+  static std::uint64_t seen_generation = UINT64_MAX;
+  std::uint64_t g = key_generation();
+  if (g == seen_generation && name == last_name) return last_id;
+  std::optional<KeyRecord> key = key_by_name(name);
+  last_name = std::string(name);
+  last_id = key ? key->key_id : 0;
+  seen_generation = g;
+  return last_id;
 }
 
 }  // namespace pg_envelope::key_catalog

@@ -28,6 +28,12 @@ std::optional<KmsConfig> kms(std::string_view name);
 // Key ids of this database's keys that are disabled or destroyed.
 std::vector<std::uint32_t> inactive_keys();
 
+// Per-value lookups, remembered by this backend until the key generation moves (any
+// key change anywhere): the current DEK version of a key id (0: no such key), and the
+// id of a key name (0: no such key).
+std::uint32_t current_version(std::uint32_t key_id);
+std::uint32_t key_id(std::string_view name);
+
 // Every row of envelope.key_grant (empty in a schema without it).
 struct Grant {
   std::string pattern;

@@ -485,6 +485,19 @@ bool holds_database_entries() {
   return any;
 }
 
+std::int64_t key_entries(std::uint32_t key_id) {
+  if (cache == nullptr) return 0;
+  pg_call([] { LWLockAcquire(cache->lock, LW_SHARED); });
+  std::int64_t n = 0;
+  for (int i = 0; i < cache->capacity; ++i) {
+    const Entry& e = entries[i];
+    if (e.dbid != MyDatabaseId || e.key_id != key_id) continue;
+    if (e.state == kReady || (e.state == kLoading && e.has_stale)) ++n;
+  }
+  LWLockRelease(cache->lock);
+  return n;
+}
+
 void evict_key_at_commit(std::uint32_t key_id) noexcept { evict_at_commit(false, key_id); }
 void evict_database_at_commit() noexcept { evict_at_commit(true, 0); }
 

@@ -74,6 +74,8 @@ std::int64_t evict_key(std::uint32_t key_id);
 // standby uses it for the keys its replayed key changes disabled or destroyed.
 std::int64_t evict_keys(const std::vector<std::uint32_t>& sorted_key_ids);
 
+// How many entries of this database hold a DEK of the key (envelope.verify_destroyed).
+std::int64_t key_entries(std::uint32_t key_id);
 // Whether any entry belongs to this database.
 bool holds_database_entries();
 

@@ -198,46 +198,15 @@ Datum decrypt_field(FunctionCallInfo fcinfo, PlainType type) {
   return result;
 }
 
-// The current DEK version of a key, by id; remembered per backend until the key
-// generation moves (a rotation anywhere moves it).
-std::uint32_t current_version(std::uint32_t key_id) {
-  static std::unordered_map<std::uint32_t, std::uint32_t> versions;
-  static std::uint64_t seen_generation = UINT64_MAX;
-  std::uint64_t g = key_generation();
-  if (g != seen_generation) {
-    versions.clear();
-    seen_generation = g;
-  }
-  if (auto it = versions.find(key_id); it != versions.end()) return it->second;
-  std::optional<KeyRecord> key = key_catalog::key_by_id(key_id);
-  std::uint32_t v = key ? key->current_version : 0;
-  versions[key_id] = v;
-  return v;
-}
-
-// The key id of a key name (0: no such key), remembered for the last name asked.
-std::uint32_t key_id_of(std::string_view name) {
-  static std::string last_name;
-  static std::uint32_t last_id = 0;
-  static std::uint64_t seen_generation = UINT64_MAX;
-  std::uint64_t g = key_generation();
-  if (g == seen_generation && name == last_name) return last_id;
-  std::optional<KeyRecord> key = key_catalog::key_by_name(name);
-  last_name = std::string(name);
-  last_id = key ? key->key_id : 0;
-  seen_generation = g;
-  return last_id;
-}
-
 // Whether `dek` is the current DEK of `target` (NULL: of its own key).
 bool on_current(DekId dek, FunctionCallInfo fcinfo, int target_arg) {
   std::uint32_t key_id = dek.key_id;
   if (!PG_ARGISNULL(target_arg)) {
     VarlenaArg target = detoast_arg(fcinfo, target_arg);
-    key_id = key_id_of(target.text());
+    key_id = key_catalog::key_id(target.text());
     if (key_id == 0) throw_no_such_key();
   }
-  return dek.key_id == key_id && dek.version == current_version(key_id);
+  return dek.key_id == key_id && dek.version == key_catalog::current_version(key_id);
 }
 
 // on_current_key(value encrypted_*, key text DEFAULT NULL) RETURNS boolean: whether the
@@ -273,7 +242,7 @@ Datum reencrypt_field(FunctionCallInfo fcinfo, PlainType type) {
   if (!same_key) {
     VarlenaArg target = detoast_arg(fcinfo, 2);
     target_name = std::string(target.text());
-    same_key = key_id_of(target_name) == env.header.dek.key_id;
+    same_key = key_catalog::key_id(target_name) == env.header.dek.key_id;
   }
   CachedDek& old_dek = same_key ? dek_resolver::internal(env.header.dek)
                                 : dek_resolver::for_decrypt(env.header.dek, key_access::kDecrypt);
@@ -315,7 +284,7 @@ Datum key_version_of(FunctionCallInfo fcinfo) {
   if (FormatProblem p = parse_envelope(value.bytes(), env))
     throw Error(sqlstate::kDataException, "stored value is not a valid pg_envelope ciphertext", p.detail);
   VarlenaArg key = detoast_arg(fcinfo, 1);
-  std::uint32_t key_id = key_id_of(key.text());
+  std::uint32_t key_id = key_catalog::key_id(key.text());
   if (key_id == 0) throw_no_such_key();
   if (env.header.dek.key_id != key_id) PG_RETURN_NULL();
   PG_RETURN_INT32(static_cast<std::int32_t>(env.header.dek.version));

@@ -6,6 +6,10 @@
 // only once it names an existing key (or KMS); a KEK given for the first time, or
 // the name of a key still being created, is scrubbed from KMS errors.
 #include "pg/guard.hpp"
+
+extern "C" {
+#include "executor/spi.h"
+}
 #include "pg/audit.hpp"
 
 #include "pg/key_access.hpp"
@@ -22,6 +26,7 @@
 #include "pg/key_change_commit.hpp"
 #include "pg/key_generation.hpp"
 #include "pg/kms_calls.hpp"
+#include "pg/owner_spi.hpp"
 #include "pg/shared_memory.hpp"
 #include "pg/wait_events.hpp"
 
@@ -155,12 +160,47 @@ PGENV_FUNCTION(envelope_rotate_key) {
   PG_RETURN_INT32(static_cast<int32>(version));
 }
 
+namespace {
+
+// NOTICEs naming every column that holds values of the key and how many, by a scan as
+// the caller (envelope.key_columns; a column the caller may not read is skipped with
+// its WARNING); without EXECUTE on key_columns, a NOTICE that they were not counted.
+void report_references(const std::string& key_name) {
+  OwnerSpi scan(/*as_owner=*/false);
+  // (In a schema older than this library's, envelope.version_check off, it may not exist.)
+  scan.exec("SELECT CASE WHEN pg_catalog.to_regprocedure('envelope.key_columns(pg_catalog.text, pg_catalog.bool)') IS NULL "
+            "THEN false ELSE pg_catalog.has_function_privilege('envelope.key_columns(pg_catalog.text, pg_catalog.bool)', "
+            "'EXECUTE') END::pg_catalog.text", {}, SPI_OK_SELECT);
+  std::vector<std::string> lines;
+  bool counted = scan.text_at(0, 1) == "true";
+  if (counted) {
+    scan.exec("SELECT relation::pg_catalog.text, column_name::pg_catalog.text, pg_catalog.sum(value_count)::pg_catalog.int8 "
+              "FROM envelope.key_columns($1) GROUP BY 1, 2 ORDER BY 1, 2",
+              {text_param(key_name)}, SPI_OK_SELECT);
+    for (std::uint64_t i = 0; i < SPI_processed; ++i)
+      lines.push_back("pg_envelope: " + std::to_string(scan.int8_at(i, 3)) + " values of key \"" + key_name +
+                      "\" in column " + scan.text_at(i, 2) + " of " + scan.text_at(i, 1) + " can no longer be decrypted");
+  }
+  scan.finish();
+  if (!counted)
+    pg_call([] {
+      ereport(NOTICE, (errmsg("pg_envelope: the values of the key were not counted"),
+                       errhint("EXECUTE on envelope.key_columns(text, boolean) lets destroy_key() report them.")));
+    });
+  for (const std::string& msg : lines) pg_call([&msg] { ereport(NOTICE, (errmsg("%s", msg.c_str()))); });
+}
+
+}  // namespace
+
 // destroy_key(name text) RETURNS void: crypto-shredding. Irreversible once committed
 // and once no backup holds the old key rows.
 PGENV_FUNCTION(envelope_destroy_key) {
   require_preloaded();
   require_writable("destroy a key");
   KeyRecord key = existing_key(fcinfo);
+  // What still references it, by a scan as the caller (a column it may not read is
+  // skipped with a WARNING from key_columns): those values become undecryptable.
+  if (!key.destroyed) report_references(key.name);
   key_admin_sql::destroy_key(key.key_id);
   // No copy of its DEKs stays in shared memory, nor in any backend's cache.
   evict_key_now_and_at_commit(key.key_id);

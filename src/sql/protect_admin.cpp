@@ -10,7 +10,18 @@
 
 extern "C" {
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/procarray.h"
+#include "tcop/tcopprot.h"
+#include "utils/backend_status.h"
+#include "utils/snapmgr.h"
 #include "catalog/pg_type.h"
 #include "commands/event_trigger.h"
 #include "commands/defrem.h"
@@ -576,11 +587,6 @@ bool sealed_arg(FunctionCallInfo fcinfo, PlainType type, SealedView& view) {
   return true;
 }
 
-std::uint32_t current_version_of(std::uint32_t key_id) {
-  std::optional<KeyRecord> key = key_catalog::key_by_id(key_id);
-  return key ? key->current_version : 0;
-}
-
 // on_current_key(value protected_*) RETURNS boolean: whether a sealed value is under its
 // key's current DEK version (NULL for a value not sealed yet).
 Datum protected_on_current_key(FunctionCallInfo fcinfo, PlainType type) {
@@ -588,14 +594,7 @@ Datum protected_on_current_key(FunctionCallInfo fcinfo, PlainType type) {
   SealedView view;
   if (!sealed_arg(fcinfo, type, view)) PG_RETURN_NULL();
   DekId id = protection::dek_id_of(view);
-  static std::uint32_t last_key = 0, last_version = 0;
-  static std::uint64_t last_generation = UINT64_MAX;
-  if (id.key_id != last_key || key_generation() != last_generation) {
-    last_generation = key_generation();
-    last_version = current_version_of(id.key_id);
-    last_key = id.key_id;
-  }
-  PG_RETURN_BOOL(id.version == last_version);
+  PG_RETURN_BOOL(id.version == key_catalog::current_version(id.key_id));
 }
 
 // reseal(value protected_*) RETURNS protected_*: sealed again for the same row, column
@@ -606,7 +605,7 @@ Datum reseal(FunctionCallInfo fcinfo, PlainType type) {
   SealedView view;
   if (!sealed_arg(fcinfo, type, view)) PG_RETURN_DATUM(PG_GETARG_DATUM(0));
   DekId id = protection::dek_id_of(view);
-  if (id.version == current_version_of(id.key_id)) PG_RETURN_DATUM(PG_GETARG_DATUM(0));
+  if (id.version == key_catalog::current_version(id.key_id)) PG_RETURN_DATUM(PG_GETARG_DATUM(0));
   return PointerGetDatum(protection::reseal(type, view));
 }
 
@@ -617,18 +616,10 @@ Datum protected_key_version_of(FunctionCallInfo fcinfo, PlainType type) {
   SealedView view;
   if (!sealed_arg(fcinfo, type, view)) PG_RETURN_NULL();
   std::string key = text_arg(fcinfo, 1, "key");
-  static std::string last_key;
-  static std::uint32_t last_id = 0;
-  static std::uint64_t last_generation = UINT64_MAX;
-  if (key != last_key || key_generation() != last_generation) {
-    std::optional<KeyRecord> k = key_catalog::key_by_name(key);
-    if (!k) throw_no_such_key();
-    last_key = key;
-    last_id = k->key_id;
-    last_generation = key_generation();
-  }
+  std::uint32_t key_id = key_catalog::key_id(key);
+  if (key_id == 0) throw_no_such_key();
   DekId id = protection::dek_id_of(view);
-  if (id.key_id != last_id) PG_RETURN_NULL();
+  if (id.key_id != key_id) PG_RETURN_NULL();
   PG_RETURN_INT32(static_cast<std::int32_t>(id.version));
 }
 
@@ -748,46 +739,60 @@ PGENV_FUNCTION(envelope_unprotect_column) {
   PG_RETURN_VOID();
 }
 
-// PROCEDURE reencrypt(tbl regclass, col name, context_column name DEFAULT NULL,
-//                     key text DEFAULT NULL, batch_blocks integer DEFAULT 8,
-//                     pause_ms integer DEFAULT 0):
-// brings every value of an encrypted_* or protected column onto the current DEK version
-// of its key (or, for encrypted_*, of `key`: a move to another key), a few heap blocks
-// per committed transaction. Each batch is one UPDATE whose new value is computed from
-// the row as that UPDATE sees it, so an application's concurrent UPDATE is never lost:
-// the row is re-read (READ COMMITTED) and the newer value re-encrypted. Values already
-// there are not touched, so a re-run, after a cancel or a crash, carries on; progress is
-// in envelope.reencryption_progress. Runs as the caller: PostgreSQL checks its UPDATE on
-// the table, pg_envelope its key privileges per value (docs/lifecycle.md).
-PGENV_FUNCTION(envelope_reencrypt) {
-  require_preloaded();
-  require_writable("re-encrypt a column");
-  bool nonatomic = fcinfo->context != nullptr && IsA(fcinfo->context, CallContext) &&
-                   !reinterpret_cast<CallContext*>(fcinfo->context)->atomic;
-  if (!nonatomic)
-    throw Error(sqlstate::kObjectNotInPrerequisiteState,
-                "envelope.reencrypt() must be called with CALL, outside a transaction block",
-                "It commits after every batch.", "CALL envelope.reencrypt('tbl', 'col');");
+// Online re-encryption: CALL envelope.reencrypt() in the calling session, or
+// envelope.start_reencryption() in a background worker that outlives it
+// (docs/lifecycle.md). Both run run_reencryption(): every value of an encrypted_* or
+// protected column onto the current DEK version of its key (or, for encrypted_*, of
+// `key`: a move to another key), a few heap blocks per committed transaction. Each batch
+// is one UPDATE whose new value is computed from the row as that UPDATE sees it, so an
+// application's concurrent UPDATE is never lost: the row is re-read (READ COMMITTED) and
+// the newer value re-encrypted. Values already there are not touched, so a re-run, after
+// a cancel or a crash, carries on; progress is in envelope.reencryption_progress. Runs
+// as the caller: PostgreSQL checks its UPDATE on the table, pg_envelope its key
+// privileges per value.
+namespace {
+
+struct ReencryptJob {
+  Oid relid = InvalidOid;
+  std::string col;
+  std::optional<std::string> context_col;
+  std::optional<std::string> key;
+  int batch_blocks = 8;
+  int pause_ms = 0;
+};
+
+ReencryptJob reencrypt_job(FunctionCallInfo fcinfo) {
   if (PG_ARGISNULL(0) || PG_ARGISNULL(1)) throw Error(sqlstate::kNullValueNotAllowed, "table and column must not be null");
-  Oid relid = PG_GETARG_OID(0);
-  std::string col = NameStr(*PG_GETARG_NAME(1));
-  bool has_context = !PG_ARGISNULL(2);
-  std::string context_col = has_context ? std::string(NameStr(*PG_GETARG_NAME(2))) : std::string();
-  bool has_key = !PG_ARGISNULL(3);
-  std::string key = has_key ? text_arg(fcinfo, 3, "key") : std::string();
-  int batch_blocks = PG_ARGISNULL(4) ? 8 : PG_GETARG_INT32(4);
-  int pause_ms = PG_ARGISNULL(5) ? 0 : PG_GETARG_INT32(5);
-  if (batch_blocks < 1 || pause_ms < 0)
+  ReencryptJob job;
+  job.relid = PG_GETARG_OID(0);
+  job.col = NameStr(*PG_GETARG_NAME(1));
+  if (!PG_ARGISNULL(2)) job.context_col = std::string(NameStr(*PG_GETARG_NAME(2)));
+  if (!PG_ARGISNULL(3)) job.key = text_arg(fcinfo, 3, "key");
+  job.batch_blocks = PG_ARGISNULL(4) ? 8 : PG_GETARG_INT32(4);
+  job.pause_ms = PG_ARGISNULL(5) ? 0 : PG_GETARG_INT32(5);
+  if (job.batch_blocks < 1 || job.pause_ms < 0)
     throw Error(sqlstate::kInvalidParameterValue, "batch_blocks must be positive and pause_ms not negative");
-  std::string rel = relation_sql(relid);
-  std::string qcol = quote_ident_str(col);
+  return job;
+}
+
+// What a job's UPDATEs look like, after every check that can refuse it up front.
+struct ReencryptPlan {
+  std::string rel, qcol, needs, value, key_label;
+};
+
+ReencryptPlan plan_reencryption(OwnerSpi& spi, const ReencryptJob& job) {
+  const Oid relid = job.relid;
+  const std::string& col = job.col;
+  ReencryptPlan p;
+  p.rel = relation_sql(relid);
+  p.qcol = quote_ident_str(col);
+  const std::string& rel = p.rel;
   char relkind = pg_call([relid] { return get_rel_relkind(relid); });
   if (relkind == RELKIND_PARTITIONED_TABLE)
     throw Error(sqlstate::kFeatureNotSupported, rel + " is partitioned: re-encrypt its partitions",
                 "envelope.reencrypt() works on the rows of one table; a partitioned table holds none itself.",
                 "CALL envelope.reencrypt() for each partition, e.g. those of SELECT relid FROM "
                 "pg_partition_tree('" + rel + "') WHERE isleaf.");
-  OwnerSpi spi(/*as_owner=*/false, /*nonatomic=*/true);
   // The column's type decides the expression.
   spi.exec("SELECT t.typname::pg_catalog.text FROM pg_catalog.pg_attribute a "
            "JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid "
@@ -809,72 +814,143 @@ PGENV_FUNCTION(envelope_reencrypt) {
   if (!is_protected && type.rfind("encrypted_", 0) != 0)
     throw Error(sqlstate::kWrongObjectType, "column \"" + col + "\" of " + rel + " holds no pg_envelope values",
                 "envelope.reencrypt() works on envelope.encrypted_* and protected columns.");
-  if (is_protected && (has_context || has_key))
+  if (is_protected && (job.context_col || job.key))
     throw Error(sqlstate::kFeatureNotSupported, "a protected column is re-encrypted under its own keys and binding",
                 "Its row context and key come from envelope.protect_column(); leave context_column and key NULL.",
                 "To move it to another key: envelope.unprotect_column(), then envelope.protect_column() with the new key.");
-  if (has_context) {
+  if (job.context_col) {
     spi.exec("SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid OPERATOR(pg_catalog.=) $1 "
              "AND attname OPERATOR(pg_catalog.=) $2::pg_catalog.name AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped",
-             {oid_param(relid), text_param(context_col)}, SPI_OK_SELECT);
+             {oid_param(relid), text_param(*job.context_col)}, SPI_OK_SELECT);
     if (SPI_processed == 0)
-      throw Error(sqlstate::kUndefinedColumn, "context column \"" + context_col + "\" of " + rel + " does not exist");
+      throw Error(sqlstate::kUndefinedColumn, "context column \"" + *job.context_col + "\" of " + rel + " does not exist");
   }
-  if (has_key && !key_catalog::key_by_name(key)) throw_no_such_key();
-  std::string target = has_key ? "$3::pg_catalog.text" : "NULL::pg_catalog.text";
-  std::string needs = is_protected ? "NOT envelope.on_current_key(" + qcol + ")"
-                                   : "NOT envelope.on_current_key(" + qcol + ", " + target + ")";
-  std::string value = is_protected ? "envelope.reseal(" + qcol + ")"
-                                   : "envelope.reencrypt_field(" + qcol + ", " +
-                                         (has_context ? "CAST(" + quote_ident_str(context_col) + " AS pg_catalog.text)"
-                                                      : std::string("NULL::pg_catalog.text")) +
-                                         ", " + target + ")";
-  std::string key_label = has_key ? key : std::string();
+  if (job.key && !key_catalog::key_by_name(*job.key)) throw_no_such_key();
+  std::string target = job.key ? "$3::pg_catalog.text" : "NULL::pg_catalog.text";
+  p.needs = is_protected ? "NOT envelope.on_current_key(" + p.qcol + ")"
+                         : "NOT envelope.on_current_key(" + p.qcol + ", " + target + ")";
+  p.value = is_protected ? "envelope.reseal(" + p.qcol + ")"
+                         : "envelope.reencrypt_field(" + p.qcol + ", " +
+                               (job.context_col ? "CAST(" + quote_ident_str(*job.context_col) + " AS pg_catalog.text)"
+                                                : std::string("NULL::pg_catalog.text")) +
+                               ", " + target + ")";
+  p.key_label = job.key.value_or(std::string());
+  return p;
+}
+
+// One run per column at a time: another session's or worker's run that is still running
+// (its process busy with a statement begun before its last batch) is not taken over.
+void refuse_if_running(Oid relid, const std::string& col, const std::string& rel) {
+  OwnerSpi reg;
+  reg.exec("SELECT 1 FROM envelope.reencryption r JOIN pg_catalog.pg_stat_activity a "
+           "ON a.pid OPERATOR(pg_catalog.=) r.pid WHERE r.tbl OPERATOR(pg_catalog.=) $1 "
+           "AND r.col OPERATOR(pg_catalog.=) $2::pg_catalog.name AND r.finished_at IS NULL "
+           "AND r.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() AND a.state OPERATOR(pg_catalog.=) 'active' "
+           "AND a.query_start OPERATOR(pg_catalog.<=) COALESCE(r.last_batch_at, r.resumed_at, r.started_at)",
+           {oid_param(relid), text_param(col)}, SPI_OK_SELECT);
+  bool running = SPI_processed > 0;
+  reg.finish();
+  if (running)
+    throw Error(sqlstate::kObjectInUse, "column \"" + col + "\" of " + rel + " is being re-encrypted by another session",
+                "envelope.reencryption_progress shows its progress.",
+                "Wait for it to finish, or cancel it (envelope.cancel_reencryption) and call envelope.reencrypt() again.");
+}
+
+// The transactions of a run: a CALL's non-atomic SPI that commits in place, or the
+// background worker's own transactions (no portal there, so atomic SPI in each).
+class RunTx {
+ public:
+  virtual ~RunTx() = default;
+  virtual OwnerSpi& spi() = 0;
+  virtual void commit() = 0;  // commits and begins the next transaction
+};
+
+class CallTx final : public RunTx {
+ public:
+  OwnerSpi& spi() override { return spi_; }
+  void commit() override { spi_.commit(); }
+  void finish() { spi_.finish(); }
+
+ private:
+  OwnerSpi spi_{/*as_owner=*/false, /*nonatomic=*/true};
+};
+
+class WorkerTx final : public RunTx {
+ public:
+  WorkerTx() { begin(); }
+  OwnerSpi& spi() override { return *spi_; }
+  void commit() override {
+    end();
+    begin();
+  }
+  void end() {
+    spi_->finish();
+    spi_.reset();
+    pg_call([] {
+      PopActiveSnapshot();
+      CommitTransactionCommand();
+    });
+  }
+
+ private:
+  void begin() {
+    pg_call([] {
+      SetCurrentStatementStartTimestamp();
+      StartTransactionCommand();
+      PushActiveSnapshot(GetTransactionSnapshot());
+    });
+    spi_.emplace(/*as_owner=*/false);
+  }
+  std::optional<OwnerSpi> spi_;
+};
+
+// Commits after every batch.
+void run_reencryption(RunTx& tx, const ReencryptJob& job) {
+  OwnerSpi* spi_now = &tx.spi();
+  auto spi_commit = [&] {
+    tx.commit();
+    spi_now = &tx.spi();
+  };
+  const Oid relid = job.relid;
+  const std::string& col = job.col;
+  ReencryptPlan plan = plan_reencryption(*spi_now, job);
+  const std::string& rel = plan.rel;
+  const std::string& key = plan.key_label;
+  refuse_if_running(relid, col, rel);
   // Progress: resumed when the last run for this column and target did not finish.
   std::int64_t block = 0, done = 0;
   {
     OwnerSpi reg;
-    // One run per column at a time: another session's run that is still running (its
-    // backend busy with a statement begun before its last batch) is not taken over.
-    reg.exec("SELECT 1 FROM envelope.reencryption r JOIN pg_catalog.pg_stat_activity a "
-             "ON a.pid OPERATOR(pg_catalog.=) r.pid WHERE r.tbl OPERATOR(pg_catalog.=) $1 "
-             "AND r.col OPERATOR(pg_catalog.=) $2::pg_catalog.name AND r.finished_at IS NULL "
-             "AND r.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() AND a.state OPERATOR(pg_catalog.=) 'active' "
-             "AND a.query_start OPERATOR(pg_catalog.<=) COALESCE(r.last_batch_at, r.resumed_at, r.started_at)",
-             {oid_param(relid), text_param(col)}, SPI_OK_SELECT);
-    if (SPI_processed > 0)
-      throw Error(sqlstate::kObjectInUse, "column \"" + col + "\" of " + rel + " is being re-encrypted by another session",
-                  "envelope.reencryption_progress shows its progress.",
-                  "Wait for it to finish, or cancel it (pg_cancel_backend) and call envelope.reencrypt() again.");
     reg.exec("SELECT next_block, rows_done FROM envelope.reencryption WHERE tbl OPERATOR(pg_catalog.=) $1 "
              "AND col OPERATOR(pg_catalog.=) $2::pg_catalog.name AND target_key IS NOT DISTINCT FROM NULLIF($3, '') "
              "AND finished_at IS NULL",
-             {oid_param(relid), text_param(col), text_param(key_label)}, SPI_OK_SELECT);
+             {oid_param(relid), text_param(col), text_param(key)}, SPI_OK_SELECT);
     bool resume = SPI_processed == 1;
     if (resume) {
       block = reg.int8_at(0, 1);
       done = reg.int8_at(0, 2);
       reg.exec("UPDATE envelope.reencryption SET pid = pg_catalog.pg_backend_pid(), resumed_at = pg_catalog.now(), "
-               "rows_at_resume = rows_done "
+               "rows_at_resume = rows_done, error = NULL "
                "WHERE tbl OPERATOR(pg_catalog.=) $1 AND col OPERATOR(pg_catalog.=) $2::pg_catalog.name",
                {oid_param(relid), text_param(col)}, SPI_OK_UPDATE);
     }
     reg.finish();
     if (!resume) {
-      spi.exec(("SELECT pg_catalog.count(*) FROM ONLY " + rel + " WHERE " + qcol + " IS NOT NULL AND " + needs).c_str(),
+      spi_now->exec(("SELECT pg_catalog.count(*) FROM ONLY " + rel + " WHERE " + plan.qcol + " IS NOT NULL AND " + plan.needs).c_str(),
                {oid_param(relid), text_param(col), text_param(key)}, SPI_OK_SELECT);
-      std::int64_t total = spi.int8_at(0, 1);
+      std::int64_t total = spi_now->int8_at(0, 1);
       OwnerSpi reg2;
       reg2.exec("INSERT INTO envelope.reencryption (tbl, col, target_key, rows_total, rows_done, next_block, passes, "
                 "pid, started_at) VALUES ($1, $2::pg_catalog.name, NULLIF($3, ''), $4, 0, 0, 0, pg_catalog.pg_backend_pid(), "
                 "pg_catalog.now()) ON CONFLICT (tbl, col) DO UPDATE SET target_key = EXCLUDED.target_key, "
                 "rows_total = EXCLUDED.rows_total, rows_done = 0, next_block = 0, passes = 0, pid = EXCLUDED.pid, "
-                "started_at = EXCLUDED.started_at, resumed_at = NULL, rows_at_resume = 0, last_batch_at = NULL, finished_at = NULL",
-                {oid_param(relid), text_param(col), text_param(key_label), {INT8OID, Int64GetDatum(total)}},
+                "started_at = EXCLUDED.started_at, resumed_at = NULL, rows_at_resume = 0, last_batch_at = NULL, "
+                "finished_at = NULL, error = NULL",
+                {oid_param(relid), text_param(col), text_param(key), {INT8OID, Int64GetDatum(total)}},
                 SPI_OK_INSERT);
       reg2.finish();
     }
-    spi.commit();
+    spi_commit();
   }
   auto progress = [&](const char* set, std::initializer_list<SpiParam> extra) {
     OwnerSpi reg;
@@ -886,16 +962,16 @@ PGENV_FUNCTION(envelope_reencrypt) {
     reg.finish();
   };
   for (int pass = 1; pass <= 3; ++pass) {
-    spi.exec(("SELECT pg_catalog.pg_relation_size('" + rel + "'::pg_catalog.regclass) OPERATOR(pg_catalog./) "
+    spi_now->exec(("SELECT pg_catalog.pg_relation_size('" + rel + "'::pg_catalog.regclass) OPERATOR(pg_catalog./) "
               "pg_catalog.current_setting('block_size')::pg_catalog.int8").c_str(),
              {}, SPI_OK_SELECT);
-    std::int64_t nblocks = spi.int8_at(0, 1);
+    std::int64_t nblocks = spi_now->int8_at(0, 1);
     while (block < nblocks) {
-      std::int64_t end = block + batch_blocks;
-      std::uint64_t n = spi.exec(("UPDATE ONLY " + rel + " SET " + qcol + " = " + value +
+      std::int64_t end = block + job.batch_blocks;
+      std::uint64_t n = spi_now->exec(("UPDATE ONLY " + rel + " SET " + plan.qcol + " = " + plan.value +
                                   " WHERE ctid OPERATOR(pg_catalog.>=) $1::pg_catalog.text::pg_catalog.tid "
-                                  "AND ctid OPERATOR(pg_catalog.<) $2::pg_catalog.text::pg_catalog.tid AND " + qcol +
-                                  " IS NOT NULL AND " + needs).c_str(),
+                                  "AND ctid OPERATOR(pg_catalog.<) $2::pg_catalog.text::pg_catalog.tid AND " + plan.qcol +
+                                  " IS NOT NULL AND " + plan.needs).c_str(),
                                  {text_param("(" + std::to_string(block) + ",0)"),
                                   text_param("(" + std::to_string(end) + ",0)"), text_param(key)},
                                  SPI_OK_UPDATE);
@@ -903,16 +979,20 @@ PGENV_FUNCTION(envelope_reencrypt) {
       block = end;
       progress("next_block = $3, rows_done = $4, passes = $5, last_batch_at = pg_catalog.now()",
                {{INT8OID, Int64GetDatum(block)}, {INT8OID, Int64GetDatum(done)}, {INT4OID, Int32GetDatum(pass)}});
-      spi.commit();
+      spi_commit();
       pg_call([] { CHECK_FOR_INTERRUPTS(); });
-      if (pause_ms > 0) {
-        int ms = pause_ms;
-        pg_call([ms] { pg_usleep(static_cast<long>(ms) * 1000L); });
+      if (job.pause_ms > 0) {
+        int ms = job.pause_ms;
+        pg_call([ms] {
+          (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, ms, PG_WAIT_EXTENSION);
+          ResetLatch(MyLatch);
+          CHECK_FOR_INTERRUPTS();
+        });
       }
     }
     // Rows an application moved behind the scan (an UPDATE of another column writes a
     // new version, maybe in a block already scanned) are looked for once more.
-    spi.exec(("SELECT 1 FROM ONLY " + rel + " WHERE " + qcol + " IS NOT NULL AND " + needs + " LIMIT 1").c_str(),
+    spi_now->exec(("SELECT 1 FROM ONLY " + rel + " WHERE " + plan.qcol + " IS NOT NULL AND " + plan.needs + " LIMIT 1").c_str(),
              {oid_param(relid), text_param(col), text_param(key)}, SPI_OK_SELECT);
     if (SPI_processed == 0) break;
     block = 0;
@@ -923,7 +1003,207 @@ PGENV_FUNCTION(envelope_reencrypt) {
       });
   }
   progress("finished_at = pg_catalog.now(), pid = NULL", {});
-  spi.commit();
-  spi.finish();
+  spi_commit();
+}
+
+// What the background worker is given (bgw_extra, 128 bytes): names travel as numbers.
+struct WorkerJob {
+  Oid db;
+  Oid session_user;
+  Oid current_user;
+  Oid relid;
+  AttrNumber col_attnum;
+  AttrNumber context_attnum;  // InvalidAttrNumber: no context column
+  std::uint32_t key_id;       // 0: each value's own key
+  std::int32_t batch_blocks;
+  std::int32_t pause_ms;
+};
+static_assert(sizeof(WorkerJob) <= BGW_EXTRALEN);
+
+}  // namespace
+
+// PROCEDURE reencrypt(tbl regclass, col name, context_column name DEFAULT NULL,
+//                     key text DEFAULT NULL, batch_blocks integer DEFAULT 8,
+//                     pause_ms integer DEFAULT 0): the run, in the calling session.
+PGENV_FUNCTION(envelope_reencrypt) {
+  require_preloaded();
+  require_writable("re-encrypt a column");
+  bool nonatomic = fcinfo->context != nullptr && IsA(fcinfo->context, CallContext) &&
+                   !reinterpret_cast<CallContext*>(fcinfo->context)->atomic;
+  if (!nonatomic)
+    throw Error(sqlstate::kObjectNotInPrerequisiteState,
+                "envelope.reencrypt() must be called with CALL, outside a transaction block",
+                "It commits after every batch.", "CALL envelope.reencrypt('tbl', 'col');");
+  ReencryptJob job = reencrypt_job(fcinfo);
+  CallTx tx;
+  run_reencryption(tx, job);
+  tx.finish();
   PG_RETURN_VOID();
+}
+
+// start_reencryption(tbl regclass, col name, context_column name DEFAULT NULL,
+//                    key text DEFAULT NULL, batch_blocks integer DEFAULT 8,
+//                    pause_ms integer DEFAULT 0) RETURNS integer: the same run in a
+// background worker, as the current role; returns the worker's PID. It outlives the
+// session; envelope.cancel_reencryption() stops it (a later start resumes).
+PGENV_FUNCTION(envelope_start_reencryption) {
+  require_preloaded();
+  require_writable("re-encrypt a column");
+  ReencryptJob job = reencrypt_job(fcinfo);
+  bool restricted = pg_call([] { return InSecurityRestrictedOperation() || InLocalUserIdChange(); });
+  if (restricted)
+    throw Error(sqlstate::kInsufficientPrivilege, "cannot start a re-encryption worker from a security-restricted operation",
+                "The worker runs as the session's current role; a SECURITY DEFINER function's role is not handed over.");
+  WorkerJob w{};
+  w.db = MyDatabaseId;
+  w.session_user = pg_call([] { return GetSessionUserId(); });
+  w.current_user = pg_call([] { return GetUserId(); });
+  w.relid = job.relid;
+  w.batch_blocks = job.batch_blocks;
+  w.pause_ms = job.pause_ms;
+  {
+    // Every check the run would make first, here, so that a bad call fails in the caller.
+    OwnerSpi spi(/*as_owner=*/false);
+    ReencryptPlan plan = plan_reencryption(spi, job);
+    spi.finish();
+    refuse_if_running(job.relid, job.col, plan.rel);
+    // PostgreSQL checks UPDATE again in the worker; say it here too.
+    bool may_update = pg_call([&job] {
+      return pg_class_aclcheck(job.relid, GetUserId(), ACL_UPDATE) == ACLCHECK_OK;
+    });
+    if (!may_update) throw Error(sqlstate::kInsufficientPrivilege, "permission denied for table " + plan.rel);
+  }
+  w.col_attnum = column_of(job.relid, job.col).attnum;
+  w.context_attnum = job.context_col ? column_of(job.relid, *job.context_col).attnum : InvalidAttrNumber;
+  w.key_id = job.key ? key_catalog::key_by_name(*job.key)->key_id : 0;
+  BackgroundWorker bw{};
+  std::snprintf(bw.bgw_name, BGW_MAXLEN, "pg_envelope re-encryption of %u", job.relid);
+  std::snprintf(bw.bgw_type, BGW_MAXLEN, "pg_envelope reencrypt");
+  bw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+  bw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+  bw.bgw_restart_time = BGW_NEVER_RESTART;
+  std::snprintf(bw.bgw_library_name, BGW_MAXLEN, "pg_envelope");
+  std::snprintf(bw.bgw_function_name, BGW_MAXLEN, "envelope_reencrypt_worker_main");
+  std::memcpy(bw.bgw_extra, &w, sizeof w);
+  bw.bgw_notify_pid = MyProcPid;
+  BackgroundWorkerHandle* handle = nullptr;
+  bool ok = pg_call([&bw, &handle] { return RegisterDynamicBackgroundWorker(&bw, &handle); });
+  if (!ok)
+    throw Error(sqlstate::kConfigurationLimitExceeded, "could not start a re-encryption worker: no background worker slot is free",
+                "", "Raise max_worker_processes, or CALL envelope.reencrypt() in a session.");
+  pid_t pid = 0;
+  BgwHandleStatus status = pg_call([handle, &pid] { return WaitForBackgroundWorkerStartup(handle, &pid); });
+  if (status != BGWH_STARTED)
+    throw Error(sqlstate::kObjectNotInPrerequisiteState, "the re-encryption worker did not start",
+                "The server log may say why.");
+  PG_RETURN_INT32(static_cast<int32>(pid));
+}
+
+// cancel_reencryption(tbl regclass, col name) RETURNS boolean: stops the run of a
+// column (a background worker, or a session's CALL); true when one was running. For the
+// table's owners. The run stops at its next batch boundary; what it did stays.
+PGENV_FUNCTION(envelope_cancel_reencryption) {
+  require_preloaded();
+  if (PG_ARGISNULL(0) || PG_ARGISNULL(1)) throw Error(sqlstate::kNullValueNotAllowed, "table and column must not be null");
+  Oid relid = PG_GETARG_OID(0);
+  std::string col = NameStr(*PG_GETARG_NAME(1));
+  Oid owner = pg_call([relid] {
+    HeapTuple tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+    if (!HeapTupleIsValid(tup)) return InvalidOid;
+    Oid o = reinterpret_cast<Form_pg_class>(GETSTRUCT(tup))->relowner;
+    ReleaseSysCache(tup);
+    return o;
+  });
+  if (owner == InvalidOid) throw Error(sqlstate::kUndefinedTable, "relation does not exist");
+  bool member = pg_call([owner] { return has_privs_of_role(GetUserId(), owner); });
+  if (!member) throw Error(sqlstate::kInsufficientPrivilege, "must be owner of table " + relation_sql(relid));
+  OwnerSpi reg;
+  reg.exec("SELECT r.pid FROM envelope.reencryption r JOIN pg_catalog.pg_stat_activity a "
+           "ON a.pid OPERATOR(pg_catalog.=) r.pid WHERE r.tbl OPERATOR(pg_catalog.=) $1 "
+           "AND r.col OPERATOR(pg_catalog.=) $2::pg_catalog.name AND r.finished_at IS NULL "
+           "AND a.state OPERATOR(pg_catalog.=) 'active' "
+           "AND a.query_start OPERATOR(pg_catalog.<=) COALESCE(r.last_batch_at, r.resumed_at, r.started_at)",
+           {oid_param(relid), text_param(col)}, SPI_OK_SELECT);
+  int pid = SPI_processed == 1 ? reg.int4_at(0, 1) : 0;
+  reg.finish();
+  if (pid == 0 || pid == MyProcPid) PG_RETURN_BOOL(false);
+  // A session's CALL gets a query cancel; a worker is stopped the same way (it exits).
+  bool sent = pg_call([pid] {
+    PGPROC* proc = BackendPidGetProc(pid);
+    if (proc == nullptr) return false;
+    return kill(pid, SIGINT) == 0;
+  });
+  PG_RETURN_BOOL(sent);
+}
+
+namespace {
+
+void reencrypt_worker_main(const WorkerJob& w) {
+  pg_call([&w] { BackgroundWorkerInitializeConnectionByOid(w.db, w.session_user, 0); });
+  pg_call([&w] {
+    // The role the session had when it started the run (its SET ROLE, checked there).
+    if (w.current_user != w.session_user) SetCurrentRoleId(w.current_user, superuser_arg(w.current_user));
+    pgstat_report_appname("pg_envelope reencrypt");
+    SetCurrentStatementStartTimestamp();
+    pgstat_report_activity(STATE_RUNNING, "envelope.start_reencryption (background worker)");
+  });
+  ReencryptJob job;
+  job.relid = w.relid;
+  job.batch_blocks = w.batch_blocks;
+  job.pause_ms = w.pause_ms;
+  Oid relid = w.relid;
+  std::optional<WorkerTx> tx;
+  try {
+    tx.emplace();
+    char* col = pg_call([relid, &w] { return get_attname(relid, w.col_attnum, false); });
+    job.col = col;
+    if (w.context_attnum != InvalidAttrNumber)
+      job.context_col = std::string(pg_call([relid, &w] { return get_attname(relid, w.context_attnum, false); }));
+    if (w.key_id != 0) {
+      std::optional<KeyRecord> k = key_catalog::key_by_id(w.key_id);
+      if (!k) throw_no_such_key();
+      job.key = k->name;
+    }
+    run_reencryption(*tx, job);
+    tx->end();
+    pg_call([] { pgstat_report_activity(STATE_IDLE, nullptr); });
+  } catch (const PgError& e) {
+    // Recorded for envelope.reencryption_progress, then raised (the server log has it).
+    ErrorData* d = e.data();
+    std::string why = d != nullptr && d->message != nullptr ? d->message : "unknown error";
+    bool interrupted = d != nullptr && (d->sqlerrcode == ERRCODE_QUERY_CANCELED || d->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN);
+    tx.reset();
+    pg_call([] {
+      AbortCurrentTransaction();
+      StartTransactionCommand();
+      PushActiveSnapshot(GetTransactionSnapshot());
+    });
+    if (!job.col.empty()) {
+      OwnerSpi reg;
+      reg.exec("UPDATE envelope.reencryption SET error = $3 WHERE tbl OPERATOR(pg_catalog.=) $1 "
+               "AND col OPERATOR(pg_catalog.=) $2::pg_catalog.name AND finished_at IS NULL",
+               {oid_param(relid), text_param(job.col), text_param(interrupted ? "cancelled" : why)}, SPI_OK_UPDATE);
+      reg.finish();
+    }
+    pg_call([] {
+      PopActiveSnapshot();
+      CommitTransactionCommand();
+    });
+    if (interrupted) return;
+    throw;
+  }
+}
+
+}  // namespace
+
+extern "C" {
+PGDLLEXPORT void envelope_reencrypt_worker_main(Datum arg);
+}
+
+void envelope_reencrypt_worker_main(Datum) {
+  pqsignal(SIGTERM, die);
+  BackgroundWorkerUnblockSignals();
+  WorkerJob w;
+  std::memcpy(&w, MyBgworkerEntry->bgw_extra, sizeof w);
+  pg_envelope::guarded_hook(ERROR, "re-encryption worker", [&w] { reencrypt_worker_main(w); });
 }

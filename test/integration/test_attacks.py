@@ -239,6 +239,7 @@ def entry_point_calls(tag: str, superuser: bool) -> list[tuple[str, str, tuple, 
         ("envelope.disable_key(text)", f"SELECT envelope.disable_key('{k}_r'::pg_catalog.text)", (), set()),
         ("envelope.enable_key(text)", f"SELECT envelope.enable_key('{k}_r'::pg_catalog.text)", (), set()),
         ("envelope.destroy_key(text)", f"SELECT envelope.destroy_key('{k}_l'::pg_catalog.text)", (), set()),
+        ("envelope.verify_destroyed(text)", f"SELECT * FROM envelope.verify_destroyed('{k}_l'::pg_catalog.text)", (), set()),
         ("envelope.cache_evict(text)", "SELECT envelope.cache_evict('rk'::pg_catalog.text)", (), set()),
         ("envelope.cache_flush()", "SELECT envelope.cache_flush()", (), set()),
         ("envelope.cache_stats()", "SELECT * FROM envelope.cache_stats()", (), set()),
@@ -311,7 +312,22 @@ def entry_point_calls(tag: str, superuser: bool) -> list[tuple[str, str, tuple, 
         ("envelope.reencryption_running(oid,name)",
          "SELECT envelope.reencryption_running(CAST(CAST('public.rdata' AS pg_catalog.regclass) AS pg_catalog.oid), "
          "CAST('t' AS pg_catalog.name))", (), set()),
-        ("envelope.key_columns(text)", "SELECT * FROM envelope.key_columns(CAST('lk' AS pg_catalog.text))", (), set()),
+        ("envelope.key_columns(text,boolean)", "SELECT * FROM envelope.key_columns(CAST('lk' AS pg_catalog.text))", (), set()),
+        ("envelope.start_reencryption(regclass,name,name,text,integer,integer)",
+         "SELECT envelope.rotate_key(CAST('rk' AS pg_catalog.text)); "
+         "SELECT envelope.start_reencryption(CAST('public.rdata' AS pg_catalog.regclass), CAST('b' AS pg_catalog.name), "
+         "batch_blocks => 1)", (), set()),
+        ("envelope.cancel_reencryption(regclass,name)",
+         "SELECT envelope.cancel_reencryption(CAST('public.rdata' AS pg_catalog.regclass), CAST('b' AS pg_catalog.name))",
+         (), su_only),  # for the table's owners
+        # A strict scan of every encrypted column: one the caller may not read refuses it.
+        ("envelope.retire_unreferenced_versions(text)",
+         "SELECT * FROM envelope.retire_unreferenced_versions(CAST('lk' AS pg_catalog.text))", (), su_only),
+        ("envelope.set_rotation_policy(text,interval,boolean,boolean)",
+         "SELECT envelope.set_rotation_policy(CAST('lk' AS pg_catalog.text), CAST('1 day' AS pg_catalog.interval), "
+         "true, true)", (), set()),
+        ("envelope.clear_rotation_policy(text)",
+         "SELECT envelope.clear_rotation_policy(CAST('lk' AS pg_catalog.text))", (), set()),
         *protected_column_calls(f"{HOSTILE_SCHEMA}.pt_{tag}"),
         # Fired by every key change above; called here through an UPDATE by hand.
         ("envelope.key_tables_changed()",

@@ -1,0 +1,266 @@
+// Scheduled rotation: the background worker (see rotation_scheduler.hpp).
+//
+// Each key is handled in its own transaction, as the extension's owner (SET ROLE, as
+// the session of a superuser would), through the same SQL functions an administrator
+// calls (envelope.rotate_key, rewrap_key, start_reencryption), with the search_path
+// pinned and every name qualified (OwnerSpi). A failure is recorded in the policy's
+// last_error and retried after min(rotate_every, 10 minutes); it never stops the
+// worker.
+#include "pg/rotation_scheduler.hpp"
+
+#include "pg/guard.hpp"
+
+extern "C" {
+#include "access/xact.h"
+#include "catalog/pg_extension.h"
+#include "commands/dbcommands.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/backend_status.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+}
+
+#include <cstring>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "pg/extension_objects.hpp"
+#include "pg/owner_spi.hpp"
+
+namespace pg_envelope::rotation_scheduler {
+
+namespace {
+
+char* databases_guc = nullptr;
+int naptime_seconds = 60;
+constexpr int kMaxDatabases = 16;
+
+std::vector<std::string> database_names() {
+  std::vector<std::string> names;
+  std::string all = databases_guc != nullptr ? databases_guc : "";
+  std::size_t start = 0;
+  while (start <= all.size()) {
+    std::size_t comma = all.find(',', start);
+    if (comma == std::string::npos) comma = all.size();
+    std::string n = all.substr(start, comma - start);
+    std::size_t b = n.find_first_not_of(" \t"), e = n.find_last_not_of(" \t");
+    if (b != std::string::npos) names.push_back(n.substr(b, e - b + 1));
+    start = comma + 1;
+  }
+  return names;
+}
+
+// Runs f in a transaction of its own; returns the error message when it failed (the
+// transaction is then rolled back).
+std::optional<std::string> in_transaction(const std::function<void()>& f) {
+  pg_call([] {
+    SetCurrentStatementStartTimestamp();
+    StartTransactionCommand();
+    PushActiveSnapshot(GetTransactionSnapshot());
+  });
+  try {
+    f();
+    pg_call([] {
+      PopActiveSnapshot();
+      CommitTransactionCommand();
+    });
+    return std::nullopt;
+  } catch (const PgError& e) {
+    ErrorData* d = e.data();
+    std::string why = d != nullptr && d->message != nullptr ? d->message : "unknown error";
+    pg_call([] { AbortCurrentTransaction(); });
+    return why;
+  } catch (const Error& e) {
+    std::string why = e.what();
+    pg_call([] { AbortCurrentTransaction(); });
+    return why;
+  }
+}
+
+struct Due {
+  std::int32_t key_id;
+  std::string name;
+  bool reencrypt;
+  bool rewrap;
+};
+
+void record_failure(std::int32_t key_id, const std::string& why) {
+  (void)in_transaction([&] {
+    OwnerSpi spi;
+    spi.exec("UPDATE envelope.rotation_policy SET last_run_at = pg_catalog.now(), last_error = $2, "
+             "next_rotation_at = pg_catalog.now() OPERATOR(pg_catalog.+) LEAST(rotate_every, '10 minutes'::pg_catalog.interval) "
+             "WHERE key_id OPERATOR(pg_catalog.=) $1",
+             {int4_param(static_cast<std::uint32_t>(key_id)), text_param(why)}, SPI_OK_UPDATE);
+    spi.finish();
+  });
+  pg_call([key_id, &why] {
+    ereport(LOG, (errmsg("pg_envelope scheduler: scheduled rotation of key id %d failed: %s", key_id, why.c_str())));
+  });
+}
+
+// One pass over the due policies of this database.
+void tick() {
+  bool installed = false;
+  Oid extowner = InvalidOid;
+  std::vector<Due> due;
+  std::optional<std::string> failed = in_transaction([&] {
+    Oid ext = pg_call([] { return get_extension_oid("pg_envelope", true); });
+    if (ext == InvalidOid) return;
+    const ext::Objects& o = ext::objects();  // 55000 when the SQL version is not this library's
+    extowner = o.extension_owner;
+    Oid policy = pg_call([&o] { return get_relname_relid("rotation_policy", o.schema); });
+    if (policy == InvalidOid) return;
+    installed = true;
+    OwnerSpi spi;
+    spi.exec("SELECT p.key_id, k.name, p.reencrypt::pg_catalog.text, p.rewrap::pg_catalog.text "
+             "FROM envelope.rotation_policy p JOIN envelope.key k ON k.key_id OPERATOR(pg_catalog.=) p.key_id "
+             "WHERE p.next_rotation_at OPERATOR(pg_catalog.<=) pg_catalog.now() AND k.state OPERATOR(pg_catalog.=) 'active' "
+             "ORDER BY p.next_rotation_at LIMIT 100",
+             {}, SPI_OK_SELECT);
+    for (std::uint64_t i = 0; i < SPI_processed; ++i)
+      due.push_back({spi.int4_at(i, 1), spi.text_at(i, 2), spi.text_at(i, 3) == "true", spi.text_at(i, 4) == "true"});
+    spi.finish();
+  });
+  if (failed) {
+    pg_call([&failed] { ereport(LOG, (errmsg("pg_envelope scheduler: %s", failed->c_str()))); });
+    return;
+  }
+  if (!installed || due.empty()) return;
+  // As the extension's owner, like SET ROLE (the worker's session user is the
+  // bootstrap superuser).
+  pg_call([extowner] { SetCurrentRoleId(extowner, superuser_arg(extowner)); });
+  for (const Due& d : due) {
+    std::optional<std::string> why = in_transaction([&d] {
+      OwnerSpi as_admin(/*as_owner=*/false);
+      as_admin.exec("SELECT envelope.rotate_key($1)::pg_catalog.text", {text_param(d.name)}, SPI_OK_SELECT);
+      if (d.rewrap) as_admin.exec("SELECT envelope.rewrap_key($1)::pg_catalog.text", {text_param(d.name)}, SPI_OK_SELECT);
+      as_admin.finish();
+      OwnerSpi spi;
+      spi.exec("UPDATE envelope.rotation_policy SET last_rotated_at = pg_catalog.now(), last_run_at = pg_catalog.now(), "
+               "last_error = NULL, next_rotation_at = pg_catalog.now() OPERATOR(pg_catalog.+) rotate_every "
+               "WHERE key_id OPERATOR(pg_catalog.=) $1",
+               {int4_param(static_cast<std::uint32_t>(d.key_id))}, SPI_OK_UPDATE);
+      spi.finish();
+    });
+    if (why) {
+      record_failure(d.key_id, *why);
+      continue;
+    }
+    if (!d.reencrypt) continue;
+    // The key's protected columns carry their own binding: each gets a background
+    // re-encryption (as the extension's owner, who needs UPDATE on the table).
+    std::vector<std::pair<std::string, std::string>> columns;
+    why = in_transaction([&d, &columns] {
+      OwnerSpi as_admin(/*as_owner=*/false);
+      as_admin.exec("SELECT DISTINCT kc.relation::pg_catalog.oid::pg_catalog.text, kc.column_name::pg_catalog.text "
+                    "FROM envelope.key_columns($1) kc "
+                    "JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) kc.relation "
+                    "AND a.attname OPERATOR(pg_catalog.=) kc.column_name "
+                    "JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid "
+                    "WHERE t.typname OPERATOR(pg_catalog.~~) 'protected\\_%'",
+                    {text_param(d.name)}, SPI_OK_SELECT);
+      for (std::uint64_t i = 0; i < SPI_processed; ++i) columns.emplace_back(as_admin.text_at(i, 1), as_admin.text_at(i, 2));
+      as_admin.finish();
+    });
+    for (const auto& [rel, col] : columns) {
+      if (why) break;
+      why = in_transaction([&rel, &col] {
+        OwnerSpi as_admin(/*as_owner=*/false);
+        as_admin.exec("SELECT envelope.start_reencryption($1::pg_catalog.oid::pg_catalog.regclass, $2::pg_catalog.name)"
+                      "::pg_catalog.text",
+                      {text_param(rel), text_param(col)}, SPI_OK_SELECT);
+        as_admin.finish();
+      });
+    }
+    if (why) record_failure(d.key_id, "re-encryption after rotation: " + *why);
+  }
+  pg_call([] { SetCurrentRoleId(InvalidOid, false); });
+}
+
+void worker_main(const char* dbname) {
+  pg_call([dbname] { BackgroundWorkerInitializeConnection(dbname, nullptr, 0); });
+  pgstat_report_appname("pg_envelope scheduler");
+  for (;;) {
+    pg_call([] {
+      (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, naptime_seconds * 1000L,
+                      PG_WAIT_EXTENSION);
+      ResetLatch(MyLatch);
+      CHECK_FOR_INTERRUPTS();
+      if (ConfigReloadPending) {
+        ConfigReloadPending = false;
+        ProcessConfigFile(PGC_SIGHUP);
+      }
+    });
+    pg_call([] { pgstat_report_activity(STATE_RUNNING, "pg_envelope scheduled rotation"); });
+    tick();
+    pg_call([] {
+      pgstat_report_activity(STATE_IDLE, nullptr);
+      pgstat_report_stat(true);
+    });
+  }
+}
+
+}  // namespace
+
+void define_gucs() {
+  DefineCustomStringVariable("envelope.scheduler_databases",
+                             "Databases in which the rotation scheduler carries out the keys' rotation policies.",
+                             "A comma-separated list of database names; read at server start.", &databases_guc, "",
+                             PGC_POSTMASTER, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable("envelope.scheduler_naptime", "How often the rotation scheduler looks for due rotations.",
+                          nullptr, &naptime_seconds, 60, 1, 86400, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr, nullptr);
+}
+
+void register_workers() {
+  std::vector<std::string> names = database_names();
+  if (names.size() > static_cast<std::size_t>(kMaxDatabases)) names.resize(kMaxDatabases);
+  for (const std::string& name : names) {
+    if (name.size() >= NAMEDATALEN) continue;
+    BackgroundWorker w{};
+    snprintf(w.bgw_name, BGW_MAXLEN, "pg_envelope scheduler for database %s", name.c_str());
+    snprintf(w.bgw_type, BGW_MAXLEN, "pg_envelope scheduler");
+    w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+    w.bgw_start_time = BgWorkerStart_RecoveryFinished;
+    w.bgw_restart_time = 10;
+    snprintf(w.bgw_library_name, BGW_MAXLEN, "pg_envelope");
+    snprintf(w.bgw_function_name, BGW_MAXLEN, "envelope_scheduler_main");
+    std::memcpy(w.bgw_extra, name.c_str(), name.size() + 1);
+    pg_call([&w] { RegisterBackgroundWorker(&w); });
+  }
+}
+
+bool runs_in_current_database() {
+  const char* db = pg_call([] { return get_database_name(MyDatabaseId); });
+  if (db == nullptr) return false;
+  for (const std::string& n : database_names())
+    if (n == db) return true;
+  return false;
+}
+
+}  // namespace pg_envelope::rotation_scheduler
+
+extern "C" {
+PGDLLEXPORT void envelope_scheduler_main(Datum arg);
+}
+
+void envelope_scheduler_main(Datum) {
+  pqsignal(SIGTERM, die);
+  pqsignal(SIGHUP, SignalHandlerForConfigReload);
+  BackgroundWorkerUnblockSignals();
+  char dbname[NAMEDATALEN];
+  std::memcpy(dbname, MyBgworkerEntry->bgw_extra, NAMEDATALEN);
+  dbname[NAMEDATALEN - 1] = '\0';
+  pg_envelope::guarded_hook(ERROR, "rotation scheduler", [&dbname] { pg_envelope::rotation_scheduler::worker_main(dbname); });
+}
