@@ -6,6 +6,7 @@
 
 extern "C" {
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "utils/timestamp.h"
 }
 
@@ -50,6 +51,7 @@ PGENV_FUNCTION(envelope_set_rotation_policy) {
   double seconds = static_cast<double>(every->time) / USECS_PER_SEC + every->day * 86400.0 + every->month * 30.0 * 86400.0;
   if (seconds < 1.0)
     throw Error(sqlstate::kInvalidParameterValue, "rotate_every must be at least one second");
+  Oid set_by = pg_call([] { return GetUserId(); });  // before OwnerSpi switches to the owner
   OwnerSpi spi;
   spi.exec("INSERT INTO envelope.rotation_policy (key_id, rotate_every, reencrypt, rewrap, next_rotation_at, set_by) "
            "VALUES ($1, $2, $3, $4, pg_catalog.now() OPERATOR(pg_catalog.+) $2, $5) "
@@ -58,7 +60,7 @@ PGENV_FUNCTION(envelope_set_rotation_policy) {
            "next_rotation_at = COALESCE(envelope.rotation_policy.last_rotated_at, pg_catalog.now()) "
            "OPERATOR(pg_catalog.+) EXCLUDED.rotate_every",
            {int4_param(key.key_id), {INTERVALOID, PointerGetDatum(every)}, {BOOLOID, BoolGetDatum(reencrypt)},
-            {BOOLOID, BoolGetDatum(rewrap)}, oid_param(pg_call([] { return GetUserId(); }))},
+            {BOOLOID, BoolGetDatum(rewrap)}, oid_param(set_by)},
            SPI_OK_INSERT);
   spi.exec("SELECT next_rotation_at FROM envelope.rotation_policy WHERE key_id OPERATOR(pg_catalog.=) $1",
            {int4_param(key.key_id)}, SPI_OK_SELECT);
