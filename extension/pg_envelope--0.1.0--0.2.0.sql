@@ -110,9 +110,13 @@ CREATE FUNCTION envelope.protected_text_recv(internal, oid, integer) RETURNS env
   AS 'MODULE_PATHNAME', 'envelope_protected_text_recv' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION envelope.protected_text_send(envelope.protected_text) RETURNS bytea
   AS 'MODULE_PATHNAME', 'envelope_protected_text_send' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+-- ANALYZE compares only values sealed with a blind index (protect_functions.cpp).
+CREATE FUNCTION envelope.protected_text_typanalyze(internal) RETURNS boolean
+  AS 'MODULE_PATHNAME', 'envelope_protected_text_typanalyze' LANGUAGE C STRICT PARALLEL SAFE;
 CREATE TYPE envelope.protected_text (
   INPUT = envelope.protected_text_in, OUTPUT = envelope.protected_text_out,
   RECEIVE = envelope.protected_text_recv, SEND = envelope.protected_text_send,
+  ANALYZE = envelope.protected_text_typanalyze,
   INTERNALLENGTH = VARIABLE, STORAGE = extended, CATEGORY = 'U');
 CREATE TYPE envelope.blind_text;
 CREATE FUNCTION envelope.blind_text_in(cstring, oid, integer) RETURNS envelope.blind_text
@@ -185,9 +189,13 @@ CREATE FUNCTION envelope.protected_bytea_recv(internal, oid, integer) RETURNS en
   AS 'MODULE_PATHNAME', 'envelope_protected_bytea_recv' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION envelope.protected_bytea_send(envelope.protected_bytea) RETURNS bytea
   AS 'MODULE_PATHNAME', 'envelope_protected_bytea_send' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+-- ANALYZE compares only values sealed with a blind index (protect_functions.cpp).
+CREATE FUNCTION envelope.protected_bytea_typanalyze(internal) RETURNS boolean
+  AS 'MODULE_PATHNAME', 'envelope_protected_bytea_typanalyze' LANGUAGE C STRICT PARALLEL SAFE;
 CREATE TYPE envelope.protected_bytea (
   INPUT = envelope.protected_bytea_in, OUTPUT = envelope.protected_bytea_out,
   RECEIVE = envelope.protected_bytea_recv, SEND = envelope.protected_bytea_send,
+  ANALYZE = envelope.protected_bytea_typanalyze,
   INTERNALLENGTH = VARIABLE, STORAGE = extended, CATEGORY = 'U');
 CREATE TYPE envelope.blind_bytea;
 CREATE FUNCTION envelope.blind_bytea_in(cstring, oid, integer) RETURNS envelope.blind_bytea
@@ -254,9 +262,13 @@ CREATE FUNCTION envelope.protected_jsonb_recv(internal, oid, integer) RETURNS en
   AS 'MODULE_PATHNAME', 'envelope_protected_jsonb_recv' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION envelope.protected_jsonb_send(envelope.protected_jsonb) RETURNS bytea
   AS 'MODULE_PATHNAME', 'envelope_protected_jsonb_send' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+-- ANALYZE compares only values sealed with a blind index (protect_functions.cpp).
+CREATE FUNCTION envelope.protected_jsonb_typanalyze(internal) RETURNS boolean
+  AS 'MODULE_PATHNAME', 'envelope_protected_jsonb_typanalyze' LANGUAGE C STRICT PARALLEL SAFE;
 CREATE TYPE envelope.protected_jsonb (
   INPUT = envelope.protected_jsonb_in, OUTPUT = envelope.protected_jsonb_out,
   RECEIVE = envelope.protected_jsonb_recv, SEND = envelope.protected_jsonb_send,
+  ANALYZE = envelope.protected_jsonb_typanalyze,
   INTERNALLENGTH = VARIABLE, STORAGE = extended, CATEGORY = 'U');
 CREATE TYPE envelope.blind_jsonb;
 CREATE FUNCTION envelope.blind_jsonb_in(cstring, oid, integer) RETURNS envelope.blind_jsonb

@@ -114,12 +114,14 @@ void record_failure(std::int32_t key_id, const std::string& why) {
 void tick() {
   bool installed = false;
   Oid extowner = InvalidOid;
+  bool owner_is_superuser = false;
   std::vector<Due> due;
   std::optional<std::string> failed = in_transaction([&] {
     Oid ext = pg_call([] { return get_extension_oid("pg_envelope", true); });
     if (ext == InvalidOid) return;
     const ext::Objects& o = ext::objects();  // 55000 when the SQL version is not this library's
     extowner = o.extension_owner;
+    owner_is_superuser = pg_call([extowner] { return superuser_arg(extowner); });
     Oid policy = pg_call([&o] { return get_relname_relid("rotation_policy", o.schema); });
     if (policy == InvalidOid) return;
     installed = true;
@@ -140,7 +142,7 @@ void tick() {
   if (!installed || due.empty()) return;
   // As the extension's owner, like SET ROLE (the worker's session user is the
   // bootstrap superuser).
-  pg_call([extowner] { SetCurrentRoleId(extowner, superuser_arg(extowner)); });
+  pg_call([extowner, owner_is_superuser] { SetCurrentRoleId(extowner, owner_is_superuser); });
   for (const Due& d : due) {
     std::optional<std::string> why = in_transaction([&d] {
       OwnerSpi as_admin(/*as_owner=*/false);

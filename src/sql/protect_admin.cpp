@@ -916,6 +916,14 @@ void run_reencryption(RunTx& tx, const ReencryptJob& job) {
   ReencryptPlan plan = plan_reencryption(*spi_now, job);
   const std::string& rel = plan.rel;
   const std::string& key = plan.key_label;
+  // The claim: one transaction at a time checks and takes a column's run (a second
+  // session or worker then sees the first one running: 55006). The table's rows are
+  // counted after the claim commits.
+  {
+    OwnerSpi lock;
+    lock.exec("LOCK TABLE envelope.reencryption IN SHARE ROW EXCLUSIVE MODE", {}, SPI_OK_UTILITY);
+    lock.finish();
+  }
   refuse_if_running(relid, col, rel);
   // Progress: resumed when the last run for this column and target did not finish.
   std::int64_t block = 0, done = 0;
@@ -936,9 +944,6 @@ void run_reencryption(RunTx& tx, const ReencryptJob& job) {
     }
     reg.finish();
     if (!resume) {
-      spi_now->exec(("SELECT pg_catalog.count(*) FROM ONLY " + rel + " WHERE " + plan.qcol + " IS NOT NULL AND " + plan.needs).c_str(),
-               {oid_param(relid), text_param(col), text_param(key)}, SPI_OK_SELECT);
-      std::int64_t total = spi_now->int8_at(0, 1);
       OwnerSpi reg2;
       reg2.exec("INSERT INTO envelope.reencryption (tbl, col, target_key, rows_total, rows_done, next_block, passes, "
                 "pid, started_at) VALUES ($1, $2::pg_catalog.name, NULLIF($3, ''), $4, 0, 0, 0, pg_catalog.pg_backend_pid(), "
@@ -946,11 +951,22 @@ void run_reencryption(RunTx& tx, const ReencryptJob& job) {
                 "rows_total = EXCLUDED.rows_total, rows_done = 0, next_block = 0, passes = 0, pid = EXCLUDED.pid, "
                 "started_at = EXCLUDED.started_at, resumed_at = NULL, rows_at_resume = 0, last_batch_at = NULL, "
                 "finished_at = NULL, error = NULL",
-                {oid_param(relid), text_param(col), text_param(key), {INT8OID, Int64GetDatum(total)}},
+                {oid_param(relid), text_param(col), text_param(key), {INT8OID, Int64GetDatum(0)}},
                 SPI_OK_INSERT);
       reg2.finish();
     }
     spi_commit();
+    if (!resume) {
+      spi_now->exec(("SELECT pg_catalog.count(*) FROM ONLY " + rel + " WHERE " + plan.qcol + " IS NOT NULL AND " + plan.needs).c_str(),
+                    {oid_param(relid), text_param(col), text_param(key)}, SPI_OK_SELECT);
+      std::int64_t total = spi_now->int8_at(0, 1);
+      OwnerSpi reg3;
+      reg3.exec("UPDATE envelope.reencryption SET rows_total = $3 WHERE tbl OPERATOR(pg_catalog.=) $1 "
+                "AND col OPERATOR(pg_catalog.=) $2::pg_catalog.name",
+                {oid_param(relid), text_param(col), {INT8OID, Int64GetDatum(total)}}, SPI_OK_UPDATE);
+      reg3.finish();
+      spi_commit();
+    }
   }
   auto progress = [&](const char* set, std::initializer_list<SpiParam> extra) {
     OwnerSpi reg;
@@ -1087,6 +1103,7 @@ PGENV_FUNCTION(envelope_start_reencryption) {
   std::memcpy(bw.bgw_extra, &w, sizeof w);
   bw.bgw_notify_pid = MyProcPid;
   BackgroundWorkerHandle* handle = nullptr;
+  TimestampTz since = pg_call([] { return GetCurrentTimestamp(); });
   bool ok = pg_call([&bw, &handle] { return RegisterDynamicBackgroundWorker(&bw, &handle); });
   if (!ok)
     throw Error(sqlstate::kConfigurationLimitExceeded, "could not start a re-encryption worker: no background worker slot is free",
@@ -1096,6 +1113,45 @@ PGENV_FUNCTION(envelope_start_reencryption) {
   if (status != BGWH_STARTED)
     throw Error(sqlstate::kObjectNotInPrerequisiteState, "the re-encryption worker did not start",
                 "The server log may say why.");
+  // Returns once the worker has taken the run (so that a second start, a CALL or a
+  // cancel that follows sees it), or has already finished it; an error when it stopped
+  // first. Not in REPEATABLE READ or SERIALIZABLE, whose snapshot would not show it.
+  bool xact_snapshot = pg_call([] { return IsolationUsesXactSnapshot(); });
+  for (int waited_ms = 0; !xact_snapshot; waited_ms += 10) {
+    pid_t now_pid = 0;
+    BgwHandleStatus st = pg_call([handle, &now_pid] { return GetBackgroundWorkerPid(handle, &now_pid); });
+    OwnerSpi reg;
+    reg.exec("SELECT (pid IS NOT DISTINCT FROM $3)::pg_catalog.text, "
+             "(finished_at IS NOT NULL AND COALESCE(resumed_at, started_at) OPERATOR(pg_catalog.>=) $4)::pg_catalog.text, "
+             "COALESCE(error, '') FROM envelope.reencryption "
+             "WHERE tbl OPERATOR(pg_catalog.=) $1 AND col OPERATOR(pg_catalog.=) $2::pg_catalog.name",
+             {oid_param(job.relid), text_param(job.col), {INT4OID, Int32GetDatum(pid)},
+              {TIMESTAMPTZOID, TimestampTzGetDatum(since)}},
+             SPI_OK_SELECT);
+    bool claimed = SPI_processed == 1 && reg.text_at(0, 1) == "true" && st == BGWH_STARTED;
+    bool finished = SPI_processed == 1 && reg.text_at(0, 2) == "true";
+    std::string error = SPI_processed == 1 ? reg.text_at(0, 3) : std::string();
+    reg.finish();
+    if (claimed || finished) break;
+    if (st == BGWH_STOPPED) {
+      refuse_if_running(job.relid, job.col, relation_sql(job.relid));  // 55006: another run took it
+      throw Error(sqlstate::kObjectNotInPrerequisiteState, "the re-encryption worker stopped before it started its run",
+                  error.empty() ? "The server log says why." : "It failed: " + error);
+    }
+    if (waited_ms >= 10000) {
+      pg_call([] {
+        ereport(WARNING, (errmsg("pg_envelope: the re-encryption worker has not started its run yet"),
+                          errhint("It may wait for a lock this transaction holds; envelope.reencryption_progress "
+                                  "shows when it runs.")));
+      });
+      break;
+    }
+    pg_call([] {
+      (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10, PG_WAIT_EXTENSION);
+      ResetLatch(MyLatch);
+      CHECK_FOR_INTERRUPTS();
+    });
+  }
   PG_RETURN_INT32(static_cast<int32>(pid));
 }
 
@@ -1140,9 +1196,7 @@ namespace {
 
 void reencrypt_worker_main(const WorkerJob& w) {
   pg_call([&w] { BackgroundWorkerInitializeConnectionByOid(w.db, w.session_user, 0); });
-  pg_call([&w] {
-    // The role the session had when it started the run (its SET ROLE, checked there).
-    if (w.current_user != w.session_user) SetCurrentRoleId(w.current_user, superuser_arg(w.current_user));
+  pg_call([] {
     pgstat_report_appname("pg_envelope reencrypt");
     SetCurrentStatementStartTimestamp();
     pgstat_report_activity(STATE_RUNNING, "envelope.start_reencryption (background worker)");
@@ -1153,8 +1207,14 @@ void reencrypt_worker_main(const WorkerJob& w) {
   job.pause_ms = w.pause_ms;
   Oid relid = w.relid;
   std::optional<WorkerTx> tx;
+  std::optional<Error> failure;
+  bool interrupted = false;
   try {
     tx.emplace();
+    // The role the session had when it started the run (its SET ROLE, checked there);
+    // in a transaction, for the catalog lookup.
+    if (w.current_user != w.session_user)
+      pg_call([&w] { SetCurrentRoleId(w.current_user, superuser_arg(w.current_user)); });
     char* col = pg_call([relid, &w] { return get_attname(relid, w.col_attnum, false); });
     job.col = col;
     if (w.context_attnum != InvalidAttrNumber)
@@ -1168,30 +1228,38 @@ void reencrypt_worker_main(const WorkerJob& w) {
     tx->end();
     pg_call([] { pgstat_report_activity(STATE_IDLE, nullptr); });
   } catch (const PgError& e) {
-    // Recorded for envelope.reencryption_progress, then raised (the server log has it).
+    // Copied before the abort frees it.
     ErrorData* d = e.data();
-    std::string why = d != nullptr && d->message != nullptr ? d->message : "unknown error";
-    bool interrupted = d != nullptr && (d->sqlerrcode == ERRCODE_QUERY_CANCELED || d->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN);
-    tx.reset();
-    pg_call([] {
-      AbortCurrentTransaction();
-      StartTransactionCommand();
-      PushActiveSnapshot(GetTransactionSnapshot());
-    });
-    if (!job.col.empty()) {
-      OwnerSpi reg;
-      reg.exec("UPDATE envelope.reencryption SET error = $3 WHERE tbl OPERATOR(pg_catalog.=) $1 "
-               "AND col OPERATOR(pg_catalog.=) $2::pg_catalog.name AND finished_at IS NULL",
-               {oid_param(relid), text_param(job.col), text_param(interrupted ? "cancelled" : why)}, SPI_OK_UPDATE);
-      reg.finish();
-    }
-    pg_call([] {
-      PopActiveSnapshot();
-      CommitTransactionCommand();
-    });
-    if (interrupted) return;
-    throw;
+    interrupted = d != nullptr && (d->sqlerrcode == ERRCODE_QUERY_CANCELED || d->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN);
+    failure.emplace(d != nullptr ? unpack_sql_state(d->sqlerrcode) : sqlstate::kInternalError,
+                    d != nullptr && d->message != nullptr ? d->message : "unknown error",
+                    d != nullptr && d->detail != nullptr ? d->detail : "", d != nullptr && d->hint != nullptr ? d->hint : "");
+  } catch (const Error& e) {
+    failure.emplace(e);
   }
+  if (!failure) return;
+  // Recorded for envelope.reencryption_progress, then raised (the server log has it).
+  tx.reset();
+  pg_call([] {
+    AbortCurrentTransaction();
+    StartTransactionCommand();
+    PushActiveSnapshot(GetTransactionSnapshot());
+  });
+  if (!job.col.empty()) {
+    OwnerSpi reg;
+    // Not on the row of another run of the column that is running (a second worker
+    // refused with 55006, say).
+    reg.exec("UPDATE envelope.reencryption SET error = $3 WHERE tbl OPERATOR(pg_catalog.=) $1 "
+             "AND col OPERATOR(pg_catalog.=) $2::pg_catalog.name AND finished_at IS NULL "
+             "AND (pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid() OR NOT envelope.reencryption_running(tbl, col))",
+             {oid_param(relid), text_param(job.col), text_param(interrupted ? "cancelled" : failure->what())}, SPI_OK_UPDATE);
+    reg.finish();
+  }
+  pg_call([] {
+    PopActiveSnapshot();
+    CommitTransactionCommand();
+  });
+  if (!interrupted) throw *failure;
 }
 
 }  // namespace

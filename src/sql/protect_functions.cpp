@@ -12,8 +12,10 @@
 #include "pg/guard.hpp"
 
 extern "C" {
+#include "access/detoast.h"
 #include "access/htup_details.h"
 #include "commands/trigger.h"
+#include "commands/vacuum.h"
 #include "executor/spi.h"
 #include "nodes/supportnodes.h"
 #include "utils/lsyscache.h"
@@ -398,3 +400,88 @@ PGENV_FUNCTION(envelope_is_sealed) {
   struct varlena* holder;
   PG_RETURN_BOOL(is_sealed(datum_bytes(PG_GETARG_DATUM(0), holder)));
 }
+
+// ANALYZE of a protected column. Its statistics come from the blind-index operator
+// class (protected_* is binary-coercible to blind_*), whose comparisons refuse values
+// without a blind index; and a sample may mix values sealed with and without one, or
+// plaintexts not sealed yet. So the standard statistics are computed only when every
+// sampled value is sealed with a blind index; otherwise only the null fraction and the
+// width (no value is compared). The wrapper runs in PostgreSQL's frames: no C++
+// exception, no allocation by C++.
+namespace {
+
+struct AnalyzedType {
+  Oid type;
+  PlainType plain;
+  AnalyzeAttrComputeStatsFunc standard;  // what std_typanalyze chose for the type
+};
+AnalyzedType analyzed_types[3];
+
+const AnalyzedType* analyzed(Oid type) {
+  for (const AnalyzedType& t : analyzed_types)
+    if (t.type == type) return &t;
+  return nullptr;
+}
+
+bool sample_all_blind(VacAttrStats* stats, AnalyzeAttrFetchFunc fetchfunc, int samplerows, int* nulls,
+                      double* width) {
+  const AnalyzedType* t = analyzed(stats->attrtypid);
+  PlainType type = t != nullptr ? t->plain : PlainType::kText;
+  bool all = true;
+  *nulls = 0;
+  *width = 0;
+  for (int i = 0; i < samplerows; ++i) {
+    vacuum_delay_point();
+    bool isnull = false;
+    Datum d = fetchfunc(stats, i, &isnull);
+    if (isnull) {
+      ++*nulls;
+      continue;
+    }
+    *width += static_cast<double>(toast_raw_datum_size(d));
+    if (!all) continue;
+    struct varlena* raw = reinterpret_cast<struct varlena*>(DatumGetPointer(d));
+    struct varlena* v = pg_detoast_datum_packed(raw);
+    ByteView bytes{reinterpret_cast<const std::uint8_t*>(VARDATA_ANY(v)), VARSIZE_ANY_EXHDR(v)};
+    std::uint32_t pid = 0;
+    ByteView blind;
+    if (!is_sealed(bytes) || !sealed_blind(bytes, type, pid, blind) || blind.empty()) all = false;
+    if (v != raw) pfree(v);
+  }
+  return all;
+}
+
+extern "C" void protected_compute_stats(VacAttrStats* stats, AnalyzeAttrFetchFunc fetchfunc, int samplerows,
+                                        double totalrows) {
+  int nulls = 0;
+  double width = 0;
+  const AnalyzedType* t = analyzed(stats->attrtypid);
+  if (sample_all_blind(stats, fetchfunc, samplerows, &nulls, &width) && t != nullptr && t->standard != nullptr) {
+    t->standard(stats, fetchfunc, samplerows, totalrows);
+    return;
+  }
+  int nonnull = samplerows - nulls;
+  stats->stats_valid = true;
+  stats->stanullfrac = samplerows > 0 ? static_cast<float4>(nulls) / static_cast<float4>(samplerows) : 0;
+  stats->stawidth = nonnull > 0 ? static_cast<int32>(width / nonnull) : 0;
+  stats->stadistinct = 0.0;  // unknown
+}
+
+Datum protected_typanalyze(FunctionCallInfo fcinfo, PlainType plain) {
+  auto* stats = reinterpret_cast<VacAttrStats*>(PG_GETARG_POINTER(0));
+  bool ok = pg_call([stats] { return std_typanalyze(stats); });
+  if (!ok) PG_RETURN_BOOL(false);
+  for (AnalyzedType& t : analyzed_types)
+    if (t.type == InvalidOid || t.type == stats->attrtypid) {
+      t = {stats->attrtypid, plain, stats->compute_stats};
+      break;
+    }
+  stats->compute_stats = protected_compute_stats;
+  PG_RETURN_BOOL(true);
+}
+
+}  // namespace
+
+PGENV_FUNCTION(envelope_protected_text_typanalyze) { return protected_typanalyze(fcinfo, PlainType::kText); }
+PGENV_FUNCTION(envelope_protected_bytea_typanalyze) { return protected_typanalyze(fcinfo, PlainType::kBytea); }
+PGENV_FUNCTION(envelope_protected_jsonb_typanalyze) { return protected_typanalyze(fcinfo, PlainType::kJsonb); }

@@ -362,6 +362,10 @@ def protected_column_calls(t: str) -> list[tuple[str, str, tuple, set]]:
          f"CALL envelope.seal_rows(CAST('{t}' AS pg_catalog.regclass), CAST('email' AS pg_catalog.name), 1, 0, true); "
          f"CALL envelope.seal_rows(CAST('{t}' AS pg_catalog.regclass), CAST('body' AS pg_catalog.name)); "
          f"CALL envelope.seal_rows(CAST('{t}' AS pg_catalog.regclass), CAST('blob' AS pg_catalog.name))", (), set()),
+        # ANALYZE of the table calls each protected type's typanalyze.
+        ("envelope.protected_text_typanalyze(internal)", f"ANALYZE {t}", (), set()),
+        ("envelope.protected_bytea_typanalyze(internal)", f"ANALYZE {t} (blob)", (), set()),
+        ("envelope.protected_jsonb_typanalyze(internal)", f"ANALYZE {t} (body)", (), set()),
         ("envelope.protect_row()",
          f"INSERT INTO {t} VALUES (2, 1, CAST('b@example.org' AS {text}), CAST('[2]' AS {jsonb}), CAST('\\x02' AS {bytea})) "
          f"ON CONFLICT (email) DO UPDATE SET email = EXCLUDED.email; "
