@@ -45,6 +45,11 @@ PGENV_FUNCTION(envelope_encrypted_out) {
   auto* v = static_cast<struct varlena*>(pg_call([fcinfo] { return PG_DETOAST_DATUM_PACKED(PG_GETARG_DATUM(0)); }));
   ByteView bytes(reinterpret_cast<const std::uint8_t*>(VARDATA_ANY(v)), VARSIZE_ANY_EXHDR(v));
   std::size_t n = text_form_length(bytes.size());
+  if (!AllocSizeIsValid(n + 1))
+    throw Error(sqlstate::kProgramLimitExceeded, "the text form of this encrypted value is too large",
+                "Its base64 text form would exceed 1 GB; values over about 768 MB have no text form.",
+                "Read it in binary (COPY ... (FORMAT binary), or a client using the binary protocol). pg_dump "
+                "copies in text and cannot dump such a row: store large objects in chunks of a few MB.");
   char* out = static_cast<char*>(pg_alloc(n + 1));
   write_text_form(bytes, out);
   out[n] = '\0';
