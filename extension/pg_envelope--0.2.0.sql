@@ -872,12 +872,12 @@ CREATE FUNCTION envelope.key_usage_reset() RETURNS void
 -- Per key and DEK version of this database, since the server started (or
 -- key_usage_reset()): values encrypted, decrypted, refused (no privilege), withheld (a
 -- protected column read as ciphertext), failed authentication, and the last use.
--- values_referencing: not tracked yet (NULL).
+-- How many values reference a version is counted by a scan: envelope.key_columns().
 CREATE VIEW envelope.key_usage AS
   SELECT k.name AS key_name, d.version, d.state AS version_state,
          COALESCE(u.encrypts, 0) AS encrypts, COALESCE(u.decrypts, 0) AS decrypts,
          COALESCE(u.denials, 0) AS denials, COALESCE(u.withheld, 0) AS withheld,
-         COALESCE(u.failures, 0) AS failures, u.last_used, NULL::bigint AS values_referencing
+         COALESCE(u.failures, 0) AS failures, u.last_used
     FROM envelope.data_key d
     JOIN envelope.key k ON k.key_id OPERATOR(pg_catalog.=) d.key_id
     LEFT JOIN envelope.key_usage_counts() u ON u.key_id OPERATOR(pg_catalog.=) d.key_id

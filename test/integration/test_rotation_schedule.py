@@ -155,8 +155,9 @@ def test_rewrap_and_reencrypt_after_rotation(pg):
         pg.sql("SELECT envelope.set_rotation_policy('k_vault', '2 seconds', reencrypt => true, rewrap => true)", dbname=DB)
 
         wait_for("the scheduled rotation", lambda: version(pg, "k_vault") >= 2)
-        wait_for("the background re-encryption", lambda: pg.scalar(
-            "SELECT phase FROM envelope.reencryption_progress WHERE relation = 'p'::regclass", dbname=DB) == "done",
+        # The run starts after the rotation commits: its row may not be there yet.
+        wait_for("the background re-encryption", lambda: pg.sql(
+            "SELECT phase FROM envelope.reencryption_progress WHERE relation = 'p'::regclass", dbname=DB) == [("done",)],
             timeout=30)
         pg.sql("SELECT envelope.clear_rotation_policy('k_vault')", dbname=DB)
         current = version(pg, "k_vault")
