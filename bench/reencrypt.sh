@@ -13,7 +13,8 @@
 #   (c) the same batched UPDATE of the text column p (SET p = reverse(p)): no crypto;
 #   then (a) and (b) again while a pgbench OLTP load runs on the same table (pgbench -n
 #   -c BENCH_CLIENTS -M prepared: per transaction an UPDATE of n by pk and a SELECT
-#   decrypting c by pk), and (a) throttled with pause_ms => BENCH_PAUSE under the same load. Prints rows/s, the ratios (a)/(b) and (a)/(c), and the OLTP
+#   decrypting c by pk), (a) throttled with pause_ms => BENCH_PAUSE under the same load, and (a) in a
+#   background worker (start_reencryption) under it. Prints rows/s, the ratios (a)/(b) and (a)/(c), and the OLTP
 #   tx/s alone and while (a) or (b) runs. (b) and (c) count the rows their UPDATEs wrote:
 #   a row a batch moves into a later block of the same scan is written twice; under OLTP,
 #   (b) misses rows the load moved behind its scan (printed as "left on an old version"). Issue 13's goals: (a) with OLTP >= 50% of the
@@ -182,6 +183,22 @@ INSERT INTO bench.r (id, c, p)
     FROM (SELECT g, envelope.encrypt_field(bench.val(g), 'bench', g::text) AS e
             FROM generate_series(1, :N) g) s;
 CREATE SEQUENCE bench.oltp_seq;
+-- (w): the same re-encryption in a background worker (envelope.start_reencryption),
+-- waited for by polling its progress.
+CREATE PROCEDURE bench.background(batch integer) LANGUAGE plpgsql AS $$
+DECLARE
+  ph text;
+BEGIN
+  PERFORM envelope.start_reencryption('bench.r', 'c', context_column => 'id', batch_blocks => batch);
+  COMMIT;
+  LOOP
+    PERFORM pg_sleep(0.05);
+    SELECT phase INTO ph FROM envelope.reencryption_progress
+     WHERE relation = 'bench.r'::regclass AND column_name = 'c';
+    COMMIT;
+    EXIT WHEN ph IS DISTINCT FROM 'running';
+  END LOOP;
+END $$;
 CREATE TABLE bench.result (label text PRIMARY KEY, rows bigint, seconds double precision,
                            oltp_alone_tps double precision, oltp_during_tps double precision,
                            oltp_before_tps double precision, oltp_after_tps double precision,
@@ -256,11 +273,12 @@ measure() {
   case $kind in
     a) stmt="CALL envelope.reencrypt('bench.r', 'c', context_column => 'id', batch_blocks => $BATCH)";;
     t) stmt="CALL envelope.reencrypt('bench.r', 'c', context_column => 'id', batch_blocks => $BATCH, pause_ms => $PAUSE)";;
+    w) stmt="CALL bench.background($BATCH)";;
     b) stmt="CALL bench.batched('crypto', $BATCH, NULL)";;
     c) stmt="CALL bench.batched('plain', $BATCH, NULL)";;
   esac
   local is_a=false
-  [[ $kind == a || $kind == t ]] && is_a=true
+  [[ $kind == a || $kind == t || $kind == w ]] && is_a=true
   psql_app -v label="$label" -v loaded="$loaded" -v DUR="$DUR" -v stmt="$stmt" -v is_a="$is_a" <<'SQL'
 SET client_min_messages = warning;
 \if :loaded
@@ -318,7 +336,7 @@ UPDATE bench.result SET ok =
       AND count(*) FILTER (WHERE left(p, 74) IS DISTINCT FROM bench.val(id)
                              AND left(reverse(p), 74) IS DISTINCT FROM bench.val(id)) = 0
      FROM bench.r) AND :failed = 0 AND rows IS NOT NULL
-     AND (:'kind' NOT IN ('a', 't') OR left_old = 0) AND (:'label' <> 'b' OR left_old = 0)
+     AND (:'kind' NOT IN ('a', 't', 'w') OR left_old = 0) AND (:'label' <> 'b' OR left_old = 0)
  WHERE label = :'label';
 SQL
   psql_app -At -v label="$label" <<'SQL'
@@ -343,6 +361,7 @@ measure a
 measure a_oltp
 measure b_oltp
 measure t_oltp
+measure w_oltp
 echo "  runs done in $(( $(date +%s) - T0 )) s; load avg $(loadavg)"
 
 echo
@@ -377,6 +396,13 @@ SELECT format('throttled (pause_ms=%s) with OLTP: %s rows/s = %s of (b) with OLT
               round(t.oltp_alone_tps), round(t.oltp_during_tps),
               round((100 * (t.oltp_during_tps / t.oltp_alone_tps - 1))::numeric, 1))
   FROM bench.result t, bench.result b WHERE t.label = 't_oltp' AND b.label = 'b_oltp'
+UNION ALL
+SELECT format('background worker with OLTP: %s rows/s = %s of (b) with OLTP; OLTP tx/s alone %s, during %s (%s%%)',
+              round(w.rows / w.seconds),
+              round(((w.rows / w.seconds) / (b.rows / b.seconds))::numeric, 2),
+              round(w.oltp_alone_tps), round(w.oltp_during_tps),
+              round((100 * (w.oltp_during_tps / w.oltp_alone_tps - 1))::numeric, 1))
+  FROM bench.result w, bench.result b WHERE w.label = 'w_oltp' AND b.label = 'b_oltp'
 UNION ALL
 SELECT format('sanity checks: %s of %s runs passed', count(*) FILTER (WHERE ok), count(*)) FROM bench.result;
 SQL

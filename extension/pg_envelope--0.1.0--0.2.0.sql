@@ -751,6 +751,7 @@ CREATE TABLE envelope.reencryption (
   last_batch_at timestamptz,
   finished_at   timestamptz,
   error         text,          -- why a background run stopped ('cancelled', or its error)
+  context_column name,         -- the run's context_column (a scheduled re-encryption reuses it)
   PRIMARY KEY (tbl, col)
 );
 REVOKE ALL ON envelope.reencryption FROM PUBLIC;

@@ -96,12 +96,15 @@ struct Due {
   bool rewrap;
 };
 
-void record_failure(std::int32_t key_id, const std::string& why) {
+// `retry`: the rotation itself failed, so it is tried again soon; otherwise (the
+// re-encryption after a rotation) the next rotation stays when the policy says.
+void record_failure(std::int32_t key_id, const std::string& why, bool retry = true) {
   (void)in_transaction([&] {
     OwnerSpi spi;
-    spi.exec("UPDATE envelope.rotation_policy SET last_run_at = pg_catalog.now(), last_error = $2, "
-             "next_rotation_at = pg_catalog.now() OPERATOR(pg_catalog.+) LEAST(rotate_every, '10 minutes'::pg_catalog.interval) "
-             "WHERE key_id OPERATOR(pg_catalog.=) $1",
+    spi.exec(retry ? "UPDATE envelope.rotation_policy SET last_run_at = pg_catalog.now(), last_error = $2, "
+                     "next_rotation_at = pg_catalog.now() OPERATOR(pg_catalog.+) "
+                     "LEAST(rotate_every, '10 minutes'::pg_catalog.interval) WHERE key_id OPERATOR(pg_catalog.=) $1"
+                   : "UPDATE envelope.rotation_policy SET last_error = $2 WHERE key_id OPERATOR(pg_catalog.=) $1",
              {int4_param(static_cast<std::uint32_t>(key_id)), text_param(why)}, SPI_OK_UPDATE);
     spi.finish();
   });
@@ -161,32 +164,60 @@ void tick() {
       continue;
     }
     if (!d.reencrypt) continue;
-    // The key's protected columns carry their own binding: each gets a background
-    // re-encryption (as the extension's owner, who needs UPDATE on the table).
-    std::vector<std::pair<std::string, std::string>> columns;
-    why = in_transaction([&d, &columns] {
+    // Every column holding the key's values gets a background re-encryption (as the
+    // extension's owner, who needs UPDATE on the table): a protected column brings its
+    // own binding; an encrypted_* column is re-encrypted with the context_column of its
+    // last run by hand (CALL envelope.reencrypt or start_reencryption), and skipped,
+    // with last_error saying so, when it never had one.
+    struct Target {
+      std::string rel, col, context;
+      bool known;
+    };
+    std::vector<Target> targets;
+    why = in_transaction([&d, &targets] {
       OwnerSpi as_admin(/*as_owner=*/false);
-      as_admin.exec("SELECT DISTINCT kc.relation::pg_catalog.oid::pg_catalog.text, kc.column_name::pg_catalog.text "
+      as_admin.exec("SELECT DISTINCT kc.relation::pg_catalog.oid::pg_catalog.text, kc.column_name::pg_catalog.text, "
+                    "(t.typname OPERATOR(pg_catalog.~~) 'protected\\_%')::pg_catalog.text "
                     "FROM envelope.key_columns($1) kc "
                     "JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) kc.relation "
                     "AND a.attname OPERATOR(pg_catalog.=) kc.column_name "
-                    "JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid "
-                    "WHERE t.typname OPERATOR(pg_catalog.~~) 'protected\\_%'",
+                    "JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid",
                     {text_param(d.name)}, SPI_OK_SELECT);
-      for (std::uint64_t i = 0; i < SPI_processed; ++i) columns.emplace_back(as_admin.text_at(i, 1), as_admin.text_at(i, 2));
+      for (std::uint64_t i = 0; i < SPI_processed; ++i)
+        targets.push_back({as_admin.text_at(i, 1), as_admin.text_at(i, 2), "", as_admin.text_at(i, 3) == "true"});
       as_admin.finish();
+      OwnerSpi spi;
+      for (Target& t : targets) {
+        if (t.known) continue;
+        spi.exec("SELECT COALESCE(context_column::pg_catalog.text, '') FROM envelope.reencryption "
+                 "WHERE tbl OPERATOR(pg_catalog.=) $1::pg_catalog.oid AND col OPERATOR(pg_catalog.=) $2::pg_catalog.name "
+                 "AND target_key IS NULL",
+                 {text_param(t.rel), text_param(t.col)}, SPI_OK_SELECT);
+        if (SPI_processed == 1) {
+          t.known = true;
+          t.context = spi.text_at(0, 1);
+        }
+      }
+      spi.finish();
     });
-    for (const auto& [rel, col] : columns) {
+    std::string skipped;
+    for (const Target& t : targets) {
       if (why) break;
-      why = in_transaction([&rel, &col] {
+      if (!t.known) {
+        skipped += (skipped.empty() ? "" : ", ") + t.col + " of relation " + t.rel;
+        continue;
+      }
+      why = in_transaction([&t] {
         OwnerSpi as_admin(/*as_owner=*/false);
-        as_admin.exec("SELECT envelope.start_reencryption($1::pg_catalog.oid::pg_catalog.regclass, $2::pg_catalog.name)"
-                      "::pg_catalog.text",
-                      {text_param(rel), text_param(col)}, SPI_OK_SELECT);
+        as_admin.exec("SELECT envelope.start_reencryption($1::pg_catalog.oid::pg_catalog.regclass, $2::pg_catalog.name, "
+                      "NULLIF($3, '')::pg_catalog.name)::pg_catalog.text",
+                      {text_param(t.rel), text_param(t.col), text_param(t.context)}, SPI_OK_SELECT);
         as_admin.finish();
       });
     }
-    if (why) record_failure(d.key_id, "re-encryption after rotation: " + *why);
+    if (!why && !skipped.empty())
+      why = "not re-encrypted (never re-encrypted by hand, so its context_column is unknown): column " + skipped;
+    if (why) record_failure(d.key_id, "re-encryption after rotation: " + *why, /*retry=*/false);
   }
   pg_call([] { SetCurrentRoleId(InvalidOid, false); });
 }

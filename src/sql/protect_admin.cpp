@@ -916,57 +916,64 @@ void run_reencryption(RunTx& tx, const ReencryptJob& job) {
   ReencryptPlan plan = plan_reencryption(*spi_now, job);
   const std::string& rel = plan.rel;
   const std::string& key = plan.key_label;
+  // Progress: resumed when the last run for this column and target did not finish.
+  const char* kResumable =
+      "SELECT next_block, rows_done FROM envelope.reencryption WHERE tbl OPERATOR(pg_catalog.=) $1 "
+      "AND col OPERATOR(pg_catalog.=) $2::pg_catalog.name AND target_key IS NOT DISTINCT FROM NULLIF($3, '') "
+      "AND finished_at IS NULL";
+  auto resumable = [&] {
+    OwnerSpi reg;
+    reg.exec(kResumable, {oid_param(relid), text_param(col), text_param(key)}, SPI_OK_SELECT);
+    bool found = SPI_processed == 1;
+    reg.finish();
+    return found;
+  };
+  auto count_rows = [&] {
+    spi_now->exec(("SELECT pg_catalog.count(*) FROM ONLY " + rel + " WHERE " + plan.qcol + " IS NOT NULL AND " + plan.needs).c_str(),
+                  {oid_param(relid), text_param(col), text_param(key)}, SPI_OK_SELECT);
+    return spi_now->int8_at(0, 1);
+  };
+  // A new run counts the rows to do before it takes the run (the count may take a while).
+  std::optional<std::int64_t> total;
+  if (!resumable()) total = count_rows();
   // The claim: one transaction at a time checks and takes a column's run (a second
-  // session or worker then sees the first one running: 55006). The table's rows are
-  // counted after the claim commits.
+  // session or worker then sees the first one running: 55006).
   {
     OwnerSpi lock;
     lock.exec("LOCK TABLE envelope.reencryption IN SHARE ROW EXCLUSIVE MODE", {}, SPI_OK_UTILITY);
     lock.finish();
   }
   refuse_if_running(relid, col, rel);
-  // Progress: resumed when the last run for this column and target did not finish.
   std::int64_t block = 0, done = 0;
   {
     OwnerSpi reg;
-    reg.exec("SELECT next_block, rows_done FROM envelope.reencryption WHERE tbl OPERATOR(pg_catalog.=) $1 "
-             "AND col OPERATOR(pg_catalog.=) $2::pg_catalog.name AND target_key IS NOT DISTINCT FROM NULLIF($3, '') "
-             "AND finished_at IS NULL",
-             {oid_param(relid), text_param(col), text_param(key)}, SPI_OK_SELECT);
+    reg.exec(kResumable, {oid_param(relid), text_param(col), text_param(key)}, SPI_OK_SELECT);
     bool resume = SPI_processed == 1;
     if (resume) {
       block = reg.int8_at(0, 1);
       done = reg.int8_at(0, 2);
       reg.exec("UPDATE envelope.reencryption SET pid = pg_catalog.pg_backend_pid(), resumed_at = pg_catalog.now(), "
-               "rows_at_resume = rows_done, error = NULL "
+               "rows_at_resume = rows_done, error = NULL, context_column = NULLIF($3, '')::pg_catalog.name "
                "WHERE tbl OPERATOR(pg_catalog.=) $1 AND col OPERATOR(pg_catalog.=) $2::pg_catalog.name",
-               {oid_param(relid), text_param(col)}, SPI_OK_UPDATE);
+               {oid_param(relid), text_param(col), text_param(job.context_col.value_or(""))}, SPI_OK_UPDATE);
     }
     reg.finish();
     if (!resume) {
+      if (!total) total = count_rows();  // the run it would have resumed finished meanwhile
       OwnerSpi reg2;
       reg2.exec("INSERT INTO envelope.reencryption (tbl, col, target_key, rows_total, rows_done, next_block, passes, "
-                "pid, started_at) VALUES ($1, $2::pg_catalog.name, NULLIF($3, ''), $4, 0, 0, 0, pg_catalog.pg_backend_pid(), "
-                "pg_catalog.now()) ON CONFLICT (tbl, col) DO UPDATE SET target_key = EXCLUDED.target_key, "
+                "pid, started_at, context_column) VALUES ($1, $2::pg_catalog.name, NULLIF($3, ''), $4, 0, 0, 0, "
+                "pg_catalog.pg_backend_pid(), pg_catalog.now(), NULLIF($5, '')::pg_catalog.name) "
+                "ON CONFLICT (tbl, col) DO UPDATE SET target_key = EXCLUDED.target_key, "
                 "rows_total = EXCLUDED.rows_total, rows_done = 0, next_block = 0, passes = 0, pid = EXCLUDED.pid, "
                 "started_at = EXCLUDED.started_at, resumed_at = NULL, rows_at_resume = 0, last_batch_at = NULL, "
-                "finished_at = NULL, error = NULL",
-                {oid_param(relid), text_param(col), text_param(key), {INT8OID, Int64GetDatum(0)}},
+                "finished_at = NULL, error = NULL, context_column = EXCLUDED.context_column",
+                {oid_param(relid), text_param(col), text_param(key), {INT8OID, Int64GetDatum(*total)},
+                 text_param(job.context_col.value_or(""))},
                 SPI_OK_INSERT);
       reg2.finish();
     }
     spi_commit();
-    if (!resume) {
-      spi_now->exec(("SELECT pg_catalog.count(*) FROM ONLY " + rel + " WHERE " + plan.qcol + " IS NOT NULL AND " + plan.needs).c_str(),
-                    {oid_param(relid), text_param(col), text_param(key)}, SPI_OK_SELECT);
-      std::int64_t total = spi_now->int8_at(0, 1);
-      OwnerSpi reg3;
-      reg3.exec("UPDATE envelope.reencryption SET rows_total = $3 WHERE tbl OPERATOR(pg_catalog.=) $1 "
-                "AND col OPERATOR(pg_catalog.=) $2::pg_catalog.name",
-                {oid_param(relid), text_param(col), {INT8OID, Int64GetDatum(total)}}, SPI_OK_UPDATE);
-      reg3.finish();
-      spi_commit();
-    }
   }
   auto progress = [&](const char* set, std::initializer_list<SpiParam> extra) {
     OwnerSpi reg;
@@ -997,7 +1004,9 @@ void run_reencryption(RunTx& tx, const ReencryptJob& job) {
                {{INT8OID, Int64GetDatum(block)}, {INT8OID, Int64GetDatum(done)}, {INT4OID, Int32GetDatum(pass)}});
       spi_commit();
       pg_call([] { CHECK_FOR_INTERRUPTS(); });
-      if (job.pause_ms > 0) {
+      // The throttle yields after a batch that wrote rows (a later pass walks blocks
+      // whose rows are done; it has nothing to yield).
+      if (job.pause_ms > 0 && n > 0) {
         int ms = job.pause_ms;
         pg_call([ms] {
           (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, ms, PG_WAIT_EXTENSION);

@@ -78,6 +78,8 @@ def pg(cluster_factory) -> Cluster:
         cluster.sql(f"CREATE ROLE {role} LOGIN")
     cluster.sql(f"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA envelope TO {ADMIN}, {APP}, {NOBODY}", dbname=DB)
     cluster.sql(f"GRANT SELECT ON envelope.rotation_schedule TO {ADMIN}", dbname=DB)
+    cluster.sql("GRANT EXECUTE ON PROCEDURE envelope.reencrypt(regclass, name, name, text, integer, integer) "
+                f"TO {APP}", dbname=DB)
     cluster.sql(f"GRANT CREATE ON SCHEMA public TO {APP}", dbname=DB)
     # The databases exist now: the scheduler's next start finds them at once.
     cluster.restart()
@@ -145,6 +147,13 @@ def test_rewrap_and_reencrypt_after_rotation(pg):
         pg.sql("CREATE TABLE p (id int PRIMARY KEY, email text)", dbname=DB, user=APP)
         pg.sql("SELECT envelope.protect_column('p', 'email', 'k_vault', context_column => 'id')", dbname=DB, user=APP)
         pg.sql("INSERT INTO p SELECT g, 'user' || g || '@example.org' FROM generate_series(1, 300) g", dbname=DB, user=APP)
+        # encrypted_text columns: e was re-encrypted once by hand (its context_column is
+        # known), n never was (it is reported, not guessed).
+        pg.sql("CREATE TABLE e (id int PRIMARY KEY, v envelope.encrypted_text, n envelope.encrypted_text)",
+               dbname=DB, user=APP)
+        pg.sql("INSERT INTO e SELECT g, envelope.encrypt_field('e' || g, 'k_vault', g::text), "
+               "envelope.encrypt_field('n' || g, 'k_vault') FROM generate_series(1, 200) g", dbname=DB, user=APP)
+        pg.sql("CALL envelope.reencrypt('e', 'v', context_column => 'id')", dbname=DB, user=APP)
         # The table's owner lets the extension's owner (the scheduler acts as it) update it.
         owner = pg.scalar("SELECT extowner::regrole::text FROM pg_extension WHERE extname = 'pg_envelope'", dbname=DB)
         wrapped = pg.sql("SELECT wrapped FROM envelope.data_key d JOIN envelope.key k USING (key_id) "
@@ -159,6 +168,12 @@ def test_rewrap_and_reencrypt_after_rotation(pg):
         wait_for("the background re-encryption", lambda: pg.sql(
             "SELECT phase FROM envelope.reencryption_progress WHERE relation = 'p'::regclass", dbname=DB) == [("done",)],
             timeout=30)
+        wait_for("the encrypted_text column's re-encryption", lambda: pg.sql(
+            "SELECT phase, rows_done FROM envelope.reencryption_progress WHERE relation = 'e'::regclass "
+            "AND column_name = 'v' AND started_at > (SELECT last_rotated_at FROM envelope.rotation_schedule "
+            "WHERE key_name = 'k_vault')", dbname=DB) == [("done", 200)], timeout=30)
+        err = schedule(pg, "k_vault")["last_error"]
+        assert err is not None and "never re-encrypted by hand" in err and "column n of relation" in err, err
         pg.sql("SELECT envelope.clear_rotation_policy('k_vault')", dbname=DB)
         current = version(pg, "k_vault")
         # Every DEK re-wrapped under the KEK's version 2 (a rewrap call per DEK version).
@@ -172,6 +187,12 @@ def test_rewrap_and_reencrypt_after_rotation(pg):
         assert off == 0
         rows = dict(pg.sql("SELECT id, email FROM p", dbname=DB, user=APP))
         assert rows == {i: f"user{i}@example.org" for i in range(1, 301)}
+        # e.v moved to the new version with its context; e.n stayed where it was.
+        assert pg.scalar("SELECT count(*) FROM e WHERE envelope.key_version_of(v, 'k_vault') < 2", dbname=DB) == 0
+        assert pg.scalar("SELECT count(*) FROM e WHERE envelope.key_version_of(n, 'k_vault') = 1", dbname=DB) == 200
+        bad = pg.scalar("SELECT count(*) FROM e WHERE envelope.decrypt_field(v, id::text) <> 'e' || id "
+                        "OR envelope.decrypt_field(n) <> 'n' || id", dbname=DB, user=APP)
+        assert bad == 0
         assert owner  # the scheduler acted as this role (a superuser here)
         assert schedule(pg, "k_vault") == {}
     finally:
