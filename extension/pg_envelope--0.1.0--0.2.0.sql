@@ -905,18 +905,22 @@ CREATE TABLE envelope.rotation_policy (
   key_id           integer PRIMARY KEY REFERENCES envelope.key (key_id) ON DELETE CASCADE,
   rotate_every     interval NOT NULL,
   reencrypt        boolean NOT NULL DEFAULT false,  -- re-encrypt the key's protected columns afterwards
-  rewrap           boolean NOT NULL DEFAULT false,  -- re-wrap its DEKs under the KEK's current version
+  rewrap           boolean NOT NULL DEFAULT false,  -- re-wrap its DEKs when the KMS reports a new KEK version
   next_rotation_at timestamptz NOT NULL,
   last_rotated_at  timestamptz,
   last_run_at      timestamptz,
   last_error       text,
-  set_by           oid NOT NULL
+  set_by           oid NOT NULL,
+  kek_checked_at   timestamptz,  -- when the scheduler last asked the KMS (rewrap)
+  kek_version      text,         -- the KEK version it reported
+  last_rewrapped_at timestamptz  -- when the scheduler last re-wrapped the key's DEKs
 );
 SELECT pg_catalog.pg_extension_config_dump('envelope.rotation_policy', '');
 REVOKE ALL ON envelope.rotation_policy FROM PUBLIC;
 CREATE VIEW envelope.rotation_schedule AS
   SELECT k.name AS key_name, k.current_version, p.rotate_every, p.reencrypt, p.rewrap, p.last_rotated_at,
-         p.next_rotation_at, p.last_run_at, p.last_error, p.set_by::pg_catalog.regrole AS set_by
+         p.next_rotation_at, p.last_run_at, p.last_error, p.set_by::pg_catalog.regrole AS set_by,
+         p.kek_version, p.kek_checked_at, p.last_rewrapped_at
     FROM envelope.rotation_policy p JOIN envelope.key k ON k.key_id OPERATOR(pg_catalog.=) p.key_id;
 REVOKE ALL ON envelope.rotation_schedule FROM PUBLIC;
 GRANT SELECT ON envelope.rotation_schedule TO @extowner@ WITH GRANT OPTION;
@@ -930,3 +934,17 @@ REVOKE ALL ON FUNCTION envelope.set_rotation_policy(text, interval, boolean, boo
 GRANT EXECUTE ON FUNCTION envelope.set_rotation_policy(text, interval, boolean, boolean),
   envelope.clear_rotation_policy(text) TO @extowner@ WITH GRANT OPTION;
 ALTER TABLE envelope.key ADD COLUMN destroyed_filenode oid;  -- envelope.data_key's file when the key was destroyed
+
+-- KEK versions: when each DEK was last wrapped, which envelope.kek_status() compares
+-- with the time the KMS made its KEK's current version (AWS, GCP: their ciphertexts do
+-- not name it). DEKs from before have their creation time (at worst one extra rewrap).
+ALTER TABLE envelope.data_key ADD COLUMN wrapped_at timestamptz;
+UPDATE envelope.data_key SET wrapped_at = created_at;
+ALTER TABLE envelope.data_key ALTER COLUMN wrapped_at SET DEFAULT pg_catalog.now(),
+  ALTER COLUMN wrapped_at SET NOT NULL;
+CREATE FUNCTION envelope.kek_status(key text, OUT kms text, OUT kek text, OUT kek_version text,
+    OUT kek_version_created timestamptz, OUT data_keys integer, OUT data_keys_behind integer,
+    OUT versions_behind integer[]) RETURNS record
+  AS 'MODULE_PATHNAME', 'envelope_kek_status' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION envelope.kek_status(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION envelope.kek_status(text) TO @extowner@ WITH GRANT OPTION;

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -29,6 +30,13 @@ struct DekBinding {
 struct GeneratedDek {
   SecureBytes plaintext;  // 32 bytes
   Bytes wrapped;
+};
+
+// A KEK's current version, as the KMS reports it.
+struct KekVersion {
+  std::string version;          // the KMS's name for it (Vault "3", GCP "3", Azure's 32 hex digits,
+                                // AWS: 1 + the number of rotations of the key's material)
+  std::int64_t since_us = 0;  // when it was created (Unix microseconds); 0: no older version exists
 };
 
 class KmsProvider {
@@ -55,7 +63,26 @@ class KmsProvider {
   // with a server-side re-encrypt override it so the DEK never leaves the KMS.
   virtual Bytes rewrap(std::string_view old_kek, std::string_view new_kek, const DekBinding& binding,
                        ByteView wrapped);
+
+  // Asks the KMS for the KEK's current version (one or two calls). nullopt: the
+  // provider has no KEK versions (the local master key).
+  virtual std::optional<KekVersion> current_kek_version(std::string_view kek);
+
+  // The KEK version a wrapped DEK was wrapped under, when its wrapped form names it
+  // (Vault's "vault:vN:", Azure's kid); empty when it does not (AWS and GCP
+  // ciphertexts are opaque: callers compare the time of the wrap with since_us).
+  virtual std::string wrapped_kek_version(std::string_view kek, ByteView wrapped) const;
 };
+
+// Whether a DEK wrapped under `wrapped_version` (empty: unknown) at `wrapped_at_us`
+// is behind the KEK's current version: by version where the wrapped form names one,
+// else by time (wrapped before the current version was created).
+bool dek_behind_kek(const KekVersion& current, std::string_view wrapped_version, std::int64_t wrapped_at_us) noexcept;
+
+// Parses an RFC 3339 timestamp ("2026-12-03T10:00:00.123456789Z", a fraction and a
+// numeric offset allowed) into Unix microseconds (digits past them dropped); false
+// when malformed.
+bool parse_rfc3339(std::string_view text, std::int64_t& unix_us) noexcept;
 
 // Where the local master key came from and whether it loaded; the reason is kept so
 // every later call can report it (the key is read once, in the postmaster).

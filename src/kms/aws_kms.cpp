@@ -120,6 +120,40 @@ SecureBytes plaintext(const json& out, const std::string& kms) {
   return payload;
 }
 
+std::string describe_key_arn(const json& out, const std::string& kms) {
+  auto md = out.is_object() ? out.find("KeyMetadata") : out.end();
+  if (md != out.end() && md->is_object())
+    if (auto it = md->find("Arn"); it != md->end() && it->is_string()) {
+      const auto& s = it->get_ref<const SecureStdString&>();
+      if (s.rfind("arn:", 0) == 0 && s.size() <= 2048) return std::string(s.data(), s.size());
+    }
+  fail(FailureKind::kBadRequest, kms, "DescribeKey", "malformed response", "The response has no KeyMetadata.Arn.");
+}
+
+std::string key_rotations_page(const json& out, const std::string& kms, std::uint64_t& count, std::int64_t& latest) {
+  auto bad = [&kms](const char* what) {
+    fail(FailureKind::kBadRequest, kms, "ListKeyRotations", "malformed response", what);
+  };
+  auto rot = out.is_object() ? out.find("Rotations") : out.end();
+  if (rot == out.end() || !rot->is_array()) bad("The response has no Rotations.");
+  for (const auto& r : *rot) {
+    auto d = r.is_object() ? r.find("RotationDate") : r.end();
+    // Seconds since 1970 (a JSON number, may have a fraction); beyond year 5000 is nonsense.
+    if (d == r.end() || !d->is_number() || !(d->get<double>() >= 0.0 && d->get<double>() < 1e11))
+      bad("A rotation has no valid RotationDate.");
+    latest = std::max(latest, static_cast<std::int64_t>(d->get<double>() * 1e6));
+    ++count;
+  }
+  auto t = out.find("Truncated");
+  if (t == out.end() || !t->is_boolean() || !t->get<bool>()) return {};
+  auto m = out.find("NextMarker");
+  if (m == out.end() || !m->is_string() || m->get_ref<const SecureStdString&>().empty() ||
+      m->get_ref<const SecureStdString&>().size() > 1024)
+    bad("A truncated response has no NextMarker.");
+  const auto& ms = m->get_ref<const SecureStdString&>();
+  return std::string(ms.data(), ms.size());
+}
+
 }  // namespace remote::aws
 
 namespace {
@@ -191,6 +225,32 @@ class AwsKms final : public KmsProvider {
     body["DestinationKeyId"] = std::string(new_kek);
     body["DestinationEncryptionContext"] = context(b);
     return remote::aws::ciphertext_blob(call("ReEncrypt", body, new_kek), name_, "ReEncrypt");
+  }
+
+  // KMS rotates a key's backing material in place (automatically or on demand) and
+  // never says which one a ciphertext uses: the current version is 1 + the number of
+  // rotations, created at the newest RotationDate (kms:DescribeKey to resolve an
+  // alias, which ListKeyRotations does not take, and kms:ListKeyRotations).
+  std::optional<KekVersion> current_kek_version(std::string_view kek) override {
+    validate_kek(kek);
+    json body;
+    body["KeyId"] = std::string(kek);
+    std::string arn = remote::aws::describe_key_arn(call("DescribeKey", body, kek), name_);
+    std::uint64_t count = 0;
+    std::int64_t latest = 0;
+    std::string marker;
+    for (int page = 0; page < 1000; ++page) {
+      json list;
+      list["KeyId"] = arn;
+      list["Limit"] = 1000;
+      if (!marker.empty()) list["Marker"] = marker;
+      marker = remote::aws::key_rotations_page(call("ListKeyRotations", list, kek), name_, count, latest);
+      if (marker.empty()) break;
+    }
+    KekVersion v;
+    v.version = std::to_string(count + 1);
+    v.since_us = count == 0 ? 0 : latest;
+    return v;
   }
 
  private:

@@ -196,6 +196,28 @@ SecureBytes unwrapkey_value(const json& out, const std::string& kms) {
   return payload;
 }
 
+KekVersion current_version(const json& out, const Site& site, const KeyRef& ref, const UrlParts& vault) {
+  auto bad = [&site](const char* what) {
+    fail(FailureKind::kBadRequest, site.kms, site.op, "malformed response", what);
+  };
+  auto key = out.is_object() ? out.find("key") : out.end();
+  const SecureStdString* kid = key != out.end() ? string_field(*key, "kid") : nullptr;
+  KeyRef used;
+  if (kid == nullptr || !parse_kid(std::string(kid->data(), kid->size()), vault, used) || !iequal(used.name, ref.name) ||
+      (!ref.version.empty() && !iequal(used.version, ref.version)))
+    bad("The response's key.kid does not name a version of the KEK in this vault.");
+  KekVersion v;
+  v.version = used.version;
+  const json* created = nullptr;
+  if (auto attrs = out.find("attributes"); attrs != out.end() && attrs->is_object())
+    if (auto it = attrs->find("created"); it != attrs->end() && it->is_number_integer() && it->get<std::int64_t>() > 0 &&
+        it->get<std::int64_t>() < 100000000000)  // Unix seconds before year 5000
+      created = &*it;
+  if (created == nullptr) bad("The response has no attributes.created.");
+  v.since_us = created->get<std::int64_t>() * 1000000;
+  return v;
+}
+
 }  // namespace remote::azure
 
 namespace {
@@ -245,6 +267,24 @@ class AzureKeyVaultKms final : public KmsProvider {
     return remote::unbind_dek(payload.view(), b, name_);
   }
 
+  // GET /keys/{name}[/{version}] (the "get" key permission): the version an
+  // unversioned KEK wraps under now. A wrapped DEK names its version in its kid.
+  std::optional<KekVersion> current_kek_version(std::string_view kek) override {
+    KeyRef ref = parse_kek(kek);
+    std::string path = "/keys/" + ref.name + (ref.version.empty() ? "" : "/" + ref.version);
+    json out = call(nullptr, path, kek, json());
+    return remote::azure::current_version(out, site("get key", path, kek), ref, vault_);
+  }
+
+  std::string wrapped_kek_version(std::string_view kek, ByteView wrapped) const override {
+    try {
+      KeyRef ref = parse_kek(kek);
+      return remote::azure::parse_stored(wrapped, name_, kek, ref, vault_, vault_url_).key.version;
+    } catch (const Error&) {
+      return {};
+    }
+  }
+
  private:
   // Reads the options (in the constructor's initializer list, so the token source
   // is built from them) and validates them.
@@ -289,13 +329,19 @@ class AzureKeyVaultKms final : public KmsProvider {
     return {name_, op, std::string(kek), key_path, vault_url_, token_.describe()};
   }
 
+  // `op` nullptr: GET the key itself.
   json call(const char* op, const std::string& key_path, std::string_view kek, const json& body) {
     HttpRequest rq;
-    rq.url = vault_url_ + key_path + "/" + op + "?" + kApiVersion;
-    rq.headers.push_back("Content-Type: application/json");
-    remote::set_json_body(rq, body);
+    if (op == nullptr) {
+      rq.method = "GET";
+      rq.url = vault_url_ + key_path + "?" + kApiVersion;
+    } else {
+      rq.url = vault_url_ + key_path + "/" + op + "?" + kApiVersion;
+      rq.headers.push_back("Content-Type: application/json");
+      remote::set_json_body(rq, body);
+    }
     HttpResult r = token_.call(rq, ctx_, remote::azure::judge);
-    return remote::azure::result(r, site(op, key_path, kek));
+    return remote::azure::result(r, site(op == nullptr ? "get key" : op, key_path, kek));
   }
 
   std::string name_;

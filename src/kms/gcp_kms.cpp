@@ -179,6 +179,32 @@ SecureBytes decrypt_plaintext(const json& out, const Site& site) {
   return payload;
 }
 
+KekVersion primary_version(const json& out, const Site& site) {
+  auto bad = [&site](const char* what) {
+    fail(FailureKind::kBadRequest, site.kms, "get key", "malformed response", what);
+  };
+  auto p = out.is_object() ? out.find("primary") : out.end();
+  if (p == out.end() || !p->is_object())
+    bad("The CryptoKey has no primary version (is it an ENCRYPT_DECRYPT key?).");
+  auto n = p->find("name");
+  auto t = p->find("createTime");
+  if (n == p->end() || !n->is_string() || t == p->end() || !t->is_string())
+    bad("The primary version has no name or createTime.");
+  std::string_view name(n->get_ref<const SecureStdString&>());
+  std::string expected = std::string(without_project(site.kek)) + "/cryptoKeyVersions/";
+  if (without_project(name).rfind(expected, 0) != 0)
+    integrity_failure(site, "The response names a key version of another CryptoKey.");
+  std::string_view number = without_project(name).substr(expected.size());
+  if (number.empty() || number.size() > 10 ||
+      !std::all_of(number.begin(), number.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    bad("The primary version's name does not end in a version number.");
+  KekVersion v;
+  v.version = std::string(number);
+  if (v.version != "1" && !parse_rfc3339(std::string_view(t->get_ref<const SecureStdString&>()), v.since_us))
+    bad("The primary version's createTime is not an RFC 3339 time.");
+  return v;
+}
+
 }  // namespace remote::gcp
 
 namespace {
@@ -262,6 +288,14 @@ class GcpKms final : public KmsProvider {
     return remote::unbind_dek(payload.view(), b, name_);
   }
 
+  // encrypt uses the CryptoKey's primary version; a ciphertext does not say which
+  // version it is under, so callers compare wrap times with the primary's createTime
+  // (cloudkms.cryptoKeys.get, e.g. roles/cloudkms.viewer).
+  std::optional<KekVersion> current_kek_version(std::string_view kek) override {
+    validate_kek(kek);
+    return remote::gcp::primary_version(call(nullptr, kek, json()), site("get key", kek));
+  }
+
  private:
   // Reads the options (in the constructor's initializer list, so the token source
   // is built from them) and validates them.
@@ -287,13 +321,19 @@ class GcpKms final : public KmsProvider {
     return {name_, op, std::string(kek), endpoint_, token_.describe()};
   }
 
+  // `op` nullptr: GET the CryptoKey itself.
   json call(const char* op, std::string_view kek, const json& body) {
     HttpRequest rq;
-    rq.url = endpoint_ + "/v1/" + std::string(kek) + ":" + op;
-    rq.headers.push_back("Content-Type: application/json");
-    remote::set_json_body(rq, body);
+    if (op == nullptr) {
+      rq.method = "GET";
+      rq.url = endpoint_ + "/v1/" + std::string(kek);
+    } else {
+      rq.url = endpoint_ + "/v1/" + std::string(kek) + ":" + op;
+      rq.headers.push_back("Content-Type: application/json");
+      remote::set_json_body(rq, body);
+    }
     HttpResult r = token_.call(rq, ctx_, remote::gcp::judge);
-    return remote::gcp::result(r, site(op, kek));
+    return remote::gcp::result(r, site(op == nullptr ? "get key" : op, kek));
   }
 
   std::string name_;

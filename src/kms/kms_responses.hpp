@@ -53,6 +53,13 @@ Bytes ciphertext(const json& out, const std::string& kms, const std::string& op)
 // tag; unbind_dek() checks the tag).
 SecureBytes plaintext(const json& out, const std::string& kms);
 
+// GET keys/{kek}: "data"."latest_version" and, past version 1, its creation time in
+// "data"."keys" (Unix seconds, kept as microseconds); 22023 "malformed response" otherwise.
+KekVersion latest_version(const json& out, const std::string& kms);
+
+// N of a "vault:vN:..." wrapped DEK; empty when it is not one.
+std::string wrapped_version(ByteView wrapped);
+
 }  // namespace vault
 
 // ---------------------------------------------------------------- AWS KMS
@@ -84,6 +91,14 @@ Bytes ciphertext_blob(const json& out, const std::string& kms, const std::string
 
 // "Plaintext" of a Decrypt response, base64-decoded.
 SecureBytes plaintext(const json& out, const std::string& kms);
+
+// The key ARN of a DescribeKey response ("KeyMetadata"."Arn").
+std::string describe_key_arn(const json& out, const std::string& kms);
+
+// One page of a ListKeyRotations response: adds its rotations to `count`, raises
+// `latest` to the newest RotationDate (Unix microseconds), and returns NextMarker when
+// "Truncated" (empty on the last page).
+std::string key_rotations_page(const json& out, const std::string& kms, std::uint64_t& count, std::int64_t& latest);
 
 }  // namespace aws
 
@@ -123,6 +138,10 @@ Bytes encrypt_ciphertext(const json& out, const Site& site);
 
 // The plaintext of a decrypt response, checked against plaintextCrc32c.
 SecureBytes decrypt_plaintext(const json& out, const Site& site);
+
+// GET {kek}: the primary version's number (after "/cryptoKeyVersions/") and its
+// createTime; version 1 has no older one.
+KekVersion primary_version(const json& out, const Site& site);
 
 }  // namespace gcp
 
@@ -185,6 +204,10 @@ StoredWrapped parse_stored(ByteView wrapped, const std::string& kms, std::string
 
 // "value" of an unwrapkey response, base64url-decoded.
 SecureBytes unwrapkey_value(const json& out, const std::string& kms);
+
+// GET /keys/{name}[/{version}]: the version of "key"."kid" (in `vault`, of key `ref`)
+// and "attributes"."created".
+KekVersion current_version(const json& out, const Site& site, const KeyRef& ref, const UrlParts& vault);
 
 }  // namespace azure
 

@@ -4,6 +4,8 @@
 //   unwrap POST {address}/v1/{mount}/decrypt/{kek}   {"ciphertext": "vault:vN:..."}
 //   rewrap POST {address}/v1/{mount}/rewrap/{kek}    (same KEK, newest version, re-wrapped inside Vault;
 //          envelope.rewrap_key() still unwraps old and new forms once to verify them)
+//   KEK version  GET {address}/v1/{mount}/keys/{kek} -> "latest_version" and the creation time
+//          of each version in "keys"; a wrapped DEK names its version ("vault:vN:")
 //
 // The wrapped DEK stored in envelope.data_key is the "vault:vN:..." string itself.
 // Token: the "token_file" option (re-read whenever the file changes) or the server's
@@ -79,6 +81,46 @@ Bytes ciphertext(const json& out, const std::string& kms, const std::string& op)
     fail(FailureKind::kBadRequest, kms, op, "malformed response", "The response has no \"vault:vN:\" ciphertext.");
   const auto& s = c->get_ref<const SecureStdString&>();
   return Bytes(s.begin(), s.end());
+}
+
+KekVersion latest_version(const json& out, const std::string& kms) {
+  auto d = out.is_object() ? out.find("data") : out.end();
+  const json* latest = nullptr;
+  if (d != out.end() && d->is_object()) {
+    auto it = d->find("latest_version");
+    if (it != d->end() && it->is_number_unsigned()) latest = &*it;
+  }
+  if (latest == nullptr || latest->get<std::uint64_t>() == 0)
+    fail(FailureKind::kBadRequest, kms, "read key", "malformed response", "The response has no \"latest_version\".");
+  KekVersion v;
+  std::uint64_t n = latest->get<std::uint64_t>();
+  v.version = std::to_string(n);
+  // "keys": {"1": <Unix time>, ...} for symmetric keys; version 1 has no older one.
+  auto keys = d->find("keys");
+  if (n > 1) {
+    const json* created = nullptr;
+    if (keys != d->end() && keys->is_object()) {
+      auto it = keys->find(SecureStdString(v.version.begin(), v.version.end()));
+      if (it != keys->end() && it->is_number_integer() && it->get<std::int64_t>() > 0 &&
+          it->get<std::int64_t>() < 100000000000)  // Unix seconds before year 5000
+        created = &*it;
+    }
+    if (created == nullptr)
+      fail(FailureKind::kBadRequest, kms, "read key", "malformed response",
+           "The response has no creation time for the latest version.");
+    v.since_us = created->get<std::int64_t>() * 1000000;
+  }
+  return v;
+}
+
+std::string wrapped_version(ByteView wrapped) {
+  std::string_view w(reinterpret_cast<const char*>(wrapped.data()), wrapped.size());
+  if (w.rfind("vault:v", 0) != 0) return {};
+  std::size_t end = w.find(':', 7);
+  if (end == std::string_view::npos || end == 7 || end > 7 + 10) return {};
+  for (std::size_t i = 7; i < end; ++i)
+    if (w[i] < '0' || w[i] > '9') return {};
+  return std::string(w.substr(7, end - 7));
 }
 
 SecureBytes plaintext(const json& out, const std::string& kms) {
@@ -163,6 +205,15 @@ class VaultTransitKms final : public KmsProvider {
     return remote::vault::ciphertext(call("rewrap", new_kek, body), name_, "rewrap");
   }
 
+  // Needs the "read" capability on {mount}/keys/{kek} besides encrypt/decrypt/rewrap.
+  std::optional<KekVersion> current_kek_version(std::string_view kek) override {
+    return remote::vault::latest_version(call("keys", kek, json(), "GET"), name_);
+  }
+
+  std::string wrapped_kek_version(std::string_view, ByteView wrapped) const override {
+    return remote::vault::wrapped_version(wrapped);
+  }
+
  private:
   SecretString token() {
     if (token_file_.path().empty()) {
@@ -175,7 +226,7 @@ class VaultTransitKms final : public KmsProvider {
     return token_file_.get();
   }
 
-  json call(const char* op, std::string_view kek, const json& body) {
+  json call(const char* op, std::string_view kek, const json& body, const char* method = "POST") {
     validate_kek(kek);
     SecretString tok = token();
     for (char c : tok.view())
@@ -183,15 +234,16 @@ class VaultTransitKms final : public KmsProvider {
         remote::fail(FailureKind::kAuth, name_, op, "malformed Vault token",
                      "The token contains spaces or control characters.");
     HttpRequest rq;
+    rq.method = method;
     rq.url = address_ + "/v1/" + mount_ + "/" + op + "/" + std::string(kek);
-    rq.headers.push_back("Content-Type: application/json");
+    if (rq.method == "POST") rq.headers.push_back("Content-Type: application/json");
     if (!namespace_.empty()) rq.headers.push_back("X-Vault-Namespace: " + namespace_);
     SecretString hdr("X-Vault-Token: ");
     hdr.append(tok.view());
     rq.secret_headers.push_back(std::move(hdr));
-    remote::set_json_body(rq, body);
+    if (rq.method == "POST") remote::set_json_body(rq, body);
     HttpResult r = http_call(rq, ctx_.http, remote::vault::judge);
-    return remote::vault::result(r, {name_, op, std::string(kek), address_, mount_});
+    return remote::vault::result(r, {name_, rq.method == "GET" ? "read key" : op, std::string(kek), address_, mount_});
   }
 
   std::string name_;

@@ -77,6 +77,30 @@ std::vector<DekRecord> live_deks(std::uint32_t key_id) {
   return out;
 }
 
+// envelope.data_key.wrapped_at exists from 0.2.0 (a 0.1.0 schema is used with
+// envelope.version_check off).
+bool has_wrapped_at() {
+  const ext::Objects& o = ext::objects();
+  return pg_call([&o] { return get_attnum(o.data_key_table, "wrapped_at") != InvalidAttrNumber; });
+}
+
+std::vector<DekRecord> wrapped_deks(std::uint32_t key_id) {
+  OwnerSpi spi;
+  std::string sql = std::string(kDekColumns);
+  sql.insert(sql.find(" FROM "), has_wrapped_at() ? ", (pg_catalog.date_part('epoch', d.wrapped_at) "
+                                                    "OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8"
+                                                  : ", 0::pg_catalog.int8");
+  sql += "WHERE d.key_id OPERATOR(pg_catalog.=) $1 AND d.wrapped IS NOT NULL ORDER BY d.version";
+  std::uint64_t n = spi.exec(sql.c_str(), {int4_param(key_id)}, SPI_OK_SELECT);
+  std::vector<DekRecord> out;
+  for (std::uint64_t i = 0; i < n; ++i) {
+    out.push_back(dek_row(spi, i));
+    out.back().wrapped_at_us = spi.int8_at(i, 10);
+  }
+  spi.finish();
+  return out;
+}
+
 std::optional<DekRecord> find_any_live_dek(std::string_view kms) {
   OwnerSpi spi;
   std::string sql = std::string(kDekColumns) +
@@ -116,7 +140,9 @@ void insert_dek(std::uint32_t key_id, std::uint32_t version, ByteView wrapped) {
 }
 
 void update_wrapped(std::uint32_t key_id, std::uint32_t version, ByteView wrapped) {
-  change("UPDATE envelope.data_key SET wrapped = $3 WHERE key_id OPERATOR(pg_catalog.=) $1 "
+  change(has_wrapped_at() ? "UPDATE envelope.data_key SET wrapped = $3, wrapped_at = pg_catalog.now() "
+                            "WHERE key_id OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2"
+                          : "UPDATE envelope.data_key SET wrapped = $3 WHERE key_id OPERATOR(pg_catalog.=) $1 "
          "AND version OPERATOR(pg_catalog.=) $2",
          {int4_param(key_id), int4_param(version), bytea_param(wrapped)}, SPI_OK_UPDATE);
 }

@@ -30,6 +30,8 @@ void set_current_version(std::uint32_t key_id, std::uint32_t version);
 
 // Every DEK of a key that still has its wrapped form, oldest first, locked.
 std::vector<DekRecord> live_deks(std::uint32_t key_id);
+// The same, not locked (a read).
+std::vector<DekRecord> wrapped_deks(std::uint32_t key_id);
 // Replaces the wrapped form of DEKs (after a rewrap) and the key's KEK reference.
 void update_wrapped(std::uint32_t key_id, std::uint32_t version, ByteView wrapped);
 void set_kek(std::uint32_t key_id, std::string_view kek);

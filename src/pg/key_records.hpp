@@ -24,6 +24,7 @@ struct DekRecord {
   std::uint32_t version = 0;
   bool destroyed = false;
   Bytes wrapped;  // empty once destroyed
+  std::int64_t wrapped_at_us = 0;  // when `wrapped` was made (created or last re-wrapped)
 };
 
 }  // namespace pg_envelope

@@ -2,10 +2,14 @@
 //
 // Each key is handled in its own transaction, as the extension's owner (SET ROLE, as
 // the session of a superuser would), through the same SQL functions an administrator
-// calls (envelope.rotate_key, rewrap_key, start_reencryption), with the search_path
-// pinned and every name qualified (OwnerSpi). A failure is recorded in the policy's
-// last_error and retried after min(rotate_every, 10 minutes); it never stops the
-// worker.
+// calls (envelope.rotate_key, kek_status, rewrap_key, start_reencryption), with the
+// search_path pinned and every name qualified (OwnerSpi). A failed rotation is
+// recorded in the policy's last_error and retried after min(rotate_every, 10 minutes);
+// a failed KEK check after envelope.kek_check_interval; neither stops the worker.
+//
+// Policies with `rewrap` are checked every envelope.kek_check_interval: the worker
+// asks the KMS for the KEK's current version (envelope.kek_status) and, when a DEK is
+// wrapped under an older one, re-wraps the key's DEKs (envelope.rewrap_key).
 #include "pg/rotation_scheduler.hpp"
 
 #include "pg/guard.hpp"
@@ -45,6 +49,8 @@ namespace {
 
 char* databases_guc = nullptr;
 int naptime_seconds = 60;
+int kek_check_seconds = 3600;
+constexpr const char* kKekCheckPrefix = "KEK version check: ";
 constexpr int kMaxDatabases = 16;
 
 std::vector<std::string> database_names() {
@@ -113,12 +119,50 @@ void record_failure(std::int32_t key_id, const std::string& why, bool retry = tr
   });
 }
 
+// Asks the KMS whether the key's KEK has a newer version than its DEKs are wrapped
+// under and, if so, re-wraps them; records what it found.
+void check_kek(const Due& d) {
+  std::string version;
+  bool rewrapped = false;
+  std::optional<std::string> why = in_transaction([&] {
+    OwnerSpi as_admin(/*as_owner=*/false);
+    as_admin.exec("SELECT COALESCE(kek_version, ''), COALESCE(data_keys_behind, 0)::pg_catalog.text "
+                  "FROM envelope.kek_status($1)",
+                  {text_param(d.name)}, SPI_OK_SELECT);
+    version = as_admin.text_at(0, 1);
+    rewrapped = as_admin.text_at(0, 2) != "0";
+    if (rewrapped) as_admin.exec("SELECT envelope.rewrap_key($1)::pg_catalog.text", {text_param(d.name)}, SPI_OK_SELECT);
+    as_admin.finish();
+    OwnerSpi spi;
+    spi.exec("UPDATE envelope.rotation_policy SET kek_checked_at = pg_catalog.now(), kek_version = NULLIF($2, ''), "
+             "last_rewrapped_at = CASE WHEN $3 THEN pg_catalog.now() ELSE last_rewrapped_at END, "
+             "last_error = CASE WHEN pg_catalog.starts_with(last_error, $4) THEN NULL ELSE last_error END "
+             "WHERE key_id OPERATOR(pg_catalog.=) $1",
+             {int4_param(static_cast<std::uint32_t>(d.key_id)), text_param(version), {BOOLOID, BoolGetDatum(rewrapped)},
+              text_param(kKekCheckPrefix)},
+             SPI_OK_UPDATE);
+    spi.finish();
+  });
+  if (!why) return;
+  std::string message = kKekCheckPrefix + *why;
+  (void)in_transaction([&] {
+    OwnerSpi spi;
+    spi.exec("UPDATE envelope.rotation_policy SET kek_checked_at = pg_catalog.now(), last_error = $2 "
+             "WHERE key_id OPERATOR(pg_catalog.=) $1",
+             {int4_param(static_cast<std::uint32_t>(d.key_id)), text_param(message)}, SPI_OK_UPDATE);
+    spi.finish();
+  });
+  pg_call([&d, &message] {
+    ereport(LOG, (errmsg("pg_envelope scheduler: key id %d: %s", d.key_id, message.c_str())));
+  });
+}
+
 // One pass over the due policies of this database.
 void tick() {
   bool installed = false;
   Oid extowner = InvalidOid;
   bool owner_is_superuser = false;
-  std::vector<Due> due;
+  std::vector<Due> due, kek_due;
   std::optional<std::string> failed = in_transaction([&] {
     Oid ext = pg_call([] { return get_extension_oid("pg_envelope", true); });
     if (ext == InvalidOid) return;
@@ -136,13 +180,21 @@ void tick() {
              {}, SPI_OK_SELECT);
     for (std::uint64_t i = 0; i < SPI_processed; ++i)
       due.push_back({spi.int4_at(i, 1), spi.text_at(i, 2), spi.text_at(i, 3) == "true", spi.text_at(i, 4) == "true"});
+    spi.exec("SELECT p.key_id, k.name FROM envelope.rotation_policy p "
+             "JOIN envelope.key k ON k.key_id OPERATOR(pg_catalog.=) p.key_id "
+             "WHERE p.rewrap AND k.state OPERATOR(pg_catalog.=) 'active' AND (p.kek_checked_at IS NULL OR "
+             "p.kek_checked_at OPERATOR(pg_catalog.<=) (pg_catalog.now() OPERATOR(pg_catalog.-) "
+             "pg_catalog.make_interval(secs => $1))) "
+             "ORDER BY p.kek_checked_at NULLS FIRST LIMIT 100",
+             {int4_param(static_cast<std::uint32_t>(kek_check_seconds))}, SPI_OK_SELECT);
+    for (std::uint64_t i = 0; i < SPI_processed; ++i) kek_due.push_back({spi.int4_at(i, 1), spi.text_at(i, 2), false, true});
     spi.finish();
   });
   if (failed) {
     pg_call([&failed] { ereport(LOG, (errmsg("pg_envelope scheduler: %s", failed->c_str()))); });
     return;
   }
-  if (!installed || due.empty()) return;
+  if (!installed || (due.empty() && kek_due.empty())) return;
   // As the extension's owner, like SET ROLE (the worker's session user is the
   // bootstrap superuser).
   pg_call([extowner, owner_is_superuser] { SetCurrentRoleId(extowner, owner_is_superuser); });
@@ -150,7 +202,6 @@ void tick() {
     std::optional<std::string> why = in_transaction([&d] {
       OwnerSpi as_admin(/*as_owner=*/false);
       as_admin.exec("SELECT envelope.rotate_key($1)::pg_catalog.text", {text_param(d.name)}, SPI_OK_SELECT);
-      if (d.rewrap) as_admin.exec("SELECT envelope.rewrap_key($1)::pg_catalog.text", {text_param(d.name)}, SPI_OK_SELECT);
       as_admin.finish();
       OwnerSpi spi;
       spi.exec("UPDATE envelope.rotation_policy SET last_rotated_at = pg_catalog.now(), last_run_at = pg_catalog.now(), "
@@ -219,6 +270,7 @@ void tick() {
       why = "not re-encrypted (never re-encrypted by hand, so its context_column is unknown): column " + skipped;
     if (why) record_failure(d.key_id, "re-encryption after rotation: " + *why, /*retry=*/false);
   }
+  for (const Due& d : kek_due) check_kek(d);
   pg_call([] { SetCurrentRoleId(InvalidOid, false); });
 }
 
@@ -254,6 +306,10 @@ void define_gucs() {
                              PGC_POSTMASTER, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
   DefineCustomIntVariable("envelope.scheduler_naptime", "How often the rotation scheduler looks for due rotations.",
                           nullptr, &naptime_seconds, 60, 1, 86400, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable("envelope.kek_check_interval",
+                          "How often the rotation scheduler asks the KMS for a new KEK version (policies with rewrap).",
+                          nullptr, &kek_check_seconds, 3600, 1, 30 * 86400, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr,
+                          nullptr);
 }
 
 void register_workers() {

@@ -1,5 +1,5 @@
 // Key management functions: envelope.create_key(), rotate_key(), rewrap_key(),
-// disable_key(), enable_key(), destroy_key() and cache_evict(). They are not
+// kek_status(), disable_key(), enable_key(), destroy_key() and cache_evict(). They are not
 // executable by PUBLIC; the install script grants nothing.
 //
 // Errors follow the rule in key_errors.hpp: a name given as an argument is repeated
@@ -8,7 +8,12 @@
 #include "pg/guard.hpp"
 
 extern "C" {
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "funcapi.h"
+#include "utils/array.h"
+#include "utils/timestamp.h"
 }
 #include "pg/audit.hpp"
 
@@ -306,4 +311,56 @@ PGENV_FUNCTION(envelope_rewrap_key) {
   audit::lifecycle("rewrap_key", key.name, 0,
                    std::to_string(deks.size()) + " data key(s)" + (new_kek != key.kek ? ", under a new KEK" : ""));
   PG_RETURN_INT32(static_cast<int32>(deks.size()));
+}
+
+// kek_status(key text, OUT kms, OUT kek, OUT kek_version, OUT kek_version_created,
+// OUT data_keys, OUT data_keys_behind, OUT versions_behind) RETURNS record: asks the
+// key's KMS for its KEK's current version and says which DEKs are wrapped under an
+// older one (rewrap_key brings them onto it). Where the wrapped form names its KEK
+// version (Vault, Azure) they are compared; else (AWS, GCP) a DEK is behind when it
+// was wrapped before the current version was created. The local KMS has no KEK
+// versions: kek_version, data_keys_behind and versions_behind are NULL.
+PGENV_FUNCTION(envelope_kek_status) {
+  require_preloaded();
+  KeyRecord key = existing_key(fcinfo, /*for_update=*/false);
+  if (key.destroyed) throw_key_destroyed(key.name);
+  KmsProvider& kms = kms_provider(key.kms);
+  std::optional<KekVersion> current;
+  {
+    KmsWait wait;
+    current = timed_kms_call(false, [&] { return kms.current_kek_version(key.kek); });
+  }
+  std::vector<DekRecord> deks = key_admin_sql::wrapped_deks(key.key_id);
+  std::vector<Datum> behind;
+  if (current)
+    for (const DekRecord& d : deks)
+      if (dek_behind_kek(*current, kms.wrapped_kek_version(key.kek, d.wrapped), d.wrapped_at_us))
+        behind.push_back(Int32GetDatum(static_cast<int32>(d.version)));
+  TupleDesc desc;
+  if (pg_call([&] { return get_call_result_type(fcinfo, nullptr, &desc); }) != TYPEFUNC_COMPOSITE)
+    throw Error(sqlstate::kInternalError, "kek_status must return a record");
+  desc = pg_call([desc] { return BlessTupleDesc(desc); });
+  constexpr int kColumns = 7;
+  if (desc->natts != kColumns) throw Error(sqlstate::kInternalError, "kek_status returns the wrong columns");
+  Datum values[kColumns] = {};
+  bool nulls[kColumns] = {};
+  values[0] = pg_call([&] { return CStringGetTextDatum(key.kms.c_str()); });
+  values[1] = pg_call([&] { return CStringGetTextDatum(key.kek.c_str()); });
+  nulls[2] = !current;
+  if (current) values[2] = pg_call([&] { return CStringGetTextDatum(current->version.c_str()); });
+  nulls[3] = !current || current->since_us == 0;
+  // Unix microseconds to PostgreSQL's epoch (2000-01-01).
+  if (!nulls[3])
+    values[3] = TimestampTzGetDatum(current->since_us -
+                                    (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * static_cast<std::int64_t>(USECS_PER_DAY));
+  values[4] = Int32GetDatum(static_cast<int32>(deks.size()));
+  nulls[5] = nulls[6] = !current;
+  if (current) {
+    values[5] = Int32GetDatum(static_cast<int32>(behind.size()));
+    values[6] = PointerGetDatum(pg_call([&] {
+      return construct_array(behind.data(), static_cast<int>(behind.size()), INT4OID, 4, true, TYPALIGN_INT);
+    }));
+  }
+  HeapTuple tuple = pg_call([&] { return heap_form_tuple(desc, values, nulls); });
+  return HeapTupleGetDatum(tuple);
 }

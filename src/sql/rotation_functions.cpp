@@ -36,9 +36,11 @@ KeyRecord administered_key(FunctionCallInfo fcinfo) {
 // set_rotation_policy(key text, rotate_every interval, reencrypt boolean DEFAULT false,
 //                     rewrap boolean DEFAULT false) RETURNS timestamptz: the key's DEK is
 // rotated every `rotate_every` (the first time `rotate_every` from now, or from its
-// last scheduled rotation); `rewrap`: its DEKs are re-wrapped under the KEK's current
-// version at each rotation; `reencrypt`: its protected columns are re-encrypted in the
-// background afterwards. Returns the next rotation.
+// last scheduled rotation); `rewrap`: the scheduler asks the KMS every
+// envelope.kek_check_interval for the KEK's current version and re-wraps the key's
+// DEKs when it is newer than theirs (not for the local KMS, which has no KEK
+// versions: 22023); `reencrypt`: every column holding the key's values is re-encrypted
+// in the background after each rotation. Returns the next rotation.
 PGENV_FUNCTION(envelope_set_rotation_policy) {
   require_preloaded();
   require_writable("set a rotation policy");
@@ -51,12 +53,17 @@ PGENV_FUNCTION(envelope_set_rotation_policy) {
   double seconds = static_cast<double>(every->time) / USECS_PER_SEC + every->day * 86400.0 + every->month * 30.0 * 86400.0;
   if (seconds < 1.0)
     throw Error(sqlstate::kInvalidParameterValue, "rotate_every must be at least one second");
+  if (rewrap && key.kms == "local")
+    throw Error(sqlstate::kInvalidParameterValue, "the local KMS has no KEK versions to re-wrap under",
+                "rewrap => true re-wraps a key's data keys when its KMS reports a new KEK version; the local "
+                "master key has none.",
+                "Use rewrap => false for keys of the local KMS.");
   Oid set_by = pg_call([] { return GetUserId(); });  // before OwnerSpi switches to the owner
   OwnerSpi spi;
   spi.exec("INSERT INTO envelope.rotation_policy (key_id, rotate_every, reencrypt, rewrap, next_rotation_at, set_by) "
            "VALUES ($1, $2, $3, $4, pg_catalog.now() OPERATOR(pg_catalog.+) $2, $5) "
            "ON CONFLICT (key_id) DO UPDATE SET rotate_every = EXCLUDED.rotate_every, reencrypt = EXCLUDED.reencrypt, "
-           "rewrap = EXCLUDED.rewrap, set_by = EXCLUDED.set_by, last_error = NULL, "
+           "rewrap = EXCLUDED.rewrap, set_by = EXCLUDED.set_by, last_error = NULL, kek_checked_at = NULL, "
            "next_rotation_at = COALESCE(envelope.rotation_policy.last_rotated_at, pg_catalog.now()) "
            "OPERATOR(pg_catalog.+) EXCLUDED.rotate_every",
            {int4_param(key.key_id), {INTERVALOID, PointerGetDatum(every)}, {BOOLOID, BoolGetDatum(reencrypt)},

@@ -1,7 +1,7 @@
 // Fuzzes the AWS KMS provider's response handling (src/kms/kms_responses.hpp,
 // remote::aws): the "__type" of errors, retry verdict, type and status mapping, and
 // the fields of Encrypt, Decrypt and ReEncrypt responses. Input: see
-// fuzz_kms_support.hpp; ops "Encrypt", "Decrypt", "ReEncrypt". Seeds:
+// fuzz_kms_support.hpp; ops "Encrypt", "Decrypt", "ReEncrypt", "DescribeKey", "ListKeyRotations". Seeds:
 // test/fuzz/corpus/kms_aws/.
 #include <cctype>
 #include <cstddef>
@@ -13,7 +13,7 @@
 using namespace pg_envelope;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  fuzz::Input in = fuzz::read_input(data, size, {"Decrypt", "Encrypt", "ReEncrypt"});
+  fuzz::Input in = fuzz::read_input(data, size, {"Decrypt", "Encrypt", "ReEncrypt", "DescribeKey", "ListKeyRotations"});
   remote::aws::Site site{"fuzz", in.op, "alias/pg-envelope", "us-east-1", "https://kms.us-east-1.amazonaws.com"};
   std::string type = remote::aws::error_type(in.result.response);
   FUZZ_CHECK(type.size() <= 100, "an error type is at most 100 characters");
@@ -23,7 +23,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try {
     remote::json out = remote::aws::result(in.result, site);
     FUZZ_CHECK(out.is_object(), "a successful result is a JSON object");
-    if (in.op == "Decrypt") {
+    if (in.op == "DescribeKey") {
+      FUZZ_CHECK(remote::aws::describe_key_arn(out, site.kms).rfind("arn:", 0) == 0, "a key ARN starts with arn:");
+    } else if (in.op == "ListKeyRotations") {
+      std::uint64_t n = 0;
+      std::int64_t latest = 0;
+      std::string marker = remote::aws::key_rotations_page(out, site.kms, n, latest);
+      FUZZ_CHECK(marker.size() <= 1024, "a marker is bounded");
+    } else if (in.op == "Decrypt") {
       SecureBytes payload = remote::aws::plaintext(out, site.kms);
       remote::unbind_dek(payload.view(), DekBinding{"ssn", 17, 4}, site.kms);
     } else {

@@ -2,7 +2,7 @@
 // remote::azure): Key Vault errors, retry verdict, code and status mapping, wrapkey
 // responses (kid checks, the stored form, which must read back), unwrapkey responses,
 // and the stored wrapped DEK read from envelope.data_key. Input: see
-// fuzz_kms_support.hpp; ops "wrapkey", "unwrapkey", and "stored" (the body is a
+// fuzz_kms_support.hpp; ops "wrapkey", "unwrapkey", "getkey" (the key read) and "stored" (the body is a
 // stored wrapped DEK). Seeds: test/fuzz/corpus/kms_azure/.
 #include <cstddef>
 #include <cstdint>
@@ -28,7 +28,7 @@ const remote::UrlParts& vault() {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  fuzz::Input in = fuzz::read_input(data, size, {"unwrapkey", "wrapkey", "stored"});
+  fuzz::Input in = fuzz::read_input(data, size, {"unwrapkey", "wrapkey", "stored", "getkey"});
   const std::string vault_url = "https://myvault.vault.azure.net";
   remote::azure::KeyRef ref{"pg-envelope", ""};
   remote::azure::Site site{"fuzz", in.op, "pg-envelope", "/keys/pg-envelope", vault_url, "the token file \"/t\""};
@@ -44,7 +44,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     remote::azure::judge(in.result.response);
     remote::json out = remote::azure::result(in.result, site);
     FUZZ_CHECK(out.is_object(), "a successful result is a JSON object");
-    if (in.op == "wrapkey") {
+    if (in.op == "getkey") {
+      KekVersion kv = remote::azure::current_version(out, site, ref, vault());
+      FUZZ_CHECK(remote::azure::valid_key_version(kv.version), "a current version is a valid version");
+    } else if (in.op == "wrapkey") {
       Bytes stored = remote::azure::wrapkey_stored(out, site, ref, vault(), "RSA-OAEP-256");
       // What wrap stores, unwrap must accept for the same KEK.
       auto back = remote::azure::parse_stored(stored, site.kms, "pg-envelope", ref, vault(), vault_url);

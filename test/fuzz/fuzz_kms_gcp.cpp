@@ -1,7 +1,7 @@
 // Fuzzes the Google Cloud KMS provider's response handling (src/kms/kms_responses.hpp,
 // remote::gcp): Google API errors, retry verdict, status mapping, and the integrity
 // checks and fields of encrypt and decrypt responses. Input: see
-// fuzz_kms_support.hpp; ops "encrypt", "decrypt". Seeds: test/fuzz/corpus/kms_gcp/.
+// fuzz_kms_support.hpp; ops "encrypt", "decrypt", "get" (the CryptoKey). Seeds: test/fuzz/corpus/kms_gcp/.
 #include <cstddef>
 #include <cstdint>
 
@@ -11,7 +11,7 @@
 using namespace pg_envelope;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  fuzz::Input in = fuzz::read_input(data, size, {"decrypt", "encrypt"});
+  fuzz::Input in = fuzz::read_input(data, size, {"decrypt", "encrypt", "get"});
   remote::gcp::Site site{"fuzz", in.op, "projects/p/locations/global/keyRings/r/cryptoKeys/k",
                          "https://cloudkms.googleapis.com", "the token file \"/t\""};
   remote::gcp::GoogleError e = remote::gcp::google_error(in.result.response);
@@ -21,7 +21,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try {
     remote::json out = remote::gcp::result(in.result, site);
     FUZZ_CHECK(out.is_object(), "a successful result is a JSON object");
-    if (in.op == "encrypt") {
+    if (in.op == "get") {
+      KekVersion kv = remote::gcp::primary_version(out, site);
+      FUZZ_CHECK(!kv.version.empty() && kv.version.size() <= 10, "a primary version is a number");
+    } else if (in.op == "encrypt") {
       Bytes c = remote::gcp::encrypt_ciphertext(out, site);
       FUZZ_CHECK(!c.empty(), "an encrypt ciphertext is not empty");
     } else {

@@ -236,6 +236,9 @@ def entry_point_calls(tag: str, superuser: bool) -> list[tuple[str, str, tuple, 
          "SELECT envelope.rewrap_key('rk'::pg_catalog.text, 'pg-envelope-2'::pg_catalog.text), "
          "envelope.rewrap_key('rk'::pg_catalog.text, 'pg-envelope'::pg_catalog.text), "
          "envelope.rewrap_key('lk'::pg_catalog.text)", (), set()),
+        ("envelope.kek_status(text)",
+         "SELECT (envelope.kek_status(CAST('rk' AS pg_catalog.text))).kek_version, "
+         "(envelope.kek_status(CAST('lk' AS pg_catalog.text))).data_keys", (), set()),
         ("envelope.disable_key(text)", f"SELECT envelope.disable_key('{k}_r'::pg_catalog.text)", (), set()),
         ("envelope.enable_key(text)", f"SELECT envelope.enable_key('{k}_r'::pg_catalog.text)", (), set()),
         ("envelope.destroy_key(text)", f"SELECT envelope.destroy_key('{k}_l'::pg_catalog.text)", (), set()),
@@ -325,7 +328,8 @@ def entry_point_calls(tag: str, superuser: bool) -> list[tuple[str, str, tuple, 
          "SELECT * FROM envelope.retire_unreferenced_versions(CAST('lk' AS pg_catalog.text))", (), su_only),
         ("envelope.set_rotation_policy(text,interval,boolean,boolean)",
          "SELECT envelope.set_rotation_policy(CAST('lk' AS pg_catalog.text), CAST('1 day' AS pg_catalog.interval), "
-         "true, true)", (), set()),
+         "true, false), envelope.set_rotation_policy(CAST('rk' AS pg_catalog.text), "
+         "CAST('1 day' AS pg_catalog.interval), true, true)", (), set()),
         ("envelope.clear_rotation_policy(text)",
          "SELECT envelope.clear_rotation_policy(CAST('lk' AS pg_catalog.text))", (), set()),
         *protected_column_calls(f"{HOSTILE_SCHEMA}.pt_{tag}"),

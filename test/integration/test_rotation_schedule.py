@@ -7,9 +7,11 @@ On a real server with a one-second naptime, these tests check that
 1. a policy of a few seconds fires (the key's current version moves, the view shows the
    last and next rotation), keys without a policy are left alone, old values still
    decrypt, and the schedule goes on after a restart of the server;
-2. `rewrap` re-wraps the key's DEKs under the KMS key's newest version (a Vault Transit
-   emulator whose key was rotated) and `reencrypt` re-encrypts the key's protected
-   column in the background, so every value ends up on the new DEK version;
+2. `rewrap` re-wraps the key's DEKs when the KMS reports a new KEK version (a Vault
+   Transit emulator whose key is rotated), without a DEK rotation, and only then; a
+   failed KEK check is recorded and clears once the KMS answers again; `reencrypt`
+   re-encrypts the key's protected column in the background after a rotation, so every
+   value ends up on the new DEK version;
 3. a rotation that fails (the KMS answers 500) is recorded in last_error and retried,
    and succeeds once the KMS is back; a disabled key is skipped;
 4. the errors of set_rotation_policy/clear_rotation_policy (42501, 42704, 22023, 22004),
@@ -40,6 +42,7 @@ APP = "sched_app"        # owns the table; encrypt + decrypt
 NOBODY = "sched_nobody"  # EXECUTE on the functions, no key privilege
 
 SETTINGS = {"envelope.scheduler_databases": f"other, {DB}", "envelope.scheduler_naptime": 1,
+            "envelope.kek_check_interval": 1,
             "envelope.kms_retry_budget": 300, "envelope.kms_request_timeout": 1000}
 
 
@@ -270,3 +273,47 @@ def test_policy_errors_and_privileges(pg):
         assert 86000 < left.total_seconds() <= 86400
     finally:
         conn.close()
+
+
+def test_rewrap_when_the_kms_reports_a_new_kek_version(pg):
+    emu = vault_kms(pg)
+    try:
+        pg.sql("SELECT envelope.create_key('k_kek', 'vault', 'sched-kek')", dbname=DB)
+        pg.sql("SELECT envelope.rotate_key('k_kek')", dbname=DB)
+        # A long rotation period: only the KEK check acts here.
+        pg.sql("SELECT envelope.set_rotation_policy('k_kek', '1 day', rewrap => true)", dbname=DB)
+        wait_for("the first KEK check", lambda: schedule(pg, "k_kek").get("kek_checked_at"))
+        row = schedule(pg, "k_kek")
+        assert row["kek_version"] == "1" and row["last_rewrapped_at"] is None and row["last_error"] is None
+        assert emu.calls("rewrap") == 0
+
+        emu.rotate_key("sched-kek")  # the KMS's KEK is now at version 2
+        wait_for("the re-wrap under KEK version 2", lambda: schedule(pg, "k_kek").get("kek_version") == "2")
+        row = schedule(pg, "k_kek")
+        assert row["last_rewrapped_at"] is not None and row["current_version"] == 2  # no DEK rotation
+        wrapped = pg.sql("SELECT wrapped FROM envelope.data_key d JOIN envelope.key k USING (key_id) "
+                         "WHERE k.name = 'k_kek'", dbname=DB)
+        assert len(wrapped) == 2 and all(bytes(w[0]).startswith(b"vault:v2:") for w in wrapped)
+        rewraps, reads = emu.calls("rewrap"), emu.calls("read_key")
+        assert rewraps == 2  # one per DEK, once
+
+        # Later checks find nothing behind: no more re-wraps.
+        wait_for("more KEK checks", lambda: emu.calls("read_key") >= reads + 2)
+        assert emu.calls("rewrap") == rewraps
+
+        # A check the KMS refuses is recorded (and retried), then clears.
+        token = pg.write_file("vault.token", "not-the-token\n")
+        wait_for("the failed check", lambda: (schedule(pg, "k_kek").get("last_error") or "").startswith(
+            "KEK version check: "))
+        assert "not-the-token" not in pg.read_log()
+        token.write_text("emulator-root-token\n")
+        wait_for("the check to clear", lambda: schedule(pg, "k_kek").get("last_error") is None)
+
+        # Turning rewrap off stops the checks.
+        pg.sql("SELECT envelope.set_rotation_policy('k_kek', '1 day', rewrap => false)", dbname=DB)
+        time.sleep(1.5)
+        reads = emu.calls("read_key")
+        time.sleep(2.5)
+        assert emu.calls("read_key") == reads
+    finally:
+        emu.stop()

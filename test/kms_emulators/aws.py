@@ -68,6 +68,7 @@ class _Key:
     enabled: bool = True
     created: float = field(default_factory=time.time)
     materials: list = field(default_factory=lambda: [os.urandom(32)])
+    rotations: list = field(default_factory=list)   # RotationDate of each rotation, oldest first
 
 
 def _err(type_name: str, message: Optional[str] = None, status: int = 400) -> ApiError:
@@ -117,7 +118,7 @@ class AwsKmsEmulator(Emulator):
 
     OPERATIONS = ("GenerateDataKey", "GenerateDataKeyWithoutPlaintext", "Encrypt", "Decrypt",
                   "ReEncrypt", "DescribeKey", "CreateKey", "CreateAlias", "EnableKey",
-                  "DisableKey")
+                  "DisableKey", "ListKeyRotations")
 
     def __init__(self, *, region: str = "us-east-1", account_id: str = "111122223333",
                  credentials: Optional[dict] = None, max_skew_seconds: int = 900, **kw):
@@ -189,7 +190,14 @@ class AwsKmsEmulator(Emulator):
         with self._lock:
             k = self._resolve(key_id)
             k.materials.append(os.urandom(32))
+            k.rotations.append(time.time())
             return len(k.materials)
+
+    def material_of(self, blob: bytes) -> int:
+        """Which backing key material (1 = the key's first) a ciphertext blob is under."""
+        hlen = len(_BLOB_MAGIC) + 1 + _UUID_LEN + 2
+        (index,) = struct.unpack(">H", blob[5 + _UUID_LEN:hlen])
+        return index + 1
 
     def describe(self) -> dict:
         with self._lock:
@@ -551,6 +559,30 @@ class AwsKmsEmulator(Emulator):
 
     def _op_DescribeKey(self, params: dict) -> dict:
         return {"KeyMetadata": self._metadata(self._resolve(params.get("KeyId")))}
+
+    def _op_ListKeyRotations(self, params: dict) -> dict:
+        # Key id or key ARN only: KMS does not accept an alias here.
+        key_id = params.get("KeyId")
+        if isinstance(key_id, str) and (key_id.startswith("alias/") or ":alias/" in key_id):
+            raise _err("NotFoundException", f"Invalid keyId {key_id}")
+        k = self._resolve(key_id)
+        limit = params.get("Limit", 100)
+        if not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise _err("ValidationException", "1 validation error detected: Value at 'limit' failed "
+                       "to satisfy constraint: Member must have value between 1 and 1000")
+        marker = params.get("Marker")
+        start = 0
+        if marker is not None:
+            if not isinstance(marker, str) or not marker.isdigit() or int(marker) > len(k.rotations):
+                raise _err("InvalidMarkerException", "Invalid marker")
+            start = int(marker)
+        page = k.rotations[start:start + limit]
+        out = {"Rotations": [{"KeyId": k.key_id, "RotationDate": d, "RotationType": "AUTOMATIC"}
+                             for d in page],
+               "Truncated": start + limit < len(k.rotations)}
+        if out["Truncated"]:
+            out["NextMarker"] = str(start + limit)
+        return out
 
     def _op_CreateKey(self, params: dict) -> dict:
         usage = params.get("KeyUsage", "ENCRYPT_DECRYPT")

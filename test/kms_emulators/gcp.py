@@ -63,6 +63,12 @@ def gerror(status: int, message: str, status_name: Optional[str] = None, headers
                                   headers, "application/json; charset=UTF-8"))
 
 
+def _rfc3339(t: float) -> str:
+    """A Timestamp in proto3 JSON form, as Cloud KMS writes it: nanoseconds, UTC."""
+    whole = int(t)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((t - whole) * 1e9):09d}Z"
+
+
 class _CryptoKey:
     def __init__(self, name: str):
         self.name = name
@@ -73,7 +79,7 @@ class _CryptoKey:
 
     def add_version(self, make_primary: bool) -> int:
         n = max(self.versions, default=0) + 1
-        self.versions[n] = {"key": os.urandom(32), "state": "ENABLED"}
+        self.versions[n] = {"key": os.urandom(32), "state": "ENABLED", "created": time.time()}
         if make_primary:
             self.primary = n
         return n
@@ -87,6 +93,7 @@ class _CryptoKey:
             "createTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.created)),
             "primary": {"name": self.version_name(self.primary),
                         "state": self.versions[self.primary]["state"],
+                        "createTime": _rfc3339(self.versions[self.primary]["created"]),
                         "protectionLevel": "SOFTWARE",
                         "algorithm": "GOOGLE_SYMMETRIC_ENCRYPTION"},
             "versionTemplate": {"protectionLevel": "SOFTWARE",

@@ -459,5 +459,118 @@ TEST(SecretFiles, Refusals) {
   EXPECT_EQ(state_of([&] { read_secret_file(empty.path(), "k", "token"); }, "empty"), "F0000");
 }
 
+// ---------------------------------------------------------------- KEK versions
+
+TEST(KekVersions, Rfc3339) {
+  std::int64_t us = 0;
+  ASSERT_TRUE(parse_rfc3339("1970-01-01T00:00:00Z", us));
+  EXPECT_EQ(us, 0);
+  // date -u -d 2026-12-03T10:00:00Z +%s = 1796292000
+  ASSERT_TRUE(parse_rfc3339("2026-12-03T10:00:00Z", us));
+  EXPECT_EQ(us, 1796292000LL * 1000000);
+  ASSERT_TRUE(parse_rfc3339("2026-12-03T10:00:00.123456789Z", us));  // Cloud KMS writes nanoseconds
+  EXPECT_EQ(us, 1796292000LL * 1000000 + 123456);
+  ASSERT_TRUE(parse_rfc3339("2026-12-03T10:00:00.5Z", us));
+  EXPECT_EQ(us, 1796292000LL * 1000000 + 500000);
+  ASSERT_TRUE(parse_rfc3339("2026-12-03T12:30:00+02:30", us));
+  EXPECT_EQ(us, 1796292000LL * 1000000);
+  ASSERT_TRUE(parse_rfc3339("2024-02-29T00:00:00Z", us));  // leap day: 1709164800
+  EXPECT_EQ(us, 1709164800LL * 1000000);
+  for (const char* bad : {"", "2026-12-03", "2026-12-03T10:00:00", "2026-13-01T00:00:00Z", "2025-02-29T00:00:00Z",
+                          "2026-12-03T24:00:00Z", "2026-12-03T10:00:00.Z", "2026-12-03T10:00:00Zx",
+                          "2026-12-03T10:00:00+0200", "x026-12-03T10:00:00Z"})
+    EXPECT_FALSE(parse_rfc3339(bad, us)) << bad;
+}
+
+TEST(KekVersions, Behind) {
+  KekVersion v{"3", 1000};
+  EXPECT_TRUE(dek_behind_kek(v, "2", 5000));    // the wrapped form names an older version
+  EXPECT_FALSE(dek_behind_kek(v, "3", 10));     // ... or the current one, whatever the time
+  EXPECT_TRUE(dek_behind_kek(v, "", 999));      // opaque: wrapped before the version was made
+  EXPECT_FALSE(dek_behind_kek(v, "", 1000));
+  EXPECT_FALSE(dek_behind_kek(KekVersion{"1", 0}, "", 0));  // no older version
+}
+
+TEST(KekVersions, Vault) {
+  KekVersion v = vault::latest_version(json::parse(R"({"data":{"latest_version":3,"keys":{"1":10,"2":20,"3":30}}})"), "v");
+  EXPECT_EQ(v.version, "3");
+  EXPECT_EQ(v.since_us, 30LL * 1000000);
+  v = vault::latest_version(json::parse(R"({"data":{"latest_version":1,"keys":{"1":10}}})"), "v");
+  EXPECT_EQ(v.version, "1");
+  EXPECT_EQ(v.since_us, 0);
+  for (const char* bad : {R"({"data":{}})", R"({"data":{"latest_version":"3"}})", R"({"data":{"latest_version":0}})",
+                          R"({"data":{"latest_version":2,"keys":{"1":10}}})", "[]",
+                          R"({"data":{"latest_version":2,"keys":{"2":9223372036854775807}}})"})
+    EXPECT_EQ(state_of([&] { vault::latest_version(json::parse(bad), "v"); }, "read key failed: malformed"), kBadRequest)
+        << bad;
+  auto wv = [](const char* w) { return vault::wrapped_version(as_bytes(std::string_view(w))); };
+  EXPECT_EQ(wv("vault:v12:abc"), "12");
+  EXPECT_EQ(wv("vault:v:abc"), "");
+  EXPECT_EQ(wv("vault:vx:abc"), "");
+  EXPECT_EQ(wv("vault:v1"), "");
+  EXPECT_EQ(wv("other"), "");
+}
+
+TEST(KekVersions, Aws) {
+  EXPECT_EQ(aws::describe_key_arn(json::parse(R"({"KeyMetadata":{"Arn":"arn:aws:kms:r:1:key/k"}})"), "a"),
+            "arn:aws:kms:r:1:key/k");
+  EXPECT_EQ(state_of([] { aws::describe_key_arn(json::parse(R"({"KeyMetadata":{}})"), "a"); }, "DescribeKey failed"),
+            kBadRequest);
+  std::uint64_t n = 0;
+  std::int64_t latest = 0;
+  std::string marker = aws::key_rotations_page(
+      json::parse(R"({"Rotations":[{"RotationDate":1.5e9},{"RotationDate":1700000000.25}],"Truncated":true,"NextMarker":"m2"})"),
+      "a", n, latest);
+  EXPECT_EQ(marker, "m2");
+  EXPECT_EQ(n, 2u);
+  EXPECT_EQ(latest, 1700000000250000LL);
+  marker = aws::key_rotations_page(json::parse(R"({"Rotations":[],"Truncated":false})"), "a", n, latest);
+  EXPECT_EQ(marker, "");
+  EXPECT_EQ(n, 2u);
+  for (const char* bad : {R"({})", R"({"Rotations":[{}]})", R"({"Rotations":[],"Truncated":true})",
+                          R"({"Rotations":[{"RotationDate":1.7e40}]})", R"({"Rotations":[{"RotationDate":-1}]})"})
+    EXPECT_EQ(state_of([&] { aws::key_rotations_page(json::parse(bad), "a", n, latest); }, "ListKeyRotations failed"),
+              kBadRequest)
+        << bad;
+}
+
+TEST(KekVersions, Gcp) {
+  auto key = [](const std::string& primary) { return json::parse(R"({"name":"x","primary":)" + primary + "}"); };
+  KekVersion v = gcp::primary_version(
+      key(R"({"name":")" + std::string(kGcpKek) + R"(/cryptoKeyVersions/7","createTime":"2026-12-03T10:00:00.25Z"})"),
+      gcp_site("get key"));
+  EXPECT_EQ(v.version, "7");
+  EXPECT_EQ(v.since_us, 1796292000LL * 1000000 + 250000);
+  EXPECT_EQ(state_of([&] { gcp::primary_version(json::parse(R"({"name":"x"})"), gcp_site("get key")); }, "primary"),
+            kBadRequest);
+  EXPECT_EQ(state_of([&] {
+              gcp::primary_version(key(R"({"name":"projects/p/locations/global/keyRings/r/cryptoKeys/other/cryptoKeyVersions/2","createTime":"2026-12-03T10:00:00Z"})"),
+                                   gcp_site("get key"));
+            }),
+            kUnavailable);  // integrity: another CryptoKey's version
+  EXPECT_EQ(state_of([&] {
+              gcp::primary_version(key(R"({"name":")" + std::string(kGcpKek) + R"(/cryptoKeyVersions/2","createTime":"yesterday"})"),
+                                   gcp_site("get key"));
+            }, "createTime"),
+            kBadRequest);
+}
+
+TEST(KekVersions, Azure) {
+  azure::KeyRef ref{"key", ""};
+  KekVersion v = azure::current_version(
+      json::parse(R"({"key":{"kid":"https://myvault.vault.azure.net/keys/key/0123456789abcdef0123456789abcdef"},"attributes":{"created":1700000000}})"),
+      azure_site("get key"), ref, vault_url_parts());
+  EXPECT_EQ(v.version, "0123456789abcdef0123456789abcdef");
+  EXPECT_EQ(v.since_us, 1700000000LL * 1000000);
+  for (const char* bad :
+       {R"({"key":{"kid":"https://other.vault.azure.net/keys/key/0123456789abcdef0123456789abcdef"},"attributes":{"created":1}})",
+        R"({"key":{"kid":"https://myvault.vault.azure.net/keys/other/0123456789abcdef0123456789abcdef"},"attributes":{"created":1}})",
+        R"({"key":{"kid":"https://myvault.vault.azure.net/keys/key/0123456789abcdef0123456789abcdef"},"attributes":{}})"})
+    EXPECT_EQ(state_of([&] { azure::current_version(json::parse(bad), azure_site("get key"), ref, vault_url_parts()); },
+                       "get key failed: malformed"),
+              kBadRequest)
+        << bad;
+}
+
 }  // namespace
 }  // namespace pg_envelope::remote
