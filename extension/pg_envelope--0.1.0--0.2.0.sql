@@ -120,7 +120,7 @@ CREATE TYPE envelope.protected_text (
   INTERNALLENGTH = VARIABLE, STORAGE = extended, CATEGORY = 'U');
 CREATE TYPE envelope.blind_text;
 CREATE FUNCTION envelope.blind_text_in(cstring, oid, integer) RETURNS envelope.blind_text
-  AS 'MODULE_PATHNAME', 'envelope_protected_text_in' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'envelope_blind_text_in' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION envelope.blind_text_out(envelope.blind_text) RETURNS cstring
   AS 'MODULE_PATHNAME', 'envelope_blind_text_out' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION envelope.blind_text_recv(internal, oid, integer) RETURNS envelope.blind_text

@@ -93,6 +93,12 @@ DELETE FROM people WHERE email = 'user5@example.org' RETURNING id;
 SET enable_seqscan = off;
 EXPLAIN (COSTS OFF) SELECT id FROM people WHERE email = 'cy@example.org';
 RESET enable_seqscan;
+-- What the blind index's output shows instead of plaintext cannot be read back as a
+-- search value (a query deparsed to text, as Citus and postgres_fdw send it, fails
+-- rather than matching nothing); other text, "blind:" included, is a plaintext.
+SELECT error_of($q$SELECT id FROM people WHERE email = '(unsealed)'$q$);
+SELECT error_of($q$SELECT id FROM people WHERE email = 'blind:0123456789abcdef0123456789abcdef'$q$);
+SELECT count(*) FROM people WHERE email = 'blind:not hex';
 -- Only equality: keyed hashes have no order a plaintext would recognise.
 SELECT error_of($q$SELECT id FROM people WHERE email > 'b'$q$);
 SELECT error_of($q$SELECT id FROM people WHERE email OPERATOR(envelope.>) 'b'$q$);

@@ -204,6 +204,25 @@ Datum protected_send(FunctionCallInfo fcinfo, PlainType type) {
   return d;
 }
 
+// What blind_out prints cannot be read back as the value it stood for: such input is
+// refused rather than compared as the plaintext "(unsealed)" (a query deparsed into
+// text, as Citus and postgres_fdw do, would otherwise silently match nothing).
+Datum blind_in(FunctionCallInfo fcinfo) {
+  std::string_view str = PG_GETARG_CSTRING(0);
+  bool printed = str == "(unsealed)";
+  if (str.rfind("blind:", 0) == 0) {
+    std::string_view rest = str.substr(6);
+    printed = rest == "none" || (!rest.empty() && rest.find_first_not_of("0123456789abcdef") == std::string_view::npos);
+  }
+  if (printed)
+    throw Error(sqlstate::kInvalidTextRepresentation, "invalid input syntax for type blind_text",
+                "\"(unsealed)\" and \"blind:...\" are how a blind_text value is shown without its plaintext; they "
+                "cannot be read back as that value.",
+                "A query sent on as text (Citus, postgres_fdw) cannot carry a search value of a protected column: "
+                "compare with a subquery, e.g. col = (SELECT 'value'), or with envelope.unseal(col).");
+  return protected_in(fcinfo, PlainType::kText);
+}
+
 // Blind-index views: what an index on a protected column holds, shown without the
 // plaintext ("blind:" and the hex of the blind index), so that a unique violation's
 // DETAIL and the server log never carry plaintext.
@@ -241,5 +260,6 @@ PGENV_FUNCTION(envelope_protected_text_send) { return protected_send(fcinfo, Pla
 PGENV_FUNCTION(envelope_protected_bytea_send) { return protected_send(fcinfo, PlainType::kBytea); }
 PGENV_FUNCTION(envelope_protected_jsonb_send) { return protected_send(fcinfo, PlainType::kJsonb); }
 PGENV_FUNCTION(envelope_blind_text_out) { return blind_out(fcinfo, PlainType::kText); }
+PGENV_FUNCTION(envelope_blind_text_in) { return blind_in(fcinfo); }
 PGENV_FUNCTION(envelope_blind_bytea_out) { return blind_out(fcinfo, PlainType::kBytea); }
 PGENV_FUNCTION(envelope_blind_jsonb_out) { return blind_out(fcinfo, PlainType::kJsonb); }
