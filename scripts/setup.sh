@@ -42,3 +42,10 @@ if [ "${CI:-}" = "true" ]; then werror="-Werror"; fi  # CI: the build is warning
 make -C "$here" -s -j"$(nproc)" PG_CONFIG="$PG_CONFIG" PG_ENVELOPE_WERROR="$werror"
 as_root make -C "$here" -s install PG_CONFIG="$PG_CONFIG" >/dev/null
 echo "== installed into $("$PG_CONFIG" --pkglibdir)"
+
+# Citus for the scale-out tests (test/integration/test_citus.py): built from its source
+# tarball (../shared/citus/ or $PG_ENVELOPE_CITUS_TARBALL) and cached; without the tarball
+# it says so and those tests are skipped. PG_ENVELOPE_CITUS=0 leaves Citus alone.
+if [ "${PG_ENVELOPE_CITUS:-1}" != "0" ]; then
+  PG_CONFIG="$PG_CONFIG" "$here/scripts/citus.sh"
+fi

@@ -79,14 +79,14 @@ class Cluster:
     rewritten by every `configure()` call; it takes effect at the next (re)start.
     """
 
-    def __init__(self, name: str, base_dir: Path, bindir: Path = PG_BINDIR):
+    def __init__(self, name: str, base_dir: Path, bindir: Path = PG_BINDIR, port: int | None = None):
         self.name = name
         self.base_dir = Path(base_dir)
         self.bindir = Path(bindir)
         self.data_dir = self.base_dir / "data"
         self.log_path = self.base_dir / "server.log"
         self.conf_path = self.data_dir / "pg_envelope_test.conf"
-        self.port = free_port()
+        self.port = port or free_port()  # also TCP's, with settings={"listen_addresses": "127.0.0.1"}
         self.superuser = SUPERUSER
         self.master_key_hex: str | None = None  # the key configured last, for leak checks
         self.allow_crash = False
@@ -338,12 +338,14 @@ class ClusterFactory:
         self.clusters: list[Cluster] = []
 
     def create(self, name: str = "pg", *, start: bool = True, preload: bool = True,
-               master_key: bool | str = True, settings: Mapping[str, object] | None = None) -> Cluster:
+               master_key: bool | str = True, settings: Mapping[str, object] | None = None,
+               port: int | None = None) -> Cluster:
         """A new cluster. `master_key`: True for a fresh key file, a hex string for that
-        key in a file, False for no master key setting at all."""
+        key in a file, False for no master key setting at all. `port`: a fixed port
+        instead of a free one (clients that find nodes by host:port, e.g. Citus)."""
         base = self.base_dir / f"{name}-{len(self.clusters)}"
         base.mkdir(parents=True)
-        cluster = Cluster(name, base)
+        cluster = Cluster(name, base, port=port)
         self.clusters.append(cluster)
         cluster.init(self.template)
         key_file = None
