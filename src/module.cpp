@@ -47,6 +47,7 @@ void define_gucs(GucContext context) {
                           nullptr, nullptr);
   pg_envelope::define_kms_gucs();
   pg_envelope::ext::define_version_check_guc();
+  pg_envelope::dek_resolver::define_gucs();
   if (context == PGC_POSTMASTER) {
     pg_envelope::shared_dek_cache::define_gucs();
     pg_envelope::audit::define_gucs();

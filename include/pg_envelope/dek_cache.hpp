@@ -51,12 +51,16 @@ class DekCache {
   virtual CachedDek* find_current(std::string_view key_name) noexcept = 0;
   virtual void set_current(std::string_view key_name, DekId id) = 0;
 
+  // Changes the bound; the least recently used entries go when it shrinks.
+  virtual void set_capacity(std::size_t capacity) = 0;
+
   // Drops every entry (key schedules are wiped by OpenSSL on free).
   virtual void clear() noexcept = 0;
   virtual std::size_t size() const noexcept = 0;
 };
 
-// A per-process cache holding at most `capacity` DEKs.
+// A per-process cache holding at most `capacity` DEKs; when full, the least recently
+// used (found or inserted) one goes.
 std::unique_ptr<DekCache> make_backend_dek_cache(std::size_t capacity);
 
 }  // namespace pg_envelope

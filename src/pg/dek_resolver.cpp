@@ -14,6 +14,7 @@ extern "C" {
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "utils/inval.h"
+#include "utils/guc.h"
 }
 
 #include <cstdio>
@@ -36,7 +37,7 @@ namespace pg_envelope::dek_resolver {
 
 namespace {
 
-constexpr std::size_t kBackendCacheCapacity = 4096;
+int backend_cache_entries = 4096;
 
 // Whether a relcache invalidation of a key table (DROP, TRUNCATE, a key change
 // committed anywhere, replayed on a standby) or of every relation arrived since the
@@ -71,7 +72,12 @@ void evict_inactive_keys_on_standby() {
 }
 
 DekCache& cache() {
-  static std::unique_ptr<DekCache> c = make_backend_dek_cache(kBackendCacheCapacity);
+  static std::unique_ptr<DekCache> c = make_backend_dek_cache(static_cast<std::size_t>(backend_cache_entries));
+  static int capacity = backend_cache_entries;
+  if (capacity != backend_cache_entries) {
+    capacity = backend_cache_entries;
+    c->set_capacity(static_cast<std::size_t>(capacity));
+  }
   static std::uint64_t seen_generation = 0;
   read_replayed_invalidations();
   std::uint64_t g = key_generation();
@@ -277,6 +283,13 @@ void forget_all() noexcept { cache().clear(); }
 void register_callbacks() {
   pg_call([] { CacheRegisterRelcacheCallback(relcache_changed, 0); });
   key_access::register_callbacks();
+}
+
+void define_gucs() {
+  DefineCustomIntVariable("envelope.backend_cache_entries",
+                          "DEKs each backend keeps ready to use (least recently used go first).",
+                          "Each costs about 1 kB of the backend's memory.", &backend_cache_entries, 4096, 1, 1000000,
+                          PGC_SUSET, 0, nullptr, nullptr, nullptr);
 }
 
 }  // namespace pg_envelope::dek_resolver

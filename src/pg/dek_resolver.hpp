@@ -28,6 +28,10 @@ CachedDek& internal(DekId id);
 // Drops this backend's cached DEKs (other backends follow the shared generation).
 void forget_all() noexcept;
 
+// envelope.backend_cache_entries: how many DEKs each backend keeps ready (superuser;
+// takes effect at the next lookup).
+void define_gucs();
+
 // Registers the relcache callback that notices changes of the key tables: dropped or
 // truncated, or a key change committed (or replayed on a standby); from _PG_init.
 void register_callbacks();

@@ -151,6 +151,69 @@ TEST(DekCache, EvictedCurrentDekIsNoLongerCurrent) {
   EXPECT_EQ(cache->find_current("a")->id, (DekId{1, 1}));
 }
 
+TEST(DekCache, EvictsTheLeastRecentlyUsed) {
+  auto cache = make_backend_dek_cache(3);
+  SecureBytes k = random_dek();
+  cache->insert({1, 1}, "a", k);
+  cache->insert({2, 1}, "b", k);
+  cache->insert({3, 1}, "c", k);
+  ASSERT_NE(cache->find({1, 1}), nullptr);  // a is used again: b is now the least recent
+  ASSERT_NE(cache->find({3, 1}), nullptr);
+  cache->insert({4, 1}, "d", k);
+  EXPECT_EQ(cache->find({2, 1}), nullptr);
+  EXPECT_NE(cache->find({1, 1}), nullptr);
+  EXPECT_NE(cache->find({3, 1}), nullptr);
+  EXPECT_NE(cache->find({4, 1}), nullptr);
+  // Re-inserting (a refreshed DEK) also counts as a use.
+  cache->insert({1, 1}, "a", k);  // use order now (most recent first): a, d, c
+  cache->insert({5, 1}, "e", k);  // evicts c
+  EXPECT_EQ(cache->size(), 3u);
+  EXPECT_EQ(cache->find({3, 1}), nullptr);
+  EXPECT_NE(cache->find({1, 1}), nullptr);
+}
+
+TEST(DekCache, SetCapacityShrinksToTheMostRecent) {
+  auto cache = make_backend_dek_cache(10);
+  SecureBytes k = random_dek();
+  for (std::uint32_t i = 1; i <= 10; ++i) cache->insert({i, 1}, "k" + std::to_string(i), k);
+  ASSERT_NE(cache->find({2, 1}), nullptr);
+  cache->set_capacity(2);
+  EXPECT_EQ(cache->size(), 2u);
+  EXPECT_NE(cache->find({2, 1}), nullptr);
+  EXPECT_NE(cache->find({10, 1}), nullptr);
+  cache->set_capacity(0);  // at least one
+  EXPECT_EQ(cache->size(), 1u);
+}
+
+TEST(DekCache, CurrentFollowsTheNewestSetAndSurvivesEvictionOfTheOld) {
+  auto cache = make_backend_dek_cache(2);
+  SecureBytes k = random_dek();
+  cache->insert({1, 1}, "a", k);
+  cache->set_current("a", {1, 1});
+  cache->insert({1, 2}, "a", k);  // rotated
+  cache->set_current("a", {1, 2});
+  ASSERT_NE(cache->find_current("a"), nullptr);
+  EXPECT_EQ(cache->find_current("a")->id, (DekId{1, 2}));
+  ASSERT_NE(cache->find({1, 2}), nullptr);
+  cache->insert({2, 1}, "b", k);  // evicts {1, 1}: "a" stays current at version 2
+  EXPECT_EQ(cache->find({1, 1}), nullptr);
+  ASSERT_NE(cache->find_current("a"), nullptr);
+  EXPECT_EQ(cache->find_current("a")->id, (DekId{1, 2}));
+  // A DEK that is not cached cannot become current.
+  cache->set_current("c", {9, 9});
+  EXPECT_EQ(cache->find_current("c"), nullptr);
+  // Many key names through a small cache: every current entry is one the cache holds.
+  for (std::uint32_t i = 10; i < 1000; ++i) {
+    std::string name = "t" + std::to_string(i);
+    cache->insert({i, 1}, name, k);
+    cache->set_current(name, {i, 1});
+    ASSERT_NE(cache->find_current(name), nullptr);
+  }
+  EXPECT_EQ(cache->size(), 2u);
+  EXPECT_EQ(cache->find_current("t10"), nullptr);
+  EXPECT_NE(cache->find_current("t999"), nullptr);
+}
+
 TEST(DekCache, EntryAeadUsesItsDek) {
   auto cache = make_backend_dek_cache(4);
   SecureBytes k1 = random_dek(), k2 = random_dek();
