@@ -7,10 +7,12 @@ import json
 import sys
 from pathlib import Path
 
+import psycopg2
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # <repo>/test
 from kms_emulators import vault  # noqa: E402
+from pgcluster import pg_error  # noqa: E402
 
 
 @pytest.fixture
@@ -574,3 +576,42 @@ def test_concurrent_key_changes_lose_nothing(cluster_factory):
                         "'writer ' || writer || ' value ' || n) FROM w")[0]
     assert rows >= 100 and good == rows
     pg.assert_no_crash()
+
+
+def test_backend_cache_entries_bounds_the_backend_cache(cluster_factory):
+    """envelope.backend_cache_entries: with room for every key, a backend that cycles
+    through 3 keys asks the shared cache only for its first use of each; with room for
+    2, least-recently-used eviction sends every lookup of the key used longest ago back
+    to the shared cache (its `hits` counter is the oracle). Superusers only."""
+    pg = cluster_factory.create("lru")
+    pg.sql("CREATE EXTENSION pg_envelope")
+    pg.sql("SELECT envelope.create_key('a'), envelope.create_key('b'), envelope.create_key('c')")
+    # 30 rows in the order a, b, c, a, b, c, ...: a scan of them cycles through the keys.
+    pg.sql("CREATE TABLE t AS SELECT g AS id, envelope.encrypt_field('v' || g, (ARRAY['a','b','c'])[g % 3 + 1]) AS v "
+           "FROM generate_series(0, 29) g")
+    conn = pg.connect()
+    conn.autocommit = True
+    cur = conn.cursor()
+
+    def shared_hits_of_scan():
+        cur.execute("SELECT hits FROM envelope.stats")
+        before = cur.fetchone()[0]
+        cur.execute("SELECT count(*) FROM (SELECT envelope.decrypt_field(v) AS p, id FROM t ORDER BY id) s "
+                    "WHERE p = 'v' || id")
+        assert cur.fetchone()[0] == 30
+        cur.execute("SELECT hits FROM envelope.stats")
+        return cur.fetchone()[0] - before
+
+    cur.execute("SHOW envelope.backend_cache_entries")
+    assert cur.fetchone()[0] == "4096"
+    shared_hits_of_scan()                  # fills this backend's cache
+    assert shared_hits_of_scan() == 0      # all three stay
+    cur.execute("SET envelope.backend_cache_entries = 2")
+    assert shared_hits_of_scan() >= 28     # a, b, c, a, ...: each lookup evicts the next one needed
+    cur.execute("RESET envelope.backend_cache_entries")
+    shared_hits_of_scan()
+    assert shared_hits_of_scan() == 0
+    pg.sql("CREATE ROLE lru_user LOGIN")
+    with pytest.raises(psycopg2.Error) as e:
+        pg.sql("SET envelope.backend_cache_entries = 1", user="lru_user")
+    assert pg_error(e)["sqlstate"] == "42501"
