@@ -30,9 +30,9 @@ KeyRecord key_row(const OwnerSpi& spi, std::uint64_t row, int first_col) {
   return k;
 }
 
-constexpr const char* kDekColumns =
-    "SELECT k.key_id, k.name, k.kms, k.kek, k.state, k.current_version, d.version, d.state, d.wrapped "
-    "FROM envelope.data_key d JOIN envelope.key k ON k.key_id OPERATOR(pg_catalog.=) d.key_id ";
+#define PGENV_DEK_SELECT "SELECT k.key_id, k.name, k.kms, k.kek, k.state, k.current_version, d.version, d.state, d.wrapped"
+#define PGENV_DEK_FROM " FROM envelope.data_key d JOIN envelope.key k ON k.key_id OPERATOR(pg_catalog.=) d.key_id "
+constexpr const char* kDekColumns = PGENV_DEK_SELECT PGENV_DEK_FROM;
 
 DekRecord dek_row(const OwnerSpi& spi, std::uint64_t row) {
   DekRecord r;
@@ -86,12 +86,13 @@ bool has_wrapped_at() {
 
 std::vector<DekRecord> wrapped_deks(std::uint32_t key_id) {
   OwnerSpi spi;
-  std::string sql = std::string(kDekColumns);
-  sql.insert(sql.find(" FROM "), has_wrapped_at() ? ", (pg_catalog.date_part('epoch', d.wrapped_at) "
-                                                    "OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8"
-                                                  : ", 0::pg_catalog.int8");
-  sql += "WHERE d.key_id OPERATOR(pg_catalog.=) $1 AND d.wrapped IS NOT NULL ORDER BY d.version";
-  std::uint64_t n = spi.exec(sql.c_str(), {int4_param(key_id)}, SPI_OK_SELECT);
+  // The DEK columns and, as column 10, when each was wrapped (Unix microseconds).
+  constexpr const char* kWhere = "WHERE d.key_id OPERATOR(pg_catalog.=) $1 AND d.wrapped IS NOT NULL ORDER BY d.version";
+  const char* sql = has_wrapped_at()
+                        ? PGENV_DEK_SELECT ", (pg_catalog.date_part('epoch', d.wrapped_at) OPERATOR(pg_catalog.*) "
+                                           "1000000)::pg_catalog.int8" PGENV_DEK_FROM
+                        : PGENV_DEK_SELECT ", 0::pg_catalog.int8" PGENV_DEK_FROM;
+  std::uint64_t n = spi.exec((std::string(sql) + kWhere).c_str(), {int4_param(key_id)}, SPI_OK_SELECT);
   std::vector<DekRecord> out;
   for (std::uint64_t i = 0; i < n; ++i) {
     out.push_back(dek_row(spi, i));
