@@ -1123,25 +1123,25 @@ PGENV_FUNCTION(envelope_start_reencryption) {
     throw Error(sqlstate::kObjectNotInPrerequisiteState, "the re-encryption worker did not start",
                 "The server log may say why.");
   // Returns once the worker has taken the run (so that a second start, a CALL or a
-  // cancel that follows sees it), or has already finished it; an error when it stopped
-  // first. Not in REPEATABLE READ or SERIALIZABLE, whose snapshot would not show it.
+  // cancel that follows sees it), even when it already finished it or failed after taking
+  // it (the view then shows the error); an error when it stopped before taking it. Not in REPEATABLE READ or SERIALIZABLE, whose snapshot would not show it.
   bool xact_snapshot = pg_call([] { return IsolationUsesXactSnapshot(); });
   for (int waited_ms = 0; !xact_snapshot; waited_ms += 10) {
     pid_t now_pid = 0;
     BgwHandleStatus st = pg_call([handle, &now_pid] { return GetBackgroundWorkerPid(handle, &now_pid); });
     OwnerSpi reg;
     reg.exec("SELECT (pid IS NOT DISTINCT FROM $3)::pg_catalog.text, "
-             "(finished_at IS NOT NULL AND COALESCE(resumed_at, started_at) OPERATOR(pg_catalog.>=) $4)::pg_catalog.text, "
+             "(COALESCE(resumed_at, started_at) OPERATOR(pg_catalog.>=) $4)::pg_catalog.text, "
              "COALESCE(error, '') FROM envelope.reencryption "
              "WHERE tbl OPERATOR(pg_catalog.=) $1 AND col OPERATOR(pg_catalog.=) $2::pg_catalog.name",
              {oid_param(job.relid), text_param(job.col), {INT4OID, Int32GetDatum(pid)},
               {TIMESTAMPTZOID, TimestampTzGetDatum(since)}},
              SPI_OK_SELECT);
     bool claimed = SPI_processed == 1 && reg.text_at(0, 1) == "true" && st == BGWH_STARTED;
-    bool finished = SPI_processed == 1 && reg.text_at(0, 2) == "true";
+    bool taken = SPI_processed == 1 && reg.text_at(0, 2) == "true";  // since this call began
     std::string error = SPI_processed == 1 ? reg.text_at(0, 3) : std::string();
     reg.finish();
-    if (claimed || finished) break;
+    if (claimed || taken) break;
     if (st == BGWH_STOPPED) {
       refuse_if_running(job.relid, job.col, relation_sql(job.relid));  // 55006: another run took it
       throw Error(sqlstate::kObjectNotInPrerequisiteState, "the re-encryption worker stopped before it started its run",
