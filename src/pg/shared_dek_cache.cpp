@@ -1,5 +1,9 @@
 // Shared-memory DEK cache (see shared_dek_cache.hpp). A fixed array of entries under one
-// LWLock of the "pg_envelope" tranche; clock (second-chance) eviction.
+// LWLock of the "pg_envelope" tranche, indexed by a chained hash table (as
+// pg_stat_statements indexes its entries with a dynahash): a hit is found in O(1) under
+// the lock in shared mode; only a miss, a load's outcome and invalidation take it
+// exclusively. Unused entries sit on a free list; when none is left, clock
+// (second-chance) eviction picks the victim.
 #include "guard.hpp"
 
 extern "C" {
@@ -38,8 +42,8 @@ constexpr long kFailureMemoryMs = 2000;
 
 struct Entry {
   std::uint32_t state;
-  std::int32_t owner_pid;  // kLoading: the claimant
-  Failure failure;         // kFailedState
+  std::int32_t owner_pid;     // kLoading: the claimant
+  std::uint32_t failure_seq;  // kFailedState: its record in Cache::failures (see failure_slot)
   Oid dbid;
   std::uint32_t key_id;  // 0: empty
   std::uint32_t version;
@@ -49,9 +53,15 @@ struct Entry {
   TimestampTz stale_loaded_at;  // kLoading over a stale DEK: when that DEK was loaded
   TimestampTz retry_after;      // a stale DEK in use: when to ask the KMS again
   std::uint32_t has_stale;      // kLoading: `masked` still holds the stale DEK
-  std::uint32_t referenced;
+  // Set by hits under the shared lock (only ever from 0 to 1, an aligned 32-bit store),
+  // cleared by the clock under the exclusive lock.
+  volatile std::uint32_t referenced;
   std::uint8_t masked[kAes256KeySize];
 };
+
+// Failures are rare and large (a whole error report): a small ring of them, referred to
+// by sequence number from the entries in kFailedState, keeps each entry small.
+constexpr int kFailureSlots = 64;
 
 struct Cache {
   LWLock* lock;
@@ -61,6 +71,14 @@ struct Cache {
   ConditionVariable loaded;  // broadcast when a claimed load completes or fails
   pg_atomic_uint64 hits, misses, stores, evictions, flushes, waits;
   pg_atomic_uint64 reset_at;  // TimestampTz of the last reset_stats() (or of start-up)
+  // The hash index: `buckets` heads of chains through `next` (entry indexes, -1 ends);
+  // an entry is on a chain exactly when its state is not kEmpty, and on the free list
+  // (also through `next`) when it is empty. Both arrays follow this header.
+  std::uint32_t bucket_mask;
+  std::int32_t free_head;
+  std::uint32_t failure_seq;  // the last one handed out (0: none)
+  Failure failures[kFailureSlots];
+  std::uint32_t failure_seqs[kFailureSlots];
   // The entries follow on their own pages (see entries_offset()), so that
   // MADV_DONTDUMP covers every one of them and nothing else.
 };
@@ -70,6 +88,8 @@ int ttl_seconds = 3600;
 int max_stale_seconds = 3600;
 Cache* cache = nullptr;
 Entry* entries = nullptr;  // cache->capacity entries, page-aligned
+std::int32_t* buckets = nullptr;  // bucket_mask + 1 chain heads (in shared memory)
+std::int32_t* next_of = nullptr;  // per entry: the next on its chain or on the free list
 
 // The masking secret: drawn once in the postmaster, inherited by every backend,
 // never in shared memory.
@@ -81,6 +101,18 @@ std::size_t page_size() { return static_cast<std::size_t>(sysconf(_SC_PAGESIZE))
 std::size_t entries_bytes(int capacity) {
   std::size_t page = page_size();
   return (sizeof(Entry) * static_cast<std::size_t>(capacity) + page - 1) / page * page;
+}
+
+// A power of two at least the capacity: chains stay about one entry long.
+std::uint32_t bucket_count(int capacity) {
+  std::uint32_t n = 1;
+  while (n < static_cast<std::uint32_t>(capacity)) n <<= 1;
+  return n;
+}
+
+std::size_t index_bytes(int capacity) {
+  return MAXALIGN(sizeof(std::int32_t) * bucket_count(capacity)) +
+         MAXALIGN(sizeof(std::int32_t) * static_cast<std::size_t>(capacity));
 }
 
 // Key ids are unique within a database only, and may be reused there once the key
@@ -127,11 +159,113 @@ TimestampTz stale_until(TimestampTz loaded_at, TimestampTz retry_after) {
 }
 
 void clear(Entry& e) {
-  secure_zero(&e, sizeof e);  // key bytes included, masked or not
+  secure_zero(const_cast<Entry*>(&e), sizeof e);  // key bytes included, masked or not
+}
+
+// ---- the hash index (every function here is called with the lock held exclusively,
+// except find(), which a shared hold suffices for) ----
+
+std::uint32_t hash_of(Oid dbid, std::uint32_t key_id, std::uint32_t version, const std::uint8_t* digest) {
+  // The digest is a SHA-256 prefix of the wrapped DEK: already uniform. Mixed with the
+  // ids so that equal wrapped DEKs under two ids (never expected) still spread.
+  std::uint64_t h = load_be32(digest) ^ (static_cast<std::uint64_t>(load_be32(digest + 4)) << 32);
+  h ^= (static_cast<std::uint64_t>(dbid) * 0x9E3779B97F4A7C15ull) ^ (static_cast<std::uint64_t>(key_id) << 17) ^
+       (static_cast<std::uint64_t>(version) * 0xC2B2AE3D27D4EB4Full);
+  h ^= h >> 29;
+  h *= 0xBF58476D1CE4E5B9ull;
+  h ^= h >> 32;
+  return static_cast<std::uint32_t>(h);
+}
+
+std::uint32_t bucket_of(const Entry& e) { return hash_of(e.dbid, e.key_id, e.version, e.digest) & cache->bucket_mask; }
+
+int index_of(const Entry& e) { return static_cast<int>(&e - entries); }
+
+// The entry of `ident` in this database, or -1.
+int find(const Ident& ident) {
+  std::uint32_t b = hash_of(MyDatabaseId, ident.id.key_id, ident.id.version, ident.wrapped_digest) & cache->bucket_mask;
+  for (std::int32_t i = buckets[b]; i >= 0; i = next_of[i])
+    if (same_dek(entries[i], ident)) return i;
+  return -1;
+}
+
+void link(Entry& e) {
+  std::uint32_t b = bucket_of(e);
+  int i = index_of(e);
+  next_of[i] = buckets[b];
+  buckets[b] = i;
+}
+
+void unlink(Entry& e) {
+  std::int32_t* at = &buckets[bucket_of(e)];
+  int i = index_of(e);
+  while (*at >= 0 && *at != i) at = &next_of[*at];
+  if (*at == i) *at = next_of[i];
+}
+
+void push_free(Entry& e) {
+  int i = index_of(e);
+  next_of[i] = cache->free_head;
+  cache->free_head = i;
+}
+
+// Empties an entry: off its chain, zeroed, onto the free list.
+void release(Entry& e) {
+  if (e.state == kEmpty) return;
+  unlink(e);
+  clear(e);
+  push_free(e);
+}
+
+// Gives an entry a state and the identity of `ident` in this database, and puts it on
+// its chain. The entry comes off the free list (take_free) or is a victim/the entry of
+// `ident` itself, unlinked and cleared here.
+void assign(Entry& e, std::uint32_t state, const Ident& ident, TimestampTz loaded_at) {
+  if (e.state != kEmpty) unlink(e);
+  clear(e);
+  e.state = state;
+  e.dbid = MyDatabaseId;
+  e.key_id = ident.id.key_id;
+  e.version = ident.id.version;
+  std::memcpy(e.digest, ident.wrapped_digest, sizeof e.digest);
+  e.loaded_at = loaded_at;
+  link(e);
+}
+
+// Rebuilds the index from the entries' states (at start-up and after flush()).
+void rebuild_index() {
+  for (std::uint32_t b = 0; b <= cache->bucket_mask; ++b) buckets[b] = -1;
+  cache->free_head = -1;
+  for (int i = cache->capacity - 1; i >= 0; --i) {
+    if (entries[i].state == kEmpty)
+      push_free(entries[i]);
+    else
+      link(entries[i]);
+  }
+}
+
+// Records a failure in the ring; returns its sequence number (never 0).
+std::uint32_t record_failure(const Failure& f) {
+  std::uint32_t seq = ++cache->failure_seq;
+  if (seq == 0) seq = ++cache->failure_seq;
+  int slot = static_cast<int>(seq % kFailureSlots);
+  cache->failures[slot] = f;
+  cache->failure_seqs[slot] = seq;
+  return seq;
+}
+
+// The failure an entry refers to, unless 64 later failures have overwritten it.
+const Failure* failure_of(const Entry& e) {
+  int slot = static_cast<int>(e.failure_seq % kFailureSlots);
+  return e.failure_seq != 0 && cache->failure_seqs[slot] == e.failure_seq ? &cache->failures[slot] : nullptr;
 }
 
 void lock_exclusive() {
   pg_call([] { LWLockAcquire(cache->lock, LW_EXCLUSIVE); });
+}
+
+void lock_shared() {
+  pg_call([] { LWLockAcquire(cache->lock, LW_SHARED); });
 }
 
 }  // namespace
@@ -147,7 +281,7 @@ Ident ident_of(DekId id, ByteView wrapped) {
 
 std::size_t shmem_size() {
   // The header, up to a page of alignment, then the entries on whole pages.
-  return MAXALIGN(sizeof(Cache)) + page_size() + entries_bytes(capacity_guc);
+  return MAXALIGN(sizeof(Cache)) + index_bytes(capacity_guc) + page_size() + entries_bytes(capacity_guc);
 }
 
 void request_lwlock() { RequestNamedLWLockTranche("pg_envelope", 1); }
@@ -171,13 +305,18 @@ void attach() {
   bool exists = false;
   cache = static_cast<Cache*>(ShmemInitStruct("pg_envelope DEK cache", shmem_size(), &exists));
   std::size_t page = page_size();
-  auto first = (reinterpret_cast<std::uintptr_t>(cache) + MAXALIGN(sizeof(Cache)) + page - 1) &
+  char* index = reinterpret_cast<char*>(cache) + MAXALIGN(sizeof(Cache));
+  auto first = (reinterpret_cast<std::uintptr_t>(index) + index_bytes(capacity_guc) + page - 1) &
                ~static_cast<std::uintptr_t>(page - 1);
   entries = reinterpret_cast<Entry*>(first);
+  buckets = reinterpret_cast<std::int32_t*>(index);
+  next_of = reinterpret_cast<std::int32_t*>(index + MAXALIGN(sizeof(std::int32_t) * bucket_count(capacity_guc)));
   if (!exists) {
     std::memset(cache, 0, shmem_size());
     cache->lock = &(GetNamedLWLockTranche("pg_envelope"))->lock;
     cache->capacity = capacity_guc;
+    cache->bucket_mask = bucket_count(capacity_guc) - 1;
+    rebuild_index();
     for (pg_atomic_uint64* c : {&cache->hits, &cache->misses, &cache->stores, &cache->evictions, &cache->flushes,
                                 &cache->waits, &cache->reset_at})
       pg_atomic_init_u64(c, 0);
@@ -201,23 +340,23 @@ void attach() {
 
 namespace {
 
-// The entry for `ident`, or a slot to reuse (empty, expired, or evicted by the
-// clock). Called with the lock held exclusively.
+// The entry for `ident`, or a slot to reuse: a free one, else the first the clock
+// reaches that is expired, a failure no longer remembered, or not referenced since the
+// clock last passed (a second chance). Never one being loaded, unless every entry is.
+// Called with the lock held exclusively.
 Entry& slot_for(const Ident& ident, TimestampTz now, bool& evicted) {
-  for (int i = 0; i < cache->capacity; ++i) {
-    Entry& e = entries[i];
-    if (e.state != kEmpty && same_dek(e, ident)) return e;
+  if (int i = find(ident); i >= 0) return entries[i];
+  if (cache->free_head >= 0) {
+    Entry& e = entries[cache->free_head];
+    cache->free_head = next_of[cache->free_head];
+    return e;
   }
-  for (int i = 0; i < cache->capacity; ++i) {
-    Entry& e = entries[i];
-    if (e.state == kEmpty) return e;
-    if (e.state == kReady && !fresh(e, now) && !stale_usable(e, now)) return e;
-    if (e.state == kFailedState && now - e.loaded_at >= kFailureMemoryMs * 1000) return e;
-  }
-  for (int rounds = 0; rounds < 2 * cache->capacity + 1; ++rounds) {  // clock: a second chance
+  for (int rounds = 0; rounds < 2 * cache->capacity + 1; ++rounds) {
     Entry& e = entries[cache->hand];
     cache->hand = (cache->hand + 1) % cache->capacity;
     if (e.state == kLoading) continue;  // never steal a load in flight
+    if (e.state == kReady && !fresh(e, now) && !stale_usable(e, now)) return e;
+    if (e.state == kFailedState && now - e.loaded_at >= kFailureMemoryMs * 1000) return e;
     if (e.referenced) {
       e.referenced = 0;
     } else {
@@ -229,19 +368,8 @@ Entry& slot_for(const Ident& ident, TimestampTz now, bool& evicted) {
   return entries[cache->hand];
 }
 
-// Gives an entry a state and the identity of `ident` in this database.
-void set_identity(Entry& e, std::uint32_t state, const Ident& ident, TimestampTz loaded_at) {
-  e.state = state;
-  e.dbid = MyDatabaseId;
-  e.key_id = ident.id.key_id;
-  e.version = ident.id.version;
-  std::memcpy(e.digest, ident.wrapped_digest, sizeof e.digest);
-  e.loaded_at = loaded_at;
-}
-
 void store(Entry& slot, const Ident& ident, const std::uint8_t masked[kAes256KeySize], TimestampTz now) {
-  clear(slot);
-  set_identity(slot, kReady, ident, now);
+  assign(slot, kReady, ident, now);
   slot.referenced = 1;
   std::memcpy(slot.masked, masked, kAes256KeySize);
   pg_atomic_fetch_add_u64(&cache->stores, 1);
@@ -285,6 +413,32 @@ Claim claim(const Ident& ident, std::uint64_t generation, long wait_ms, SecureBy
   for (;;) {
     TimestampTz now = GetCurrentTimestamp();
     std::uint8_t masked[kAes256KeySize];
+    // The common case, a hit, under the lock in shared mode.
+    bool hit = false;
+    lock_shared();
+    if (int i = find(ident); i >= 0) {
+      Entry& e = entries[i];
+      if (fresh(e, now)) {
+        valid_until = fresh_until(e.loaded_at);
+        hit = true;
+      } else if (stale_usable(e, now) && now < e.retry_after) {
+        valid_until = stale_until(e.loaded_at, e.retry_after);  // the KMS failed moments ago: keep serving
+        hit = stale = true;
+      }
+      if (hit) {
+        std::memcpy(masked, e.masked, sizeof masked);
+        if (!e.referenced) e.referenced = 1;  // no store when set: the cache line stays shared
+      }
+    }
+    LWLockRelease(cache->lock);
+    if (hit) {
+      unmask(ident, masked, out);
+      secure_zero(masked, sizeof masked);
+      pg_atomic_fetch_add_u64(&cache->hits, 1);
+      if (waited) pg_atomic_fetch_add_u64(&cache->waits, 1);
+      return Claim::kHit;
+    }
+    // Otherwise again under the exclusive lock: the entry may have changed meanwhile.
     Claim result = Claim::kLoad;
     bool wait = false, evicted = false;
     lock_exclusive();
@@ -304,8 +458,8 @@ Claim claim(const Ident& ident, std::uint64_t generation, long wait_ms, SecureBy
     } else if (mine && e.state == kLoading && e.generation == generation && now < deadline) {
       wait = true;  // another backend is unwrapping it
     } else if (mine && e.state == kFailedState && e.generation == generation &&
-               now - e.loaded_at < kFailureMemoryMs * 1000) {
-      failure = e.failure;
+               now - e.loaded_at < kFailureMemoryMs * 1000 && failure_of(e) != nullptr) {
+      failure = *failure_of(e);
       result = Claim::kFailed;
     } else {
       // Nobody has it (or the claimant ran out of time): this backend loads it. A
@@ -322,14 +476,13 @@ Claim claim(const Ident& ident, std::uint64_t generation, long wait_ms, SecureBy
       }
       std::uint8_t kept[kAes256KeySize];
       if (keep_stale) std::memcpy(kept, e.masked, sizeof kept);
-      clear(e);
+      assign(e, kLoading, ident, now);
       if (keep_stale) {
         std::memcpy(e.masked, kept, sizeof kept);
         e.has_stale = 1;
         e.stale_loaded_at = kept_at;
         secure_zero(kept, sizeof kept);
       }
-      set_identity(e, kLoading, ident, now);
       e.owner_pid = MyProcPid;
       e.generation = generation;
       result = Claim::kLoad;
@@ -362,10 +515,8 @@ std::int64_t complete(const Ident& ident, const SecureBytes& dek, std::uint64_t 
   if (cache != nullptr) {
     // A generation change meanwhile: put() stored nothing; release the claim anyway.
     lock_exclusive();
-    for (int i = 0; i < cache->capacity; ++i) {
-      Entry& e = entries[i];
-      if (e.state == kLoading && same_dek(e, ident) && e.owner_pid == MyProcPid) clear(e);
-    }
+    if (int i = find(ident); i >= 0 && entries[i].state == kLoading && entries[i].owner_pid == MyProcPid)
+      release(entries[i]);
     LWLockRelease(cache->lock);
     ConditionVariableBroadcast(&cache->loaded);
   }
@@ -378,10 +529,9 @@ bool fall_back_to_stale(const Ident& ident, SecureBytes& out, std::int64_t& vali
   bool found = false;
   TimestampTz now = GetCurrentTimestamp();
   lock_exclusive();
-  for (int i = 0; i < cache->capacity && !found; ++i) {
+  if (int i = find(ident); i >= 0) {
     Entry& e = entries[i];
-    if (e.state == kLoading && e.has_stale && same_dek(e, ident) && e.owner_pid == MyProcPid &&
-        stale_window(e.stale_loaded_at, now)) {
+    if (e.state == kLoading && e.has_stale && e.owner_pid == MyProcPid && stale_window(e.stale_loaded_at, now)) {
       e.state = kReady;
       e.has_stale = 0;
       e.loaded_at = e.stale_loaded_at;
@@ -403,15 +553,15 @@ bool fall_back_to_stale(const Ident& ident, SecureBytes& out, std::int64_t& vali
 void abandon(const Ident& ident, const Failure& failure) {
   if (cache == nullptr) return;
   lock_exclusive();
-  for (int i = 0; i < cache->capacity; ++i) {
+  if (int i = find(ident); i >= 0 && entries[i].state == kLoading && entries[i].owner_pid == MyProcPid) {
     Entry& e = entries[i];
-    if (e.state == kLoading && same_dek(e, ident) && e.owner_pid == MyProcPid) {
-      std::uint64_t generation = e.generation;
-      clear(e);  // the stale DEK too: it is past its window, or the KMS refused the key
-      if (failure.sqlstate[0] == '\0') continue;
-      set_identity(e, kFailedState, ident, GetCurrentTimestamp());
-      e.generation = generation;
-      e.failure = failure;
+    std::uint64_t generation = e.generation;
+    if (failure.sqlstate[0] == '\0') {
+      release(e);
+    } else {
+      assign(e, kFailedState, ident, GetCurrentTimestamp());  // the stale DEK goes too: it is past its
+      e.generation = generation;                             // window, or the KMS refused the key
+      e.failure_seq = record_failure(failure);
     }
   }
   LWLockRelease(cache->lock);
@@ -437,7 +587,7 @@ std::int64_t zero_entries_if(Selected selected) noexcept {
       continue;
     }
     if (e.state == kReady) ++n;
-    clear(e);
+    release(e);
   }
   return n;
 }
@@ -505,6 +655,7 @@ void flush() {
   if (cache == nullptr) return;
   lock_exclusive();
   for (int i = 0; i < cache->capacity; ++i) clear(entries[i]);
+  rebuild_index();
   LWLockRelease(cache->lock);
   pg_atomic_fetch_add_u64(&cache->flushes, 1);
 }

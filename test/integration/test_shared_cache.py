@@ -404,6 +404,73 @@ def test_capacity_pressure_evicts_without_errors(cluster_factory):
         emu.stop()
 
 
+def test_every_entry_holds_a_dek_and_freed_entries_are_reused(cluster_factory):
+    """The cache is fully associative: as many DEKs as entries all stay cached (each
+    unwrapped once by concurrent readers, nothing evicted); entries freed by cache_evict
+    take new DEKs without evicting any; one DEK more than the entries evicts exactly one."""
+    import threading
+
+    capacity = 64
+    pg, emu = cache_cluster(cluster_factory, **{"envelope.cache_entries": capacity})
+    try:
+        pg.sql("DROP TABLE t")
+        pg.sql("SELECT envelope.cache_flush()")
+        conn = pg.connect()
+        cur = conn.cursor()
+        n_keys = capacity + 11
+        for i in range(n_keys):
+            cur.execute("SELECT envelope.create_key(%s, kms => 'vault', kek => 'pg-envelope')", (f"f{i}",))
+        cur.execute("CREATE TABLE f AS SELECT i, envelope.encrypt_field('secret ' || i, 'f' || i) AS v "
+                    "FROM generate_series(0, %s) i", (n_keys - 1,))
+        conn.close()
+        pg.sql("SELECT envelope.cache_flush()")
+        pg.sql("SELECT envelope.stats_reset()")
+        emu.reset_stats()
+        errors = []
+
+        def read(first: int, last: int, rounds: int = 3):
+            def worker(seed):
+                try:
+                    for round_ in range(rounds):
+                        c = pg.connect()
+                        k = c.cursor()
+                        k.execute("SELECT i, envelope.decrypt_field(v) FROM f WHERE i BETWEEN %s AND %s "
+                                  "ORDER BY md5((i + %s)::text)", (first, last, seed * 7 + round_))
+                        got = sorted(k.fetchall())
+                        if got != [(i, f"secret {i}") for i in range(first, last + 1)]:
+                            errors.append(("wrong rows", seed, round_))
+                        c.close()
+                except Exception as e:  # reported below
+                    errors.append(e)
+            threads = [threading.Thread(target=worker, args=(s,)) for s in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=120)
+            assert not errors, errors[:3]
+
+        def stats():
+            return pg.sql("SELECT entries, evictions, kms_errors FROM envelope.stats")[0]
+
+        read(0, capacity - 1)                     # exactly as many DEKs as entries
+        assert emu.calls("decrypt") == capacity
+        assert stats() == (capacity, 0, 0)
+        for i in range(10):                       # free 10 entries
+            assert pg.sql("SELECT envelope.cache_evict(%s)", (f"f{i}",))[0][0] == 1
+        assert stats()[0] == capacity - 10
+        read(capacity, capacity + 9)              # 10 new DEKs take the freed entries
+        assert emu.calls("decrypt") == capacity + 10
+        assert stats() == (capacity, 0, 0)
+        read(10, capacity + 9, rounds=1)          # all cached: no KMS call
+        assert emu.calls("decrypt") == capacity + 10
+        read(capacity + 10, capacity + 10, rounds=1)  # one more: one eviction
+        assert emu.calls("decrypt") == capacity + 11
+        assert stats() == (capacity, 1, 0)
+        pg.assert_no_crash()
+    finally:
+        emu.stop()
+
+
 def test_first_level_cache_follows_the_ttl(cluster_factory):
     """A long-lived backend does not keep a DEK past the shared cache's TTL: its next
     statement after the TTL asks again (one refetch), and while the KMS is down it
@@ -475,9 +542,9 @@ def test_cached_keys_excluded_from_core_dumps(cluster_factory):
                 size_kb = int(line.split()[1])
             elif line.startswith("VmFlags:") and " dd" in (" " + line.split(":", 1)[1]):
                 dd_kb += size_kb or 0
-        # 4096 entries of over a kilobyte each (the remembered failure takes most):
-        # megabytes, all excluded ([vvar] and [vdso] are a few pages).
-        assert dd_kb >= 4096, dd_kb
+        # 4096 entries of over 100 bytes each (identity, times, the masked 32-byte key):
+        # over 400 kB, all excluded ([vvar] and [vdso] are a few pages).
+        assert dd_kb * 1024 >= 4096 * 100, dd_kb
         conn.close()
     finally:
         emu.stop()
