@@ -33,6 +33,16 @@ struct CachedDek {
   std::uint64_t access_epoch = 0;
   std::uint8_t access_checked = 0;
   std::uint8_t access_held = 0;
+  // The audit counter (PostgreSQL layer, audit::note) this DEK was last counted in,
+  // while `audit_epoch` is the counters' current one.
+  std::uint64_t audit_epoch = 0;
+  std::uint32_t audit_index = 0;
+  std::uint32_t audit_protection = 0;
+  std::uint32_t audit_user = 0;
+  std::uint8_t audit_event = 0;
+  // The backend cache's use order: its move count when this entry last went to the
+  // front (backend_dek_cache.cpp).
+  std::uint64_t moved_at = 0;
 };
 
 class DekCache {
@@ -60,7 +70,8 @@ class DekCache {
 };
 
 // A per-process cache holding at most `capacity` DEKs; when full, the least recently
-// used (found or inserted) one goes.
+// used (found or inserted) one goes: exactly among the older half of the capacity (a
+// use within the most recent half does not reorder; see backend_dek_cache.cpp).
 std::unique_ptr<DekCache> make_backend_dek_cache(std::size_t capacity);
 
 }  // namespace pg_envelope

@@ -85,16 +85,22 @@ struct Queue {
   std::uint64_t head, tail;  // records [tail, head) are waiting
 };
 
+// The identity (db, key_id, version) is written under the lock held exclusively; the
+// counters are atomics, added to under the lock held shared, so that backends counting
+// key versions already in the table never wait for each other.
 struct UsageSlot {
   Oid db;  // InvalidOid: free
   std::uint32_t key_id, version;
-  std::uint64_t counts[kEventCount];
-  TimestampTz last_used;
+  pg_atomic_uint64 counts[kEventCount];
+  pg_atomic_uint64 last_used;  // TimestampTz
 };
+// How far a key version's slot may be from its hash position: lookups stay O(1) when
+// the table is full (the counts that find no slot are added to usage_overflow).
+constexpr int kUsageProbes = 32;
 
 struct Shared {
   LWLock* lock;
-  std::uint64_t usage_overflow;
+  pg_atomic_uint64 usage_overflow;
   Queue queues[kQueues];
   // followed by Record[kQueues * queue_records], then UsageSlot[usage_entries]
 };
@@ -143,6 +149,8 @@ struct Agg {
 };
 
 std::vector<Agg> aggs;
+std::vector<std::uint64_t> agg_counts;  // aggs[i]'s count while counting (small: stays in the CPU cache)
+std::uint64_t agg_epoch = 1;            // moves whenever aggs is emptied (see note(CachedDek&))
 std::unordered_map<AggKey, std::size_t, AggKeyHash> agg_index;
 std::size_t last_agg = SIZE_MAX;
 std::int64_t agg_statement = 0;
@@ -335,23 +343,54 @@ void emit(const std::vector<Record>& recs, bool at_abort) {
     for (const Record& r : recs) log_record(r);
 }
 
+std::uint32_t usage_hash(const AggKey& k) {
+  return (k.key_id * 2654435761u) ^ (k.version * 40503u) ^ (MyDatabaseId * 97u);
+}
+
+UsageSlot& usage_at(std::uint32_t h, int probe) {
+  return usage[(h + static_cast<std::uint32_t>(probe)) % static_cast<std::uint32_t>(usage_entries)];
+}
+
+bool usage_is(const UsageSlot& s, const AggKey& k) {
+  return s.db == MyDatabaseId && s.key_id == k.key_id && s.version == k.version;
+}
+
+void count_in(UsageSlot& s, const Agg& a, TimestampTz now) {
+  pg_atomic_fetch_add_u64(&s.counts[a.k.event], a.count);
+  pg_atomic_write_u64(&s.last_used, static_cast<std::uint64_t>(now));
+}
+
+// With the lock held shared: counts `a` in its slot; false when it has none yet.
+bool add_usage_shared(const Agg& a, TimestampTz now) {
+  std::uint32_t h = usage_hash(a.k);
+  for (int probe = 0; probe < kUsageProbes && probe < usage_entries; ++probe) {
+    UsageSlot& s = usage_at(h, probe);
+    if (s.db == InvalidOid) return false;  // slots are never freed: it is not further on
+    if (usage_is(s, a.k)) {
+      count_in(s, a, now);
+      return true;
+    }
+  }
+  return false;
+}
+
+// With the lock held exclusively: counts `a`, taking a free slot when it has none.
 void add_usage(const Agg& a, TimestampTz now) {
-  std::uint32_t h = (a.k.key_id * 2654435761u) ^ (a.k.version * 40503u) ^ (MyDatabaseId * 97u);
-  for (int probe = 0; probe < usage_entries; ++probe) {
-    UsageSlot& s = usage[(h + static_cast<std::uint32_t>(probe)) % static_cast<std::uint32_t>(usage_entries)];
+  std::uint32_t h = usage_hash(a.k);
+  for (int probe = 0; probe < kUsageProbes && probe < usage_entries; ++probe) {
+    UsageSlot& s = usage_at(h, probe);
     if (s.db == InvalidOid) {
-      s.db = MyDatabaseId;
       s.key_id = a.k.key_id;
       s.version = a.k.version;
-      std::memset(s.counts, 0, sizeof s.counts);
+      for (pg_atomic_uint64& c : s.counts) pg_atomic_write_u64(&c, 0);
+      s.db = MyDatabaseId;
     }
-    if (s.db == MyDatabaseId && s.key_id == a.k.key_id && s.version == a.k.version) {
-      s.counts[a.k.event] += a.count;
-      s.last_used = now;
+    if (usage_is(s, a.k)) {
+      count_in(s, a, now);
       return;
     }
   }
-  shared->usage_overflow += a.count;
+  pg_atomic_fetch_add_u64(&shared->usage_overflow, a.count);
 }
 
 // Flushes the counts of the last statement: usage counters, then the audit trail.
@@ -359,14 +398,25 @@ void flush(bool at_abort) {
   if (aggs.empty()) return;
   std::vector<Agg> done;
   done.swap(aggs);
+  for (std::size_t i = 0; i < done.size(); ++i) done[i].count = agg_counts[i];
+  agg_counts.clear();
+  ++agg_epoch;
   agg_index.clear();
   last_agg = SIZE_MAX;
   if (!preloaded()) return;
   TimestampTz now = GetCurrentTimestamp();
-  pg_call([] { LWLockAcquire(shared->lock, LW_EXCLUSIVE); });
+  // Key versions already counted: under the lock held shared. The exclusive lock only
+  // for the first use of a key version since the server started.
+  std::vector<const Agg*> first_use;
+  pg_call([] { LWLockAcquire(shared->lock, LW_SHARED); });
   for (const Agg& a : done)
-    if (a.count > 0) add_usage(a, now);
+    if (a.count > 0 && !add_usage_shared(a, now)) first_use.push_back(&a);
   LWLockRelease(shared->lock);
+  if (!first_use.empty()) {
+    pg_call([] { LWLockAcquire(shared->lock, LW_EXCLUSIVE); });
+    for (const Agg* a : first_use) add_usage(*a, now);
+    LWLockRelease(shared->lock);
+  }
   if (mode == kOff) return;
   std::vector<Record> recs;
   for (const Agg& a : done) {
@@ -663,15 +713,15 @@ void note(DekId id, std::string_view key_name, Event e) {
       // The DEK was handed out (and counted as a decrypt) before the value failed.
       AggKey d = k;
       d.event = kDecrypt;
-      if (auto it = agg_index.find(d); it != agg_index.end() && aggs[it->second].count > 0) --aggs[it->second].count;
+      if (auto it = agg_index.find(d); it != agg_index.end() && agg_counts[it->second] > 0) --agg_counts[it->second];
     }
     if (last_agg < aggs.size() && aggs[last_agg].k == k) {
-      ++aggs[last_agg].count;
+      ++agg_counts[last_agg];
       return;
     }
     if (auto it = agg_index.find(k); it != agg_index.end()) {
       last_agg = it->second;
-      ++aggs[last_agg].count;
+      ++agg_counts[last_agg];
       return;
     }
     (void)session_user_name();
@@ -680,9 +730,31 @@ void note(DekId id, std::string_view key_name, Event e) {
     // Looked up now, inside the statement (there is no snapshot to query with once
     // it has ended); once per column and backend.
     std::string object = mode != kOff ? column_name(k.protection, !IsParallelWorker()) : std::string();
-    aggs.push_back(Agg{k, std::string(key_name), std::move(user), std::move(object), 1});
+    aggs.push_back(Agg{k, std::string(key_name), std::move(user), std::move(object), 0});
+    agg_counts.push_back(1);
     last_agg = aggs.size() - 1;
     agg_index.emplace(k, last_agg);
+  }
+}
+
+void note(CachedDek& dek, Event e) {
+  // The hot path with many keys: the counter this DEK was last counted in, remembered
+  // in the DEK's own cache entry (already in the CPU cache), instead of a lookup in a
+  // map of every key version the statement used.
+  if (e != kFailure && dek.audit_epoch == agg_epoch && dek.audit_event == e &&
+      dek.audit_protection == current_protection && dek.audit_user == GetUserId() &&
+      GetCurrentStatementStartTimestamp() == agg_statement && dek.audit_index < agg_counts.size()) {
+    ++agg_counts[dek.audit_index];
+    last_agg = dek.audit_index;
+    return;
+  }
+  note(dek.id, dek.key_name, e);
+  if (last_agg < aggs.size()) {
+    dek.audit_epoch = agg_epoch;
+    dek.audit_index = static_cast<std::uint32_t>(last_agg);
+    dek.audit_event = static_cast<std::uint8_t>(aggs[last_agg].k.event);
+    dek.audit_protection = aggs[last_agg].k.protection;
+    dek.audit_user = aggs[last_agg].k.user;
   }
 }
 
@@ -765,8 +837,8 @@ void usage_rows(void (*emit_row)(const UsageRow&, void*), void* ctx) {
     UsageRow r{};
     r.key_id = s.key_id;
     r.version = s.version;
-    std::memcpy(r.counts, s.counts, sizeof r.counts);
-    r.last_used = s.last_used;
+    for (int e = 0; e < kEventCount; ++e) r.counts[e] = pg_atomic_read_u64(const_cast<pg_atomic_uint64*>(&s.counts[e]));
+    r.last_used = static_cast<TimestampTz>(pg_atomic_read_u64(const_cast<pg_atomic_uint64*>(&s.last_used)));
     rows.push_back(r);
   }
   LWLockRelease(shared->lock);
@@ -778,8 +850,8 @@ void usage_reset() {
   pg_call([] { LWLockAcquire(shared->lock, LW_EXCLUSIVE); });
   for (int i = 0; i < usage_entries; ++i)
     if (usage[i].db == MyDatabaseId) {
-      std::memset(usage[i].counts, 0, sizeof usage[i].counts);
-      usage[i].last_used = 0;
+      for (pg_atomic_uint64& c : usage[i].counts) pg_atomic_write_u64(&c, 0);
+      pg_atomic_write_u64(&usage[i].last_used, 0);
     }
   LWLockRelease(shared->lock);
 }

@@ -39,6 +39,9 @@ enum Event : std::uint8_t {
 // has not been counted yet. Throws only what a catalog lookup or the flush of the
 // previous statement's counts throws (the caller's statement fails then).
 void note(DekId id, std::string_view key_name, Event e);
+// The same for a DEK of the backend's cache, faster when the statement uses many keys
+// (the DEK's entry remembers the counter it was last counted in).
+void note(CachedDek& dek, Event e);
 
 // While alive, values counted belong to this protected column (its protection id).
 class ColumnScope {

@@ -192,13 +192,13 @@ CachedDek* resolve(DekId id, key_access::Privilege privilege, Check check) {
         audit::note(id, d->key_name, audit::kDenied);
         key_access::require(*d, privilege);
       }
-      audit::note(id, d->key_name, audit::kDecrypt);
+      audit::note(*d, audit::kDecrypt);
     } else if (check == Check::kIfHeld) {
       if (!key_access::holds(*d, privilege)) {
         audit::note(id, d->key_name, audit::kWithheld);
         return nullptr;
       }
-      audit::note(id, d->key_name, audit::kDecrypt);
+      audit::note(*d, audit::kDecrypt);
     }
     return d;
   }
@@ -226,7 +226,7 @@ CachedDek* resolve(DekId id, key_access::Privilege privilege, Check check) {
   CachedDek& d = load(c, *rec, generation);
   if (check != Check::kNone) {
     key_access::remember(d, privilege);
-    audit::note(id, d.key_name, audit::kDecrypt);
+    audit::note(d, audit::kDecrypt);
   }
   return &d;
 }
@@ -251,7 +251,7 @@ CachedDek& for_encrypt(std::string_view key_name, key_access::Privilege privileg
       audit::note(d->id, d->key_name, audit::kEncryptDenied);
       key_access::require(*d, privilege);
     }
-    audit::note(d->id, d->key_name, audit::kEncrypt);
+    audit::note(*d, audit::kEncrypt);
     return *d;
   }
   std::uint64_t generation = key_generation();
@@ -273,7 +273,7 @@ CachedDek& for_encrypt(std::string_view key_name, key_access::Privilege privileg
     d = &load(c, *rec, generation);
   }
   key_access::remember(*d, privilege);
-  audit::note(id, d->key_name, audit::kEncrypt);
+  audit::note(*d, audit::kEncrypt);
   c.set_current(key->name, id);
   return *d;
 }

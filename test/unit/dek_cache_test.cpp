@@ -172,6 +172,77 @@ TEST(DekCache, EvictsTheLeastRecentlyUsed) {
   EXPECT_NE(cache->find({1, 1}), nullptr);
 }
 
+// The eviction order is least-recent-use to within half the capacity: whatever the
+// sequence of uses, an entry used among the last capacity/2 distinct DEKs used (found or
+// inserted) is never the one evicted, and the cache stays full.
+TEST(DekCache, NeverEvictsOneOfTheRecentHalf) {
+  constexpr std::size_t kCapacity = 64;
+  auto cache = make_backend_dek_cache(kCapacity);
+  SecureBytes k = random_dek();
+  std::vector<std::uint32_t> recent;  // distinct ids, most recent use last
+  auto used = [&](std::uint32_t id) {
+    for (auto it = recent.begin(); it != recent.end(); ++it)
+      if (*it == id) {
+        recent.erase(it);
+        break;
+      }
+    recent.push_back(id);
+  };
+  std::uint64_t state = 12345;
+  auto next = [&state] {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return static_cast<std::uint32_t>(state >> 33);
+  };
+  int evictions = 0;
+  for (int step = 0; step < 20000; ++step) {
+    // Skewed: mostly a hot set of 40 ids, sometimes any of 400.
+    std::uint32_t id = 1 + (next() % 4 == 0 ? next() % 400 : next() % 40);
+    if (cache->find({id, 1}) != nullptr) {
+      used(id);
+      continue;
+    }
+    std::vector<std::uint32_t> protected_ids(recent.end() - std::min(recent.size(), kCapacity / 2), recent.end());
+    std::size_t before = cache->size();
+    cache->insert({id, 1}, "k" + std::to_string(id), k);
+    used(id);
+    if (before == kCapacity) {
+      ++evictions;
+      ASSERT_EQ(cache->size(), kCapacity);
+      for (std::uint32_t p : protected_ids) ASSERT_NE(cache->find({p, 1}), nullptr) << "evicted recent id " << p;
+      // (find() counts as a use: record it in the model too, in the same order)
+      for (std::uint32_t p : protected_ids) used(p);
+    }
+  }
+  EXPECT_GT(evictions, 1000);
+}
+
+// Thousands of DEKs through a smaller cache (its index grows, and evictions delete from
+// the middle of probe runs): exactly `capacity` are found afterwards, each as itself,
+// and the most recent ones among them.
+TEST(DekCache, FindsExactlyTheCachedDeksAfterManyEvictions) {
+  constexpr std::uint32_t kCapacity = 3000, kIds = 20000;
+  auto cache = make_backend_dek_cache(kCapacity);
+  SecureBytes k = random_dek();
+  for (std::uint32_t i = 1; i <= kIds; ++i) cache->insert({i % 997 + 1, i}, "k" + std::to_string(i), k);
+  ASSERT_EQ(cache->size(), kCapacity);
+  std::uint32_t found = 0;
+  for (std::uint32_t i = 1; i <= kIds; ++i) {
+    CachedDek* d = cache->find({i % 997 + 1, i});
+    if (d == nullptr) continue;
+    ++found;
+    EXPECT_EQ(d->id.key_id, i % 997 + 1);
+    EXPECT_EQ(d->id.version, i);
+    EXPECT_EQ(d->key_name, "k" + std::to_string(i));
+    EXPECT_GT(i, kIds - kCapacity) << "an old DEK survived";
+  }
+  EXPECT_EQ(found, kCapacity);
+  cache->clear();
+  EXPECT_EQ(cache->find({kIds % 997 + 1, kIds}), nullptr);
+  cache->insert({7, 7}, "again", k);
+  ASSERT_NE(cache->find({7, 7}), nullptr);
+  EXPECT_EQ(cache->find({7, 7})->key_name, "again");
+}
+
 TEST(DekCache, SetCapacityShrinksToTheMostRecent) {
   auto cache = make_backend_dek_cache(10);
   SecureBytes k = random_dek();
