@@ -948,3 +948,7 @@ CREATE FUNCTION envelope.kek_status(key text, OUT kms text, OUT kek text, OUT ke
   AS 'MODULE_PATHNAME', 'envelope_kek_status' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
 REVOKE ALL ON FUNCTION envelope.kek_status(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION envelope.kek_status(text) TO @extowner@ WITH GRANT OPTION;
+
+-- create_key reads the newest DEK of a KMS backward through this index (a constant-time
+-- read however many keys exist; see key_catalog::newest_live_dek).
+CREATE INDEX data_key_created_at ON envelope.data_key (created_at);

@@ -106,6 +106,9 @@ CREATE TABLE envelope.data_key (
   PRIMARY KEY (key_id, version),
   CHECK ((state = 'destroyed') = (wrapped IS NULL))
 );
+-- create_key reads the newest DEK of a KMS backward through this index (a constant-time
+-- read however many keys exist; see key_catalog::newest_live_dek).
+CREATE INDEX data_key_created_at ON envelope.data_key (created_at);
 
 SELECT pg_catalog.pg_extension_config_dump('envelope.kms', $$WHERE name <> 'local'$$);
 SELECT pg_catalog.pg_extension_config_dump('envelope.key', '');

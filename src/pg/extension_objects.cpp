@@ -145,6 +145,9 @@ bool resolve(Objects* out) {
   out->key_name_index = index_on(out->key_table, kName, 1);
   out->data_key_pkey = index_on(out->data_key_table, kKeyIdVersion, 2);
   out->kms_pkey = index_on(out->kms_table, kName, 1);
+  static const char* const kCreatedAt[] = {"created_at"};
+  out->data_key_created_index = index_on(out->data_key_table, kCreatedAt, 1);
+  out->data_key_created_at = get_attnum(out->data_key_table, "created_at");
   return out->owner != InvalidOid && out->key_pkey != InvalidOid && out->key_name_index != InvalidOid &&
          out->data_key_pkey != InvalidOid && out->kms_pkey != InvalidOid;
 }

@@ -24,6 +24,7 @@ struct Objects {
   Oid key_name_index = InvalidOid;  // (name), unique
   Oid data_key_table = InvalidOid;
   Oid data_key_pkey = InvalidOid;  // (key_id, version)
+  Oid data_key_created_index = InvalidOid;  // (created_at); InvalidOid before 0.2.0
   Oid kms_table = InvalidOid;
   Oid kms_pkey = InvalidOid;  // (name)
   // envelope.key_grant (0.2.0 on); InvalidOid in an older schema, where EXECUTE alone
@@ -36,6 +37,7 @@ struct Objects {
   struct {
     AttrNumber key_id, version, wrapped, state;
   } data_key;
+  AttrNumber data_key_created_at = InvalidAttrNumber;
   struct {
     AttrNumber name, provider, options;
   } kms;

@@ -11,6 +11,7 @@ extern "C" {
 
 #include "extension_objects.hpp"
 #include "key_admin_sql.hpp"
+#include "key_catalog.hpp"
 #include "owner_spi.hpp"
 
 namespace pg_envelope::key_admin_sql {
@@ -103,6 +104,10 @@ std::vector<DekRecord> wrapped_deks(std::uint32_t key_id) {
 }
 
 std::optional<DekRecord> find_any_live_dek(std::string_view kms) {
+  bool indexed = false;
+  std::optional<DekRecord> newest = key_catalog::newest_live_dek(kms, indexed);
+  if (indexed) return newest;
+  // A schema without the created_at index (0.1.0, only with envelope.version_check off).
   OwnerSpi spi;
   std::string sql = std::string(kDekColumns) +
                     "WHERE k.kms OPERATOR(pg_catalog.=) $1 AND d.wrapped IS NOT NULL "

@@ -60,6 +60,29 @@ bool fetch_one(Oid table, Oid index, ScanKeyData* keys, int nkeys, Row* row) {
   return found;
 }
 
+// Walks envelope.data_key newest first (backward through its created_at index), and
+// stops at the first row `accept(row, arg)` takes; that row is left in `*row` (plain:
+// no C++ object).
+bool newest_first(Oid table, Oid index, bool (*accept)(const Row*, void*), void* arg, Row* row) {
+  Relation rel = table_open(table, AccessShareLock);
+  Relation idx = index_open(index, AccessShareLock);
+  SysScanDesc scan = systable_beginscan_ordered(rel, idx, nullptr, 0, nullptr);
+  bool found = false;
+  HeapTuple tup;
+  while (!found && HeapTupleIsValid(tup = systable_getnext_ordered(scan, BackwardScanDirection))) {
+    copy_row(tup, RelationGetDescr(rel), row);
+    found = accept(row, arg);
+    if (!found) {
+      pfree(row->values);
+      pfree(row->nulls);
+    }
+  }
+  systable_endscan_ordered(scan);
+  index_close(idx, AccessShareLock);
+  table_close(rel, AccessShareLock);
+  return found;
+}
+
 // Key ids of the rows of envelope.key whose state is not 'active'.
 int inactive_key_ids(Oid table, AttrNumber key_id_att, AttrNumber state_att, uint32** out) {
   Relation rel = table_open(table, AccessShareLock);
@@ -194,6 +217,58 @@ std::optional<DekRecord> dek(DekId id) {
   std::optional<KeyRecord> key = key_row_by_id(o, id.key_id);
   if (!key) return std::nullopt;
   r.key = std::move(*key);
+  return r;
+}
+
+namespace {
+
+struct NewestLive {
+  const ext::Objects* o;
+  std::string_view kms;
+};
+
+// A DEK row not destroyed whose key uses the KMS (plain: runs inside pg_call).
+bool live_dek_of_kms(const Row* row, void* arg) {
+  auto* want = static_cast<NewestLive*>(arg);
+  const ext::Objects& o = *want->o;
+  if (row->nulls[o.data_key.wrapped - 1]) return false;
+  std::uint32_t key_id = static_cast<std::uint32_t>(DatumGetInt32(row->values[o.data_key.key_id - 1]));
+  ScanKeyData key;
+  ScanKeyInit(&key, o.key.key_id, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(static_cast<int32>(key_id)));
+  Row krow{};
+  if (!fetch_one(o.key_table, o.key_pkey, &key, 1, &krow)) return false;
+  bool match = false;
+  if (!krow.nulls[o.key.kms - 1]) {
+    text* t = DatumGetTextPP(krow.values[o.key.kms - 1]);
+    match = VARSIZE_ANY_EXHDR(t) == want->kms.size() &&
+            std::memcmp(VARDATA_ANY(t), want->kms.data(), want->kms.size()) == 0;
+  }
+  pfree(krow.values);
+  pfree(krow.nulls);
+  return match;
+}
+
+}  // namespace
+
+std::optional<DekRecord> newest_live_dek(std::string_view kms, bool& indexed) {
+  const ext::Objects& o = ext::objects();
+  indexed = o.data_key_created_index != InvalidOid;
+  if (!indexed) return std::nullopt;
+  NewestLive want{&o, kms};
+  Row row{};
+  if (!pg_call([&] { return newest_first(o.data_key_table, o.data_key_created_index, live_dek_of_kms, &want, &row); }))
+    return std::nullopt;
+  std::optional<KeyRecord> key = key_row_by_id(o, uint_of(row, o.data_key.key_id));
+  if (!key) {  // deleted since the walk read it (same snapshot rules as dek())
+    free_row(row);
+    return std::nullopt;
+  }
+  DekRecord r;
+  r.key = std::move(*key);
+  r.version = uint_of(row, o.data_key.version);
+  r.destroyed = text_of(row, o.data_key.state) == "destroyed";
+  r.wrapped = bytes_of(row, o.data_key.wrapped);
+  free_row(row);
   return r;
 }
 

@@ -23,6 +23,11 @@ namespace pg_envelope::key_catalog {
 std::optional<KeyRecord> key_by_name(std::string_view name);
 std::optional<KeyRecord> key_by_id(std::uint32_t key_id);
 std::optional<DekRecord> dek(DekId id);
+// The most recently created DEK of a key of KMS `kms` that is not destroyed, read
+// backward through the index on envelope.data_key (created_at): constant time however
+// many keys exist, whatever the planner would choose. std::nullopt when there is none,
+// and also when the schema has no such index (before 0.2.0): `indexed` tells which.
+std::optional<DekRecord> newest_live_dek(std::string_view kms, bool& indexed);
 std::optional<KmsConfig> kms(std::string_view name);
 
 // Key ids of this database's keys that are disabled or destroyed.

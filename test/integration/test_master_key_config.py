@@ -253,3 +253,39 @@ def test_without_shared_preload_libraries(keyed, module_cluster_factory):
     restart(keyed.cluster, master_key_file=keyed.key_file)
     got = plain.sql("SELECT t::text, b::text, j::text FROM copied", dbname=DB)[0]
     assert_decrypts(Keyed(keyed.cluster, keyed.key_file, dict(zip(("text", "bytea", "jsonb"), got))))
+
+
+def test_another_master_key_creates_no_keys(cluster_factory):
+    """create_key first unwraps the newest live data key of the same KMS (read backward
+    through the created_at index): with another master key configured it refuses, naming
+    that key (destroyed keys are skipped), instead of creating keys only the new master
+    key opens; with the right master key back, keys are created again."""
+    cluster = cluster_factory.create("probe")
+    right = cluster.base_dir / "master.key"
+    right_hex = cluster.master_key_hex
+    cluster.sql("CREATE EXTENSION pg_envelope")
+    for name in ("older", "newest_live", "shredded"):
+        cluster.sql("SELECT envelope.create_key(%s)", (name,))
+    cluster.sql("SELECT envelope.destroy_key('shredded')")
+    wrong = cluster.write_master_key(name="other.key")
+    restart(cluster, master_key_file=wrong)
+    with pytest.raises(psycopg2.Error) as e:
+        cluster.sql("SELECT envelope.create_key('made_with_the_wrong_master_key')")
+    err = pg_error(e.value)
+    assert 'cannot unwrap existing key "newest_live" version 1' in err["message"], err
+    assert err["sqlstate"] == "22000", err
+    assert cluster.scalar("SELECT count(*) FROM envelope.key WHERE name = 'made_with_the_wrong_master_key'") == 0
+    # A rotation makes "older" the newest live data key: it is the one named now.
+    cluster.stop()
+    cluster.configure(preload=True, master_key_file=right)
+    cluster.master_key_hex = right_hex
+    cluster.start()
+    cluster.sql("SELECT envelope.rotate_key('older')")
+    restart(cluster, master_key_file=wrong)
+    with pytest.raises(psycopg2.Error) as e:
+        cluster.sql("SELECT envelope.create_key('made_with_the_wrong_master_key')")
+    assert 'cannot unwrap existing key "older" version 2' in pg_error(e.value)["message"]
+    restart(cluster, master_key_file=right)
+    cluster.master_key_hex = right_hex
+    assert cluster.scalar("SELECT envelope.create_key('made_with_the_right_one')") > 0
+    cluster.assert_log_free_of(key_spellings(right_hex))
