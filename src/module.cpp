@@ -16,6 +16,10 @@ extern "C" {
 #include "pg/kms_settings.hpp"
 #include "pg/rotation_scheduler.hpp"
 #include "pg/shared_memory.hpp"
+#include "pg_envelope/crypto.hpp"
+
+#include <cstdint>
+#include <unordered_map>
 
 extern "C" {
 PG_MODULE_MAGIC;
@@ -106,6 +110,20 @@ void load_master_key() {
   });
 }
 
+// Work every backend would otherwise repeat before its first decrypt, done once here in
+// the postmaster (backends are forked from it and inherit the result): OpenSSL's
+// algorithm fetches, and libstdc++'s lazily bound internal calls (the library is not
+// linked with -z now; its hash tables' rehash policy is bound at the first insert).
+void warm_up_for_backends() {
+  try {
+    pg_envelope::preload_algorithms();
+    std::unordered_map<std::uint64_t, int> warm;
+    for (int i = 0; i < 64; ++i) warm[static_cast<std::uint64_t>(i)] = i;
+  } catch (const std::exception&) {
+    // Only a head start: every primitive fetches on first use, and reports a failure then.
+  }
+}
+
 }  // namespace
 
 void _PG_init(void) {
@@ -119,6 +137,7 @@ void _PG_init(void) {
     }
     pg_envelope::pg_call([] { define_gucs(PGC_POSTMASTER); });
     load_master_key();
+    warm_up_for_backends();
     pg_envelope::pg_call([] { pg_envelope::request_shared_memory(); });
     pg_envelope::register_commit_callback();
     pg_envelope::dek_resolver::register_callbacks();

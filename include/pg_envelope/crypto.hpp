@@ -32,6 +32,13 @@ bool constant_time_equal(ByteView a, ByteView b) noexcept;
 // HKDF-SHA256 (RFC 5869) extract-and-expand into out.size() bytes.
 void hkdf_sha256(ByteView ikm, ByteView salt, ByteView info, std::span<std::uint8_t> out);
 
+// Fetches the OpenSSL algorithms the extension uses (SHA-256, HMAC, HKDF, AES-GCM) and
+// runs each once, so that a process forked afterwards (a backend forked by the
+// postmaster) finds them ready instead of paying the first fetch itself. Optional:
+// every primitive fetches on first use otherwise.
+void preload_algorithms();
+void preload_aes_gcm();  // the AES-GCM part (aes_gcm.cpp)
+
 // SHA-256 of `data` (OpenSSL's one-shot digest).
 void sha256(ByteView data, std::uint8_t out[32]);
 

@@ -14,15 +14,6 @@ namespace pg_envelope {
 
 namespace {
 
-const EVP_CIPHER* cipher_for(std::size_t key_size) {
-  switch (key_size) {
-    case 16: return EVP_aes_128_gcm();
-    case 24: return EVP_aes_192_gcm();
-    case 32: return EVP_aes_256_gcm();
-    default:
-      throw Error(sqlstate::kInternalError, "invalid AES-GCM key length");
-  }
-}
 
 [[noreturn]] void openssl_failure(const char* what) {
   throw Error(sqlstate::kInternalError, std::string("OpenSSL AES-GCM failure: ") + what);
@@ -35,7 +26,29 @@ int checked_len(std::size_t n) {
   return static_cast<int>(n);
 }
 
+const EVP_CIPHER* aes_gcm_algorithm(std::size_t key_size) {
+  // Fetched once per process (see preload_algorithms()): the legacy EVP_aes_*_gcm()
+  // objects make every context initialisation fetch the implementation again.
+  static EVP_CIPHER* fetched[3] = {EVP_CIPHER_fetch(nullptr, "AES-128-GCM", nullptr),
+                                   EVP_CIPHER_fetch(nullptr, "AES-192-GCM", nullptr),
+                                   EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr)};
+  int i = key_size == 16 ? 0 : key_size == 24 ? 1 : key_size == 32 ? 2 : -1;
+  if (i < 0) throw Error(sqlstate::kInternalError, "invalid AES-GCM key length");
+  if (fetched[i] == nullptr) throw Error(sqlstate::kInternalError, "AES-GCM is not available in OpenSSL");
+  return fetched[i];
+}
+
+const EVP_CIPHER* cipher_for(std::size_t key_size) { return aes_gcm_algorithm(key_size); }
+
 }  // namespace
+
+void preload_aes_gcm() {
+  (void)aes_gcm_algorithm(32);
+  // One context initialised and used: OpenSSL sets up its GCM method tables on first use.
+  std::uint8_t key[32] = {}, nonce[kGcmNonceSize] = {}, tag[kGcmTagSize], out[1];
+  AesGcm gcm({key, sizeof key});
+  gcm.seal({nonce, sizeof nonce}, {}, {key, 1}, out, tag);
+}
 
 AesGcm::AesGcm(ByteView key) {
   const EVP_CIPHER* cipher = cipher_for(key.size());

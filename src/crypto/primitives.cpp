@@ -69,9 +69,29 @@ bool constant_time_equal(ByteView a, ByteView b) noexcept {
   return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
+namespace {
+
+// The algorithms, fetched from OpenSSL's default provider once per process (and, by
+// preload_algorithms(), once in the postmaster before any backend forks): an implicit
+// fetch at every call, or the first one in every new backend, costs far more than the
+// operation on a short input.
+EVP_MD* sha256_algorithm() {
+  static EVP_MD* md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  if (md == nullptr) throw Error(sqlstate::kInternalError, "SHA-256 is not available in OpenSSL");
+  return md;
+}
+
+EVP_KDF* hkdf_algorithm() {
+  static EVP_KDF* kdf = EVP_KDF_fetch(nullptr, OSSL_KDF_NAME_HKDF, nullptr);
+  if (kdf == nullptr) throw Error(sqlstate::kInternalError, "HKDF is not available in OpenSSL");
+  return kdf;
+}
+
+}  // namespace
+
 void sha256(ByteView data, std::uint8_t out[32]) {
   unsigned int n = 0;
-  if (EVP_Digest(data.data(), data.size(), out, &n, EVP_sha256(), nullptr) != 1 || n != 32)
+  if (EVP_Digest(data.data(), data.size(), out, &n, sha256_algorithm(), nullptr) != 1 || n != 32)
     throw Error(sqlstate::kInternalError, "SHA-256 failed");
 }
 
@@ -79,7 +99,7 @@ void hmac_sha256(ByteView key, ByteView data, std::uint8_t out[32]) {
   unsigned int n = 0;
   // HMAC() with an empty key still needs a non-null pointer.
   static const std::uint8_t kEmpty = 0;
-  if (HMAC(EVP_sha256(), key.empty() ? &kEmpty : key.data(), static_cast<int>(key.size()), data.data(), data.size(),
+  if (HMAC(sha256_algorithm(), key.empty() ? &kEmpty : key.data(), static_cast<int>(key.size()), data.data(), data.size(),
            out, &n) == nullptr ||
       n != 32)
     throw Error(sqlstate::kInternalError, "HMAC-SHA256 failed");
@@ -118,10 +138,7 @@ void HmacSha256::mac(ByteView data, std::uint8_t out[32]) {
 }
 
 void hkdf_sha256(ByteView ikm, ByteView salt, ByteView info, std::span<std::uint8_t> out) {
-  EVP_KDF* kdf = EVP_KDF_fetch(nullptr, OSSL_KDF_NAME_HKDF, nullptr);
-  if (kdf == nullptr) throw Error(sqlstate::kInternalError, "HKDF is not available in OpenSSL");
-  EVP_KDF_CTX* ctx = EVP_KDF_CTX_new(kdf);
-  EVP_KDF_free(kdf);
+  EVP_KDF_CTX* ctx = EVP_KDF_CTX_new(hkdf_algorithm());
   if (ctx == nullptr) throw std::bad_alloc();
 
   char digest[] = "SHA256";
@@ -142,6 +159,19 @@ void hkdf_sha256(ByteView ikm, ByteView salt, ByteView info, std::span<std::uint
   int rc = EVP_KDF_derive(ctx, out.data(), out.size(), params);
   EVP_KDF_CTX_free(ctx);
   if (rc != 1) throw Error(sqlstate::kInternalError, "HKDF-SHA256 derivation failed");
+}
+
+void preload_algorithms() {
+  (void)sha256_algorithm();
+  (void)hkdf_algorithm();
+  (void)hmac_algorithm();
+  preload_aes_gcm();
+  // One derivation and one digest: OpenSSL builds its per-algorithm method caches and
+  // name maps on first use.
+  std::uint8_t out[32];
+  hkdf_sha256(as_bytes(std::string_view("preload")), {}, {}, {out, sizeof out});
+  sha256(as_bytes(std::string_view("preload")), out);
+  secure_zero(out, sizeof out);
 }
 
 }  // namespace pg_envelope

@@ -69,28 +69,37 @@ Oid relation_owner(Oid relid) {
   return owner;
 }
 
+// Whether `index` is a valid, immediate, plain index of `table` on exactly `attnums`.
+bool index_matches(Oid index, Oid table, const AttrNumber* attnums, int ncolumns) {
+  HeapTuple tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(index));
+  if (!HeapTupleIsValid(tup)) return false;
+  auto* form = reinterpret_cast<Form_pg_index>(GETSTRUCT(tup));
+  bool match = form->indrelid == table && form->indnkeyatts == ncolumns && form->indisvalid &&
+               form->indimmediate && heap_attisnull(tup, Anum_pg_index_indpred, nullptr) &&
+               heap_attisnull(tup, Anum_pg_index_indexprs, nullptr);
+  for (int i = 0; match && i < ncolumns; ++i) match = form->indkey.values[i] == attnums[i];
+  ReleaseSysCache(tup);
+  return match;
+}
+
 // The index of `table` whose key columns are exactly `columns` (by name), in order.
-Oid index_on(Oid table, const char* const* columns, int ncolumns) {
+// First the index the extension's script creates, by its name (two cache lookups: a
+// new backend builds no relation cache entry here); else any such index of the table.
+Oid index_on(Oid table, const char* expected_name, const char* const* columns, int ncolumns) {
   AttrNumber attnums[4];
   for (int i = 0; i < ncolumns; ++i) {
     attnums[i] = get_attnum(table, columns[i]);
     if (attnums[i] == InvalidAttrNumber) return InvalidOid;
   }
+  Oid named = get_relname_relid(expected_name, get_rel_namespace(table));
+  if (named != InvalidOid && index_matches(named, table, attnums, ncolumns)) return named;
   Relation rel = table_open(table, AccessShareLock);
   List* indexes = RelationGetIndexList(rel);
   Oid found = InvalidOid;
   ListCell* lc;
   foreach (lc, indexes) {
     Oid index = lfirst_oid(lc);
-    HeapTuple tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(index));
-    if (!HeapTupleIsValid(tup)) continue;
-    auto* form = reinterpret_cast<Form_pg_index>(GETSTRUCT(tup));
-    bool match = form->indnkeyatts == ncolumns && form->indisvalid && form->indimmediate &&
-                 heap_attisnull(tup, Anum_pg_index_indpred, nullptr) &&
-                 heap_attisnull(tup, Anum_pg_index_indexprs, nullptr);
-    for (int i = 0; match && i < ncolumns; ++i) match = form->indkey.values[i] == attnums[i];
-    ReleaseSysCache(tup);
-    if (match) {
+    if (index_matches(index, table, attnums, ncolumns)) {
       found = index;
       break;
     }
@@ -141,12 +150,12 @@ bool resolve(Objects* out) {
   static const char* const kKeyId[] = {"key_id"};
   static const char* const kName[] = {"name"};
   static const char* const kKeyIdVersion[] = {"key_id", "version"};
-  out->key_pkey = index_on(out->key_table, kKeyId, 1);
-  out->key_name_index = index_on(out->key_table, kName, 1);
-  out->data_key_pkey = index_on(out->data_key_table, kKeyIdVersion, 2);
-  out->kms_pkey = index_on(out->kms_table, kName, 1);
+  out->key_pkey = index_on(out->key_table, "key_pkey", kKeyId, 1);
+  out->key_name_index = index_on(out->key_table, "key_name_key", kName, 1);
+  out->data_key_pkey = index_on(out->data_key_table, "data_key_pkey", kKeyIdVersion, 2);
+  out->kms_pkey = index_on(out->kms_table, "kms_pkey", kName, 1);
   static const char* const kCreatedAt[] = {"created_at"};
-  out->data_key_created_index = index_on(out->data_key_table, kCreatedAt, 1);
+  out->data_key_created_index = index_on(out->data_key_table, "data_key_created_at", kCreatedAt, 1);
   out->data_key_created_at = get_attnum(out->data_key_table, "created_at");
   return out->owner != InvalidOid && out->key_pkey != InvalidOid && out->key_name_index != InvalidOid &&
          out->data_key_pkey != InvalidOid && out->kms_pkey != InvalidOid;
