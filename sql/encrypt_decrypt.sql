@@ -25,10 +25,17 @@ SELECT envelope.decrypt_field(ssn) FROM patients;
 -- At rest: the canonical ciphertext form, never the plaintext.
 SELECT ssn::text LIKE 'env1:%' AS is_ciphertext, position('123-45-6789' IN ssn::text) AS plaintext_at
   FROM patients;
--- Overhead: 38 bytes per value (22-byte header + 16-byte tag).
+-- Overhead: 34 bytes per value in format 2, the default (1-byte format, 4-byte key id,
+-- 1-byte DEK version below 128, 12-byte nonce, 16-byte tag); 38 in format 1 (22-byte
+-- header + 16-byte tag), which envelope.format_version = 1 writes.
 SELECT octet_length(ssn::text) AS text_form_len,
        octet_length(decode(substr(ssn::text, 6), 'base64')) - octet_length('123-45-6789') AS overhead
   FROM patients;
+SET envelope.format_version = 1;
+SELECT octet_length(decode(substr(envelope.encrypt_field('123-45-6789', 'tenant_42')::text, 6), 'base64'))
+         - octet_length('123-45-6789') AS format_1_overhead;
+RESET envelope.format_version;
+SELECT error_of('SET envelope.format_version = 3');
 
 -- Round trips: text (empty, ASCII, multibyte UTF-8, 1 MB), bytea (empty, all byte
 -- values, 1 MB), jsonb (scalar, nested, unicode).
@@ -100,18 +107,30 @@ SELECT error_of($q$SELECT envelope.decrypt_field(ssn, id::text) FROM bound WHERE
 SELECT error_of($q$SELECT envelope.decrypt_field(envelope.encrypt_field('x', 'tenant_42')::text::envelope.encrypted_bytea)$q$);
 SELECT error_of($q$SELECT envelope.decrypt_field(envelope.encrypt_field('"x"'::jsonb, 'tenant_42')::text::envelope.encrypted_text)$q$);
 
--- Tampering: flipping any single bit anywhere in the envelope is detected. Bytes 0,
--- 1 and 9 make it malformed (22P02), bytes 2..8 name a DEK that does not exist (42704),
--- and every other byte fails authentication (22000).
+-- Tampering: flipping any single bit anywhere in the envelope is detected. Format 2
+-- (the default, 14 + 34 bytes): byte 0 (format) and byte 5 (the DEK version 1 becomes
+-- 0) make it malformed (22P02), bytes 1..4 name a DEK that does not exist (42704), and
+-- every other byte fails authentication (22000).
 CREATE TABLE tamper AS SELECT envelope.encrypt_field('attack at dawn', 'tenant_42')::text AS c;
 SELECT pos, split_part(error_of(format('SELECT envelope.decrypt_field(%L::envelope.encrypted_text)',
                                                pg_temp.flip(c, pos))), ':', 1) AS sqlstate
-  FROM tamper, generate_series(0, 51) pos
+  FROM tamper, generate_series(0, 47) pos
  ORDER BY pos;
 SELECT envelope.decrypt_field(pg_temp.flip(c, 30)::envelope.encrypted_text) FROM tamper;
 -- Truncated by one byte: still a well-formed envelope, but the tag no longer matches.
 SELECT error_of(format('SELECT envelope.decrypt_field(%L::envelope.encrypted_text)',
-  'env1:' || translate(encode(substr(decode(substr(c, 6), 'base64'), 1, 51), 'base64'), E'\n', ''))) FROM tamper;
+  'env1:' || translate(encode(substr(decode(substr(c, 6), 'base64'), 1, 47), 'base64'), E'\n', ''))) FROM tamper;
+-- Format 1 (14 + 38 bytes), as written with envelope.format_version = 1: bytes 0, 1 and
+-- 9 make it malformed (22P02), bytes 2..8 name a DEK that does not exist (42704), and
+-- every other byte fails authentication (22000).
+SET envelope.format_version = 1;
+CREATE TABLE tamper1 AS SELECT envelope.encrypt_field('attack at dawn', 'tenant_42')::text AS c;
+RESET envelope.format_version;
+SELECT pos, split_part(error_of(format('SELECT envelope.decrypt_field(%L::envelope.encrypted_text)',
+                                               pg_temp.flip(c, pos))), ':', 1) AS sqlstate
+  FROM tamper1, generate_series(0, 51) pos
+ ORDER BY pos;
+SELECT envelope.decrypt_field(c::envelope.encrypted_text) AS format_1_decrypts FROM tamper1;
 
 -- Unknown key names when encrypting; unknown DEK references when decrypting.
 SELECT envelope.encrypt_field('x', 'no_such_key');
@@ -130,6 +149,6 @@ SELECT p.oid::regprocedure AS function, p.provolatile, p.proisstrict, p.proparal
  ORDER BY p.oid::regprocedure::text;
 
 -- Every suite leaves the database as it found it, so suites run alone and in any order.
-DROP TABLE patients, samples_text, samples_bytea, samples_jsonb, bound, tamper, many;
+DROP TABLE patients, samples_text, samples_bytea, samples_jsonb, bound, tamper, tamper1, many;
 DROP FUNCTION public.error_of(text);
 DROP EXTENSION pg_envelope;

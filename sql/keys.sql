@@ -46,7 +46,8 @@ CREATE TABLE kv (name text, c envelope.encrypted_text);
 INSERT INTO kv VALUES ('alpha', envelope.encrypt_field('secret alpha', 'k_alpha')),
                       ('beta', envelope.encrypt_field('secret beta', 'k_beta'));
 SELECT name, envelope.decrypt_field(c) FROM kv ORDER BY name;
-SELECT substr(decode(substr(a.c::text, 6), 'base64'), 3, 8) <> substr(decode(substr(b.c::text, 6), 'base64'), 3, 8)
+-- (format 2: key id in bytes 1-4, the DEK version in byte 5 while it is below 128)
+SELECT substr(decode(substr(a.c::text, 6), 'base64'), 2, 5) <> substr(decode(substr(b.c::text, 6), 'base64'), 2, 5)
        AS different_dek_refs
   FROM kv a, kv b WHERE a.name = 'alpha' AND b.name = 'beta';
 
@@ -54,7 +55,7 @@ SELECT substr(decode(substr(a.c::text, 6), 'base64'), 3, 8) <> substr(decode(sub
 SELECT envelope.rotate_key('k_alpha');
 INSERT INTO kv VALUES ('alpha v2', envelope.encrypt_field('secret alpha 2', 'k_alpha'));
 SELECT name, envelope.decrypt_field(c),
-       get_byte(decode(substr(c::text, 6), 'base64'), 9) AS dek_version
+       get_byte(decode(substr(c::text, 6), 'base64'), 5) AS dek_version
   FROM kv ORDER BY name;
 SELECT key_name, version, version_state, is_current FROM envelope.keys WHERE key_name = 'k_alpha' ORDER BY version;
 SELECT envelope.rotate_key('no_such_key');

@@ -24,24 +24,47 @@ SELECT error_of($q$SELECT 'env1:'::envelope.encrypted_text$q$);
 SELECT error_of($q$SELECT 'env1:not base64!'::envelope.encrypted_text$q$);
 SELECT error_of($q$SELECT 'env1:QUJD RA=='::envelope.encrypted_text$q$);
 SELECT error_of($q$SELECT 'env1:QR=='::envelope.encrypted_text$q$);
--- Well-formed base64 but too short to be an envelope (37 bytes).
+-- Well-formed base64 but too short to be an envelope (format 1: 37 bytes; format 2:
+-- 33 bytes, and 34 bytes whose 2-byte DEK version leaves no room for the tag).
 SELECT error_of(format('SELECT %L::envelope.encrypted_text',
   'env1:' || encode('\x01010000000100000001000000000000000000000000000000000000000000000000000000'::bytea, 'base64')));
--- Right length, wrong format version / algorithm / zero key id.
 SELECT error_of(format('SELECT %L::envelope.encrypted_text',
-  'env1:' || encode('\x020100000001000000010000000000000000000000000000000000000000000000000000000000'::bytea, 'base64')));
+  'env1:' || encode('\x020000000101000000000000000000000000000000000000000000000000000000'::bytea, 'base64')));
+SELECT error_of(format('SELECT %L::envelope.encrypted_text',
+  'env1:' || encode('\x02000000018101000000000000000000000000000000000000000000000000000000'::bytea, 'base64')));
+-- Format 2 DEK versions: zero, a longer encoding than needed (0x81 0x00 for 1), more
+-- than five bytes, and above 2^32 - 1 are malformed.
+SELECT error_of(format('SELECT %L::envelope.encrypted_text',
+  'env1:' || encode('\x0200000001000000000000000000000000000000000000000000000000000000000000'::bytea, 'base64')));
+SELECT error_of(format('SELECT %L::envelope.encrypted_text',
+  'env1:' || encode('\x020000000181000000000000000000000000000000000000000000000000000000000000'::bytea, 'base64')));
+SELECT error_of(format('SELECT %L::envelope.encrypted_text',
+  'env1:' || encode('\x02000000018181818181010000000000000000000000000000000000000000000000000000000000'::bytea, 'base64')));
+SELECT error_of(format('SELECT %L::envelope.encrypted_text',
+  'env1:' || encode('\x0200000001ffffffff1f0000000000000000000000000000000000000000000000000000000000'::bytea, 'base64')));
+-- Right length, unknown format version / algorithm / zero key id.
+SELECT error_of(format('SELECT %L::envelope.encrypted_text',
+  'env1:' || encode('\x030100000001000000010000000000000000000000000000000000000000000000000000000000'::bytea, 'base64')));
 SELECT error_of(format('SELECT %L::envelope.encrypted_text',
   'env1:' || encode('\x010900000001000000010000000000000000000000000000000000000000000000000000000000'::bytea, 'base64')));
 SELECT error_of(format('SELECT %L::envelope.encrypted_text',
   'env1:' || encode('\x010100000000000000010000000000000000000000000000000000000000000000000000000000'::bytea, 'base64')));
 
--- A structurally valid envelope (38 bytes: empty ciphertext) is accepted without any
+-- A structurally valid envelope (format 1, 38 bytes: empty ciphertext) is accepted without any
 -- key and prints back byte for byte; the same holds for the other two types.
 SELECT 'env1:AQEAAAABAAAAAQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'::envelope.encrypted_text;
 SELECT 'env1:AQEAAAABAAAAAQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'::envelope.encrypted_bytea::text
      = 'env1:AQEAAAABAAAAAQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' AS bytea_round_trip;
 SELECT 'env1:AQEAAAABAAAAAQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'::envelope.encrypted_jsonb::text
      = 'env1:AQEAAAABAAAAAQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' AS jsonb_round_trip;
+-- The same in format 2 (34 bytes: key id 1, version 1, empty ciphertext; its text form
+-- keeps the "env1:" prefix, which names the text encoding), and with the largest DEK
+-- version (5 bytes of LEB128, 38 bytes).
+SELECT encode('\x02000000010100000000000000000000000000000000000000000000000000000000'::bytea, 'base64') AS v2_base64 \gset
+SELECT ('env1:' || :'v2_base64')::envelope.encrypted_text::text = 'env1:' || :'v2_base64' AS v2_round_trip,
+       octet_length(decode(substr(('env1:' || :'v2_base64')::envelope.encrypted_text::text, 6), 'base64')) AS v2_bytes;
+SELECT encode('\x0200000001ffffffff0f0000000000000000000000000000000000000000000000000000000000'::bytea, 'base64') AS v2max \gset
+SELECT ('env1:' || :'v2max')::envelope.encrypted_bytea::text = 'env1:' || :'v2max' AS v2_max_version_round_trip;
 
 -- Binary send/receive through COPY (FORMAT binary) round-trips every value exactly.
 SELECT envelope.create_key('types_key');

@@ -16,6 +16,7 @@ extern "C" {
 #include "pg/kms_settings.hpp"
 #include "pg/rotation_scheduler.hpp"
 #include "pg/shared_memory.hpp"
+#include "pg/format_setting.hpp"
 #include "pg_envelope/crypto.hpp"
 
 #include <cstdint>
@@ -50,6 +51,7 @@ void define_gucs(GucContext context) {
                           &master_key_command_timeout_ms, 30000, 100, 3600000, context, GUC_UNIT_MS, nullptr,
                           nullptr, nullptr);
   pg_envelope::define_kms_gucs();
+  pg_envelope::define_format_guc();
   pg_envelope::ext::define_version_check_guc();
   pg_envelope::dek_resolver::define_gucs();
   if (context == PGC_POSTMASTER) {

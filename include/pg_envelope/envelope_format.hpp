@@ -1,7 +1,8 @@
-// Envelope format v1: the bytes stored in encrypted_text / encrypted_bytea /
+// Envelope formats 1 and 2: the bytes stored in encrypted_text / encrypted_bytea /
 // encrypted_jsonb values, and their canonical text form. docs/format.md is the
 // byte-by-byte specification; this file and that document change together.
 //
+// Format 1 (pg_envelope 0.1.0; always readable):
 //   offset size field
 //   0      1    format version (1)
 //   1      1    algorithm id (1 = AES-256-GCM)
@@ -9,10 +10,19 @@
 //   6      4    DEK version, big-endian (envelope.data_key.version)
 //   10     12   nonce
 //   22     n    ciphertext
-//   22+n   16   GCM tag
+//   22+n   16   GCM tag                                    overhead: 38 bytes
 //
-// The AAD is the 22 header bytes, one byte naming the plaintext type, then either
-// 0x00 (no context) or 0x01 followed by the context bytes.
+// Format 2 (compact; written by default from 0.2.0):
+//   0      1    format version (2), which also means AES-256-GCM
+//   1      4    key id, big-endian
+//   5      v    DEK version, unsigned LEB128 in its shortest form (v = 1 for 1-127,
+//               2 up to 16383, at most 5)
+//   5+v    12   nonce
+//   17+v   n    ciphertext
+//   17+v+n 16   GCM tag                          overhead: 33 + v bytes (34 usually)
+//
+// The AAD is the header bytes, one byte naming the plaintext type, then either 0x00
+// (no context) or 0x01 followed by the context bytes.
 #pragma once
 
 #include <cstddef>
@@ -24,9 +34,15 @@
 namespace pg_envelope {
 
 inline constexpr std::uint8_t kFormatV1 = 1;
+inline constexpr std::uint8_t kFormatV2 = 2;
 inline constexpr std::uint8_t kAlgAes256Gcm = 1;
-inline constexpr std::size_t kHeaderSize = 22;
-inline constexpr std::size_t kEnvelopeOverhead = kHeaderSize + kGcmTagSize;  // 38 bytes
+inline constexpr std::size_t kHeaderSizeV1 = 22;
+inline constexpr std::size_t kMaxHeaderSize = kHeaderSizeV1;  // format 2: 18 to 22
+inline constexpr std::size_t kEnvelopeOverheadV1 = kHeaderSizeV1 + kGcmTagSize;  // 38 bytes
+inline constexpr std::size_t kMinEnvelopeSize = 1 + 4 + 1 + kGcmNonceSize + kGcmTagSize;  // 34: format 2, empty
+// The text form's prefix names the text encoding (base64 of the bytes), the same for
+// both binary formats, so that applications recognising ciphertext by "env1:" keep
+// working.
 inline constexpr std::string_view kTextPrefix = "env1:";
 
 // Which SQL type a value belongs to; bound into the AAD so a ciphertext cannot be
@@ -40,7 +56,7 @@ struct DekId {
 };
 
 struct EnvelopeHeader {
-  std::uint8_t format = kFormatV1;
+  std::uint8_t format = kFormatV2;
   std::uint8_t algorithm = kAlgAes256Gcm;
   DekId dek;
   std::uint8_t nonce[kGcmNonceSize] = {};
@@ -49,7 +65,7 @@ struct EnvelopeHeader {
 // A parsed, structurally valid envelope; the spans point into the caller's buffer.
 struct EnvelopeView {
   EnvelopeHeader header;
-  ByteView header_bytes;  // the 22 header bytes, as authenticated
+  ByteView header_bytes;  // the header bytes (22 in format 1, 18-22 in format 2), as authenticated
   ByteView ciphertext;
   ByteView tag;
 };
@@ -63,7 +79,13 @@ struct FormatProblem {
 // Validates structure (length, version, algorithm, ids). Never decrypts.
 FormatProblem parse_envelope(ByteView bytes, EnvelopeView& out) noexcept;
 
-void write_header(const EnvelopeHeader& h, std::uint8_t out[kHeaderSize]) noexcept;
+// The header's size in h.format (kFormatV1 or kFormatV2), and the bytes an envelope
+// adds to its plaintext.
+std::size_t header_size(const EnvelopeHeader& h) noexcept;
+inline std::size_t envelope_overhead(const EnvelopeHeader& h) noexcept { return header_size(h) + kGcmTagSize; }
+
+// Writes the header in h.format; returns header_size(h) (at most kMaxHeaderSize).
+std::size_t write_header(const EnvelopeHeader& h, std::uint8_t* out) noexcept;
 
 // AAD = header || type || (0x00 | 0x01 || context). `has_context` distinguishes a
 // NULL context from an empty one.

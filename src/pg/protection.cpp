@@ -13,6 +13,7 @@
 #include "key_generation.hpp"
 #include "pg_envelope/crypto.hpp"
 #include "pg_envelope/encoding.hpp"
+#include "format_setting.hpp"
 #include "protection.hpp"
 #include "secret_memory.hpp"
 
@@ -97,20 +98,22 @@ struct varlena* seal(PlainType type, const Binding& b, ByteView plaintext) {
   Bytes prefix = sealed_prefix(type, b.protection_id, b.blind_key_id,
                                {blind, b.blind_key_id != 0 ? b.blind_bytes : std::size_t{0}}, b.key_name,
                                b.has_context, b.context);
-  std::size_t total = VARHDRSZ + prefix.size() + kEnvelopeOverhead + plaintext.size();
+  EnvelopeHeader h;
+  h.format = write_format();
+  h.dek = dek.id;
+  std::size_t header = header_size(h);
+  std::size_t total = VARHDRSZ + prefix.size() + header + plaintext.size() + kGcmTagSize;
   auto* out = static_cast<struct varlena*>(pg_alloc(total));
   SET_VARSIZE(out, total);
   auto* p = reinterpret_cast<std::uint8_t*>(VARDATA(out));
   std::memcpy(p, prefix.data(), prefix.size());
   std::uint8_t* e = p + prefix.size();
-  EnvelopeHeader h;
-  h.dek = dek.id;
   random_nonce(h.nonce);
   write_header(h, e);
   Bytes aad;
-  build_aad({e, kHeaderSize}, type, true,
+  build_aad({e, header}, type, true,
             std::string_view(reinterpret_cast<const char*>(prefix.data()), prefix.size()), aad);
-  dek.aead.seal({h.nonce, kGcmNonceSize}, aad, plaintext, e + kHeaderSize, e + kHeaderSize + plaintext.size());
+  dek.aead.seal({h.nonce, kGcmNonceSize}, aad, plaintext, e + header, e + header + plaintext.size());
   return out;
 }
 

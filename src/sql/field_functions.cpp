@@ -19,6 +19,7 @@ extern "C" {
 
 #include "pg/audit.hpp"
 #include "pg/dek_resolver.hpp"
+#include "pg/format_setting.hpp"
 #include "pg/key_catalog.hpp"
 #include "pg/key_errors.hpp"
 #include "pg/key_generation.hpp"
@@ -64,17 +65,19 @@ Bytes& aad_buffer() {
 }
 
 Datum encrypt_bytes(CachedDek& dek, PlainType type, ByteView plaintext, bool has_context, std::string_view context) {
-  std::size_t total = VARHDRSZ + kEnvelopeOverhead + plaintext.size();
+  EnvelopeHeader h;
+  h.format = write_format();
+  h.dek = dek.id;
+  std::size_t header = header_size(h);
+  std::size_t total = VARHDRSZ + header + plaintext.size() + kGcmTagSize;
   auto* out = static_cast<struct varlena*>(pg_alloc(total));
   SET_VARSIZE(out, total);
   auto* p = reinterpret_cast<std::uint8_t*>(VARDATA(out));
-  EnvelopeHeader h;
-  h.dek = dek.id;
   random_nonce(h.nonce);
   write_header(h, p);
   Bytes& aad = aad_buffer();
-  build_aad({p, kHeaderSize}, type, has_context, context, aad);
-  dek.aead.seal({h.nonce, kGcmNonceSize}, aad, plaintext, p + kHeaderSize, p + kHeaderSize + plaintext.size());
+  build_aad({p, header}, type, has_context, context, aad);
+  dek.aead.seal({h.nonce, kGcmNonceSize}, aad, plaintext, p + header, p + header + plaintext.size());
   return PointerGetDatum(out);
 }
 

@@ -27,6 +27,21 @@ def envelope(ct: bytes = b"", key_id: int = 0x01020304, version: int = 1,
     return struct.pack(">BBII", fmt, alg, key_id, version) + NONCE + ct + TAG
 
 
+def leb128(v: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, v = v & 0x7F, v >> 7
+        out.append(b | (0x80 if v else 0))
+        if not v:
+            return bytes(out)
+
+
+def envelope2(ct: bytes = b"", key_id: int = 0x01020304, version: int = 1, raw_version: bytes | None = None) -> bytes:
+    """docs/format.md section 1, format 2: 0x02, key id, LEB128 DEK version, nonce, ct, tag."""
+    v = leb128(version) if raw_version is None else raw_version
+    return struct.pack(">BI", 2, key_id) + v + NONCE + ct + TAG
+
+
 def b64(b: bytes) -> bytes:
     return base64.b64encode(b)
 
@@ -41,6 +56,10 @@ VALID_ENVELOPES = {
     "valid_16_bytes": envelope(bytes(range(16))),
     "valid_max_ids": envelope(b"x", key_id=0xFFFFFFFF, version=0xFFFFFFFF),
     "valid_1000_bytes": envelope(bytes(i % 251 for i in range(1000))),
+    "v2_valid_empty_plaintext": envelope2(),
+    "v2_valid_11_bytes": envelope2(b"\x33" * 11),
+    "v2_valid_version_300": envelope2(b"ab", version=300),
+    "v2_valid_max_ids": envelope2(b"x", key_id=0xFFFFFFFF, version=0xFFFFFFFF),
 }
 
 ENVELOPE = {
@@ -49,7 +68,14 @@ ENVELOPE = {
     "short_37_bytes": envelope()[:37],
     "header_only": envelope()[:22],
     "bad_format_0": envelope(fmt=0),
-    "bad_format_2": envelope(fmt=2),
+    "bad_format_3": envelope(fmt=3),
+    "v1_layout_format_2": envelope(fmt=2),
+    "v2_short_33_bytes": envelope2()[:33],
+    "v2_version_0": envelope2(version=0),
+    "v2_overlong_version": envelope2(raw_version=b"\x81\x00"),
+    "v2_six_byte_version": envelope2(raw_version=b"\x80\x80\x80\x80\x80\x01"),
+    "v2_version_above_32_bits": envelope2(raw_version=b"\xff\xff\xff\xff\x1f"),
+    "v2_no_room_for_tag": envelope2(version=300)[:34],
     "bad_algorithm_0": envelope(alg=0),
     "bad_algorithm_2": envelope(alg=2),
     "zero_key_id": envelope(key_id=0),
@@ -70,7 +96,8 @@ TEXT_FORM = {
     "nonzero_unused_bits": b"env1:" + b64(envelope(b"ab"))[:-3] + b"B==",
     "url_safe_alphabet": b"env1:" + base64.urlsafe_b64encode(envelope(b"\xfb\xff\xfe")),
     "short_envelope": b"env1:" + b64(envelope()[:37]),
-    "bad_format": b"env1:" + b64(envelope(fmt=2)),
+    "bad_format": b"env1:" + b64(envelope(fmt=3)),
+    "v2_overlong_version": b"env1:" + b64(envelope2(raw_version=b"\x81\x00")),
     "zero_key_id": b"env1:" + b64(envelope(key_id=0)),
     "nul_inside": b"env1:" + b64(envelope())[:8] + b"\0" + b64(envelope())[9:],
 }

@@ -18,6 +18,7 @@ import re
 import secrets
 import shutil
 import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -373,3 +374,54 @@ def pg_error(error) -> dict[str, str | None]:
     diag = e.diag
     return {"sqlstate": e.pgcode, "message": diag.message_primary, "detail": diag.message_detail,
             "hint": diag.message_hint, "text": e.pgerror or ""}
+
+
+def envelope_header(raw: bytes) -> dict[str, int | bytes]:
+    """The header of a binary envelope (docs/format.md section 1, formats 1 and 2),
+    parsed here independently of the extension: format, key_id, version, nonce and
+    header_len (the ciphertext follows it; the 16-byte tag ends the value)."""
+    if raw[0] == 1:
+        assert raw[1] == 1, "format 1 with an unknown algorithm"
+        key_id, version = struct.unpack(">II", raw[2:10])
+        return {"format": 1, "key_id": key_id, "version": version, "nonce": raw[10:22], "header_len": 22}
+    assert raw[0] == 2, f"unknown envelope format {raw[0]}"
+    key_id = struct.unpack(">I", raw[1:5])[0]
+    version, shift, p = 0, 0, 5
+    while True:
+        version |= (raw[p] & 0x7F) << shift
+        shift += 7
+        p += 1
+        if not raw[p - 1] & 0x80:
+            break
+    return {"format": 2, "key_id": key_id, "version": version, "nonce": raw[p:p + 12], "header_len": p + 12}
+
+
+def envelope_problem(raw: bytes) -> str | None:
+    """Why `raw` is not a structurally valid envelope (docs/format.md section 1), or None;
+    independent of the extension's parser."""
+    if len(raw) < 34:
+        return "length"
+    if raw[0] == 1:
+        if len(raw) < 38:
+            return "length"
+        if raw[1] != 1:
+            return "algorithm"
+        key_id, version = struct.unpack(">II", raw[2:10])
+    elif raw[0] == 2:
+        version, n = 0, 0
+        while True:
+            if n == 5:
+                return "version encoding"
+            b = raw[5 + n]
+            version |= (b & 0x7F) << (7 * n)
+            n += 1
+            if not b & 0x80:
+                break
+        if (n > 1 and raw[5 + n - 1] == 0) or version > 0xFFFFFFFF:
+            return "version encoding"
+        if len(raw) < 5 + n + 12 + 16:
+            return "length"
+        key_id = struct.unpack(">I", raw[1:5])[0]
+    else:
+        return "format"
+    return "dek" if key_id == 0 or version == 0 else None

@@ -32,7 +32,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # <repo>/test
 from kms_emulators import vault  # noqa: E402
 
-from pgcluster import Cluster, pg_error, quote_ident  # noqa: E402
+from pgcluster import Cluster, envelope_header, envelope_problem, pg_error, quote_ident  # noqa: E402
 
 ATTACKER = "attacker"
 HOSTILE_SCHEMA = "evil"
@@ -851,71 +851,87 @@ def test_unprivileged_role_is_refused_everything(env):
 # Tampering with every header field
 
 
-HEADER_FIELDS = [
-    # (name, offsets, SQLSTATE of decrypt_field, refused at input (22P02 text, 22P03 binary))
-    ("format version", [0], None, True),
-    ("algorithm id", [1], None, True),
-    ("key id", [2, 3, 4, 5], "42704", False),
-    ("DEK version", [6, 7, 8, 9], "42704", False),
-    ("nonce", list(range(10, 22)), "22000", False),
-]
+def header_fields(raw: bytes) -> list[tuple[str, list[int], str | None, bool]]:
+    """(name, offsets, SQLSTATE of decrypt_field, refused at input (22P02 text, 22P03
+    binary)) of each header field, in the value's format (docs/format.md)."""
+    h = envelope_header(raw)
+    if h["format"] == 1:
+        return [("format version", [0], None, True), ("algorithm id", [1], None, True),
+                ("key id", [2, 3, 4, 5], "42704", False), ("DEK version", [6, 7, 8, 9], "42704", False),
+                ("nonce", list(range(10, 22)), "22000", False)]
+    end = h["header_len"] - 12  # the LEB128 DEK version ends where the nonce begins
+    return [("format version", [0], None, True), ("key id", [1, 2, 3, 4], "42704", False),
+            ("DEK version", list(range(5, end)), "42704", False),
+            ("nonce", list(range(end, end + 12)), "22000", False)]
 
 
 def test_tampering_with_every_header_field(env):
+    """Every bit flip in every header field, of a value in each format (format 2, the
+    default, and format 1 as pg_envelope 0.1.0 wrote it): structurally invalid values
+    are refused at input (text and binary), others fail at decrypt with the field's
+    SQLSTATE; no error quotes the plaintext."""
     pg = env.cluster
     since = pg.log_position()
     for key, row_id in (("lk", 1), ("rk", 2)):
-        raw = bytes(pg.scalar("SELECT envelope.encrypted_text_send(t) FROM public.rdata WHERE id = %s", (row_id,)))
+        raw2 = bytes(pg.scalar("SELECT envelope.encrypted_text_send(t) FROM public.rdata WHERE id = %s", (row_id,)))
         conn = pg.connect()
         cur = conn.cursor()
+        cur.execute("SET envelope.format_version = 1")
+        cur.execute("SELECT envelope.encrypted_text_send(envelope.encrypt_field(%s::text, %s, %s::text))",
+                    (SECRET, key, str(row_id)))
+        raw1 = bytes(cur.fetchone()[0])
+        cur.execute("RESET envelope.format_version")
+        assert (raw2[0], raw1[0]) == (2, 1)
         cur.execute("CREATE TEMP TABLE tampered (v envelope.encrypted_text)")
-        for name, offsets, on_decrypt, refused_at_input in HEADER_FIELDS:
-            for off in offsets:
-                for bit in (0, 7):
-                    forged = bytearray(raw)
-                    forged[off] ^= 1 << bit
-                    text_form = "env1:" + b64(bytes(forged))
-                    zero_ref = forged[2:6] == b"\0" * 4 or forged[6:10] == b"\0" * 4
-                    # Structurally invalid values are refused at input, text and binary.
-                    if refused_at_input or zero_ref:
+        for raw in (raw2, raw1):
+            h = envelope_header(raw)
+            for name, offsets, on_decrypt, refused_at_input in header_fields(raw):
+                for off in offsets:
+                    for bit in (0, 7):
+                        forged = bytearray(raw)
+                        forged[off] ^= 1 << bit
+                        text_form = "env1:" + b64(bytes(forged))
+                        # Structurally invalid values are refused at input, text and binary.
+                        if refused_at_input or envelope_problem(bytes(forged)):
+                            with pytest.raises(psycopg2.Error) as e:
+                                cur.execute("SELECT %s::envelope.encrypted_text", (text_form,))
+                            assert pg_error(e)["sqlstate"] == "22P02", (name, off, pg_error(e))
+                            buf = io.BytesIO(copy_binary_row(bytes(forged)))
+                            with pytest.raises(psycopg2.Error) as e:
+                                cur.copy_expert("COPY tampered FROM STDIN (FORMAT binary)", buf)
+                            assert pg_error(e)["sqlstate"] == "22P03", (name, off, pg_error(e))
+                            continue
+                        cur.execute("TRUNCATE tampered")
+                        cur.execute("INSERT INTO tampered VALUES (%s::envelope.encrypted_text)", (text_form,))
                         with pytest.raises(psycopg2.Error) as e:
-                            cur.execute("SELECT %s::envelope.encrypted_text", (text_form,))
-                        assert pg_error(e)["sqlstate"] == "22P02", (name, off, pg_error(e))
-                        buf = io.BytesIO(copy_binary_row(bytes(forged)))
-                        with pytest.raises(psycopg2.Error) as e:
-                            cur.copy_expert("COPY tampered FROM STDIN (FORMAT binary)", buf)
-                        assert pg_error(e)["sqlstate"] == "22P03", (name, off, pg_error(e))
-                        continue
-                    cur.execute("TRUNCATE tampered")
-                    cur.execute("INSERT INTO tampered VALUES (%s::envelope.encrypted_text)", (text_form,))
-                    with pytest.raises(psycopg2.Error) as e:
-                        cur.execute("SELECT envelope.decrypt_field(v, %s) FROM tampered", (str(row_id),))
-                    err = pg_error(e)
-                    expected = on_decrypt
-                    if name == "DEK version":
-                        # A version that exists (the key was rotated often by the tests
-                        # above) opens another DEK: authentication fails instead.
-                        forged_version = int.from_bytes(forged[6:10], "big")
-                        if pg.scalar("SELECT count(*) FROM envelope.keys WHERE key_name = %s AND version = %s",
-                                     (key, forged_version)):
-                            expected = "22000"
-                    assert err["sqlstate"] == expected, (key, name, off, bit, err)
-                    for t in (err["message"], err["detail"], err["hint"]):
-                        assert SECRET not in (t or "")
-        # Ciphertext and tag: authentication fails.
-        for off in (22, len(raw) - 17, len(raw) - 1):
-            forged = bytearray(raw)
-            forged[off] ^= 0x01
-            cur.execute("TRUNCATE tampered")
-            cur.execute("INSERT INTO tampered VALUES (%s::envelope.encrypted_text)", ("env1:" + b64(bytes(forged)),))
-            with pytest.raises(psycopg2.Error) as e:
-                cur.execute("SELECT envelope.decrypt_field(v, %s) FROM tampered", (str(row_id),))
-            assert pg_error(e)["sqlstate"] == "22000" and "could not decrypt" in pg_error(e)["message"]
-        # Truncated values are refused at input.
-        for n in (0, 1, 21, 37):
-            with pytest.raises(psycopg2.Error) as e:
-                cur.execute("SELECT %s::envelope.encrypted_text", ("env1:" + b64(raw[:n]),))
-            assert pg_error(e)["sqlstate"] == "22P02"
+                            cur.execute("SELECT envelope.decrypt_field(v, %s) FROM tampered", (str(row_id),))
+                        err = pg_error(e)
+                        expected = on_decrypt
+                        if name == "DEK version":
+                            # A version that exists (the key was rotated often by the tests
+                            # above) opens another DEK: authentication fails instead.
+                            forged_version = envelope_header(bytes(forged))["version"]
+                            if pg.scalar("SELECT count(*) FROM envelope.keys WHERE key_name = %s AND version = %s",
+                                         (key, forged_version)):
+                                expected = "22000"
+                        assert err["sqlstate"] == expected, (key, h["format"], name, off, bit, err)
+                        for t in (err["message"], err["detail"], err["hint"]):
+                            assert SECRET not in (t or "")
+            # Ciphertext and tag: authentication fails.
+            for off in (h["header_len"], len(raw) - 17, len(raw) - 1):
+                forged = bytearray(raw)
+                forged[off] ^= 0x01
+                cur.execute("TRUNCATE tampered")
+                cur.execute("INSERT INTO tampered VALUES (%s::envelope.encrypted_text)", ("env1:" + b64(bytes(forged)),))
+                with pytest.raises(psycopg2.Error) as e:
+                    cur.execute("SELECT envelope.decrypt_field(v, %s) FROM tampered", (str(row_id),))
+                assert pg_error(e)["sqlstate"] == "22000" and "could not decrypt" in pg_error(e)["message"]
+            # Truncated values are refused at input: shorter than the header, than the
+            # shortest envelope of the format.
+            for n in (0, 1, h["header_len"] - 1, (37 if h["format"] == 1 else 33)):
+                with pytest.raises(psycopg2.Error) as e:
+                    cur.execute("SELECT %s::envelope.encrypted_text", ("env1:" + b64(raw[:n]),))
+                assert pg_error(e)["sqlstate"] == "22P02"
         conn.close()
     pg.assert_log_free_of([SECRET], since=since)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from pgcluster import Cluster, key_spellings, pg_error
+from pgcluster import Cluster, envelope_header, key_spellings, pg_error
 
 SOURCE_DB = "src"
 ROWS = 300
@@ -115,10 +115,10 @@ def make_rows() -> list[Row]:
 
 
 def dek_of(ciphertext_text: str) -> tuple[int, int]:
-    """(key id, DEK version) from an envelope's header (docs/format.md, format v1)."""
+    """(key id, DEK version) from an envelope's header (docs/format.md)."""
     assert ciphertext_text.startswith("env1:")
-    raw = base64.b64decode(ciphertext_text[5:], validate=True)
-    return struct.unpack(">II", raw[2:10])
+    h = envelope_header(base64.b64decode(ciphertext_text[5:], validate=True))
+    return h["key_id"], h["version"]
 
 
 def insert_rows(conn, rows: list[Row]) -> None:

@@ -1,8 +1,9 @@
 """Large values (issue 13, item 5): envelope.encrypted_bytea from 1 KB to PostgreSQL's 1 GB limit.
 
-An envelope is the plaintext + 38 bytes (docs/format.md), stored as a varlena whose size
-(4-byte header included) may not exceed MaxAllocSize = 2^30 - 1 bytes. So the largest
-plaintext encrypt_field can take is 2^30 - 1 - 4 - 38 = 1,073,741,781 bytes; one byte
+An envelope is the plaintext + 34 bytes (docs/format.md: format 2, written by default,
+with a DEK version below 128), stored as a varlena whose size (4-byte header included)
+may not exceed MaxAllocSize = 2^30 - 1 bytes. So the largest plaintext encrypt_field can
+take is 2^30 - 1 - 4 - 34 = 1,073,741,785 bytes; one byte
 more must fail with SQLSTATE 54000 (program_limit_exceeded), not crash the backend or
 have it killed. These tests check, on a real server with a 16 MB shared_buffers:
 
@@ -43,8 +44,8 @@ APP = "large_app"      # encrypt + decrypt on the key, owns the tables
 KEY = "lv"
 KB, MB = 1 << 10, 1 << 20
 MAX_ALLOC = (1 << 30) - 1          # MaxAllocSize: the largest varlena, header included
-ENVELOPE_OVERHEAD = 38             # 22-byte header + 16-byte tag
-N_MAX = MAX_ALLOC - 4 - ENVELOPE_OVERHEAD   # 1_073_741_781: the largest plaintext that fits
+ENVELOPE_OVERHEAD = 34             # format 2: 18-byte header (DEK version < 128) + 16-byte tag
+N_MAX = MAX_ALLOC - 4 - ENVELOPE_OVERHEAD   # 1_073_741_785: the largest plaintext that fits
 SHARED_BUFFERS_MB = 16
 SIZES = {1: 1 * KB, 2: 1 * MB, 3: 64 * MB}  # row id -> plaintext size
 
@@ -138,7 +139,7 @@ def test_round_trip(pg, row_id):
                                      "FROM big b JOIN src s USING (id) WHERE id = %s", [row_id])
     assert length == size
     assert same is True, f"the {size}-byte value does not decrypt to its plaintext"
-    # Stored: the plaintext + 38 bytes (+ a varlena header when the value is stored in line).
+    # Stored: the plaintext + 34 bytes (+ a varlena header when the value is stored in line).
     assert stored in (size + ENVELOPE_OVERHEAD, size + ENVELOPE_OVERHEAD + 4), stored
     conn.close()
 
@@ -244,7 +245,7 @@ def test_text_form_over_1gb_is_a_clean_54000(pg):
     """The text form (env1: + base64) of an envelope over about 768 MB would exceed 1 GB:
     its output (text COPY, pg_dump, a text-format result) says so with 54000 and points
     to binary I/O. Server-side COPY to /dev/null runs just the output function."""
-    n = 805_306_325  # the smallest plaintext whose text form no longer fits
+    n = 805_306_329  # the smallest plaintext whose text form no longer fits (format 2: 34 bytes added)
     pg.sql(f"GRANT pg_write_server_files TO {APP}")
     conn, pid, _ = fresh(pg)
     from_clause, params = blob_from(n)

@@ -18,7 +18,7 @@ import psycopg2
 import psycopg2.extras
 import pytest
 
-from pgcluster import Cluster, key_spellings, pg_error
+from pgcluster import Cluster, envelope_header, key_spellings, pg_error
 
 APP_ROLE = "app_user"
 
@@ -162,7 +162,7 @@ def test_ordered_digest_of_values_decrypted_in_workers(cluster, parallel_db):
 
 
 def nonce(ciphertext: str) -> bytes:
-    return base64.b64decode(ciphertext[len("env1:"):])[10:22]  # docs/format.md, format v1
+    return envelope_header(base64.b64decode(ciphertext[len("env1:"):]))["nonce"]  # docs/format.md
 
 
 def test_no_nonce_repeats_across_workers_and_backends(cluster, parallel_db):
@@ -296,21 +296,22 @@ def test_errors_never_log_plaintext_or_key(cluster):
     ct_short = cluster.scalar("SELECT envelope.encrypt_field(%s::text, 'lk')::text", (SECRET_SSN,),
                               dbname=db)
     body = len(SECRET_NOTE) // 2
+    hdr = envelope_header(envelope_bytes(ct))["header_len"]  # 18: format 2, DEK version 1
     failures = [
         # (query, params, SQLSTATE)
         ("SELECT envelope.decrypt_field(%s::envelope.encrypted_text, 'wrong')", (ct,), "22000"),
         ("SELECT envelope.decrypt_field(%s::envelope.encrypted_text)", (ct,), "22000"),
         ("SELECT envelope.decrypt_field(%s::envelope.encrypted_bytea, 'ctx')", (ct,), "22000"),
         ("SELECT envelope.decrypt_field(%s::envelope.encrypted_jsonb, 'ctx')", (ct,), "22000"),
-        ("SELECT envelope.decrypt_field(%s::envelope.encrypted_text, 'ctx')", (tampered(ct, 22 + body),),
+        ("SELECT envelope.decrypt_field(%s::envelope.encrypted_text, 'ctx')", (tampered(ct, hdr + body),),
          "22000"),  # ciphertext body
         ("SELECT envelope.decrypt_field(%s::envelope.encrypted_text, 'ctx')", (tampered(ct, -1),),
          "22000"),  # GCM tag
-        ("SELECT envelope.decrypt_field(%s::envelope.encrypted_text, 'ctx')", (tampered(ct, 12),),
+        ("SELECT envelope.decrypt_field(%s::envelope.encrypted_text, 'ctx')", (tampered(ct, hdr - 6),),
          "22000"),  # nonce
-        ("SELECT envelope.decrypt_field(%s::envelope.encrypted_text)", (tampered(ct_short, 22),), "22000"),
-        ("SELECT envelope.decrypt_field(%s::envelope.encrypted_text, 'ctx')", (tampered(ct, 9, 0x02),),
-         "42704"),  # DEK version 3, which does not exist
+        ("SELECT envelope.decrypt_field(%s::envelope.encrypted_text)", (tampered(ct_short, hdr),), "22000"),
+        ("SELECT envelope.decrypt_field(%s::envelope.encrypted_text, 'ctx')", (tampered(ct, hdr - 13, 0x02),),
+         "42704"),  # DEK version 3, which does not exist (the LEB128 byte before the nonce)
         ("SELECT %s::envelope.encrypted_text", (SECRET_SSN,), "22P02"),
         ("SELECT %s::envelope.encrypted_text", (SECRET_NOTE,), "22P02"),
         ("SELECT %s::envelope.encrypted_jsonb", (SECRET_DOC,), "22P02"),

@@ -42,7 +42,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from pgcluster import Cluster, ClusterError, key_spellings, new_master_key, pg_error
+from pgcluster import Cluster, ClusterError, envelope_header, key_spellings, new_master_key, pg_error
 
 REPLICATION = {"wal_level": "logical", "max_wal_senders": 10, "max_replication_slots": 10,
                "max_connections": 40}
@@ -195,8 +195,7 @@ def sealed(text_form: str) -> Sealed:
     clen = struct.unpack(">H", raw[p + 1:p + 3])[0]
     ctx = raw[p + 3:p + 3 + clen].decode() if has_ctx else None
     env = raw[p + 3 + clen:]
-    assert env[0] == 1 and env[1] == 1, "the envelope is not format v1 / AES-256-GCM"
-    return Sealed(type_, pid, bkid, blen, key, ctx, len(env) - 22 - 16)
+    return Sealed(type_, pid, bkid, blen, key, ctx, len(env) - envelope_header(env)["header_len"] - 16)
 
 
 def stored(cluster: Cluster, db: str, tbl: str = "people") -> dict[int, tuple]:

@@ -1,5 +1,6 @@
-// Envelope format v1 (include/pg_envelope/envelope_format.hpp): header layout,
-// structural validation, the "env1:" text form and the AAD construction.
+// Envelope formats 1 and 2 (include/pg_envelope/envelope_format.hpp): header layouts,
+// structural validation, the "env1:" text form and the AAD construction. The tests
+// that name no format use format 1; the Format2 tests follow.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -15,6 +16,7 @@ namespace {
 
 EnvelopeHeader sample_header() {
   EnvelopeHeader h;
+  h.format = kFormatV1;
   h.dek.key_id = 0x01020304;
   h.dek.version = 0xA0B0C0D0;
   for (std::size_t i = 0; i < kGcmNonceSize; ++i) h.nonce[i] = static_cast<std::uint8_t>(0xF0 + i);
@@ -23,10 +25,11 @@ EnvelopeHeader sample_header() {
 
 // header || ciphertext (ct_len bytes of 0x33) || tag (16 bytes of 0x77)
 Bytes sample_envelope(std::size_t ct_len, const EnvelopeHeader& h = sample_header()) {
-  Bytes env(kHeaderSize + ct_len + kGcmTagSize);
-  write_header(h, env.data());
-  std::memset(env.data() + kHeaderSize, 0x33, ct_len);
-  std::memset(env.data() + kHeaderSize + ct_len, 0x77, kGcmTagSize);
+  const std::size_t header = header_size(h);
+  Bytes env(header + ct_len + kGcmTagSize);
+  EXPECT_EQ(write_header(h, env.data()), header);
+  std::memset(env.data() + header, 0x33, ct_len);
+  std::memset(env.data() + header + ct_len, 0x77, kGcmTagSize);
   return env;
 }
 
@@ -35,19 +38,22 @@ bool problem_mentions(const FormatProblem& p, std::string_view needle) {
 }
 
 TEST(EnvelopeFormat, Constants) {
-  EXPECT_EQ(kHeaderSize, 22u);
-  EXPECT_EQ(kEnvelopeOverhead, 38u);
+  EXPECT_EQ(kHeaderSizeV1, 22u);
+  EXPECT_EQ(kEnvelopeOverheadV1, 38u);
+  EXPECT_EQ(kMinEnvelopeSize, 34u);
   EXPECT_EQ(kFormatV1, 1);
+  EXPECT_EQ(kFormatV2, 2);
+  EXPECT_EQ(EnvelopeHeader{}.format, kFormatV2);  // written by default
   EXPECT_EQ(kAlgAes256Gcm, 1);
   EXPECT_EQ(kTextPrefix, "env1:");
 }
 
 // The byte layout documented at the top of envelope_format.hpp.
 TEST(EnvelopeFormat, WriteHeaderLayout) {
-  std::uint8_t out[kHeaderSize];
+  std::uint8_t out[kHeaderSizeV1];
   std::memset(out, 0xCC, sizeof out);
   write_header(sample_header(), out);
-  EXPECT_EQ(test::to_bytes({out, kHeaderSize}),
+  EXPECT_EQ(test::to_bytes({out, kHeaderSizeV1}),
             test::from_hex("0101"                        // version, algorithm
                            "01020304"                    // key id, big-endian
                            "a0b0c0d0"                    // DEK version, big-endian
@@ -69,25 +75,25 @@ TEST(EnvelopeFormat, ParseRoundTrip) {
     EXPECT_EQ(0, std::memcmp(v.header.nonce, h.nonce, kGcmNonceSize));
     // Views into the caller's buffer, not copies.
     EXPECT_EQ(v.header_bytes.data(), env.data());
-    EXPECT_EQ(v.header_bytes.size(), kHeaderSize);
-    EXPECT_EQ(v.ciphertext.data(), env.data() + kHeaderSize);
+    EXPECT_EQ(v.header_bytes.size(), kHeaderSizeV1);
+    EXPECT_EQ(v.ciphertext.data(), env.data() + kHeaderSizeV1);
     EXPECT_EQ(v.ciphertext.size(), ct_len);
-    EXPECT_EQ(v.tag.data(), env.data() + kHeaderSize + ct_len);
+    EXPECT_EQ(v.tag.data(), env.data() + kHeaderSizeV1 + ct_len);
     EXPECT_EQ(v.tag.size(), kGcmTagSize);
   }
 }
 
 TEST(EnvelopeFormat, RejectsShortInput) {
   const Bytes env = sample_envelope(0);
-  ASSERT_EQ(env.size(), kEnvelopeOverhead);
-  for (std::size_t len = 0; len < kEnvelopeOverhead; ++len) {
+  ASSERT_EQ(env.size(), kEnvelopeOverheadV1);
+  for (std::size_t len = 0; len < kEnvelopeOverheadV1; ++len) {
     EnvelopeView v;
     EXPECT_TRUE(parse_envelope(ByteView(env.data(), len), v)) << len << " bytes accepted";
   }
 }
 
 TEST(EnvelopeFormat, RejectsWrongVersion) {
-  for (int version : {0, 2, 0x81, 0xFF}) {
+  for (int version : {0, 3, 0x81, 0xFF}) {
     Bytes env = sample_envelope(4);
     env[0] = static_cast<std::uint8_t>(version);
     EnvelopeView v;
@@ -195,9 +201,9 @@ TEST(EnvelopeFormat, TextFormRejectsBadPayloadWithoutEchoingIt) {
 }
 
 TEST(EnvelopeFormat, BuildAadLayout) {
-  std::uint8_t header[kHeaderSize];
+  std::uint8_t header[kHeaderSizeV1];
   write_header(sample_header(), header);
-  const ByteView hb(header, kHeaderSize);
+  const ByteView hb(header, kHeaderSizeV1);
 
   Bytes aad = {9, 9, 9};  // stale content must be replaced
   build_aad(hb, PlainType::kText, false, "", aad);
@@ -213,22 +219,22 @@ TEST(EnvelopeFormat, BuildAadLayout) {
 }
 
 TEST(EnvelopeFormat, BuildAadDistinguishesNullFromEmptyContext) {
-  std::uint8_t header[kHeaderSize];
+  std::uint8_t header[kHeaderSizeV1];
   write_header(sample_header(), header);
   Bytes null_ctx, empty_ctx;
-  build_aad({header, kHeaderSize}, PlainType::kText, false, "", null_ctx);
-  build_aad({header, kHeaderSize}, PlainType::kText, true, "", empty_ctx);
+  build_aad({header, kHeaderSizeV1}, PlainType::kText, false, "", null_ctx);
+  build_aad({header, kHeaderSizeV1}, PlainType::kText, true, "", empty_ctx);
   EXPECT_NE(null_ctx, empty_ctx);
   // A NULL context ignores any context bytes passed alongside it.
   Bytes null_with_text;
-  build_aad({header, kHeaderSize}, PlainType::kText, false, "ignored", null_with_text);
+  build_aad({header, kHeaderSizeV1}, PlainType::kText, false, "ignored", null_with_text);
   EXPECT_EQ(null_ctx, null_with_text);
 }
 
 TEST(EnvelopeFormat, BuildAadBindsTypeHeaderAndContext) {
-  std::uint8_t header[kHeaderSize];
+  std::uint8_t header[kHeaderSizeV1];
   write_header(sample_header(), header);
-  const ByteView hb(header, kHeaderSize);
+  const ByteView hb(header, kHeaderSizeV1);
   Bytes text, bytea, jsonb;
   build_aad(hb, PlainType::kText, true, "a", text);
   build_aad(hb, PlainType::kBytea, true, "a", bytea);
@@ -243,11 +249,53 @@ TEST(EnvelopeFormat, BuildAadBindsTypeHeaderAndContext) {
 
   EnvelopeHeader h2 = sample_header();
   h2.dek.version += 1;
-  std::uint8_t header2[kHeaderSize];
+  std::uint8_t header2[kHeaderSizeV1];
   write_header(h2, header2);
   Bytes other_header;
-  build_aad({header2, kHeaderSize}, PlainType::kText, true, "a", other_header);
+  build_aad({header2, kHeaderSizeV1}, PlainType::kText, true, "a", other_header);
   EXPECT_NE(text, other_header);
+}
+
+// Format 2: 1-byte format, 4-byte key id, the DEK version in unsigned LEB128.
+TEST(EnvelopeFormat, Format2HeaderLayout) {
+  EnvelopeHeader h = sample_header();
+  h.format = kFormatV2;
+  h.dek.version = 300;  // 0xAC 0x02
+  std::uint8_t out[kMaxHeaderSize];
+  ASSERT_EQ(write_header(h, out), 19u);
+  EXPECT_EQ(header_size(h), 19u);
+  EXPECT_EQ(envelope_overhead(h), 35u);
+  EXPECT_EQ(test::to_bytes({out, 19}), test::from_hex("02"                            // format
+                                                      "01020304"                      // key id
+                                                      "ac02"                          // version 300
+                                                      "f0f1f2f3f4f5f6f7f8f9fafb"));  // nonce
+}
+
+TEST(EnvelopeFormat, Format2RejectsBadVersionEncodings) {
+  const std::string nonce_ct_tag(2 * (kGcmNonceSize + 4 + kGcmTagSize), '0');  // 4 bytes of ciphertext
+  for (const char* version : {"00",            // zero
+                              "8100",          // 1 in two bytes (not the shortest form)
+                              "808080808001",  // six bytes
+                              "ffffffff1f",    // 2^35 - 1 > 2^32 - 1
+                              "ffffffff8f"}) {  // five bytes, continuation bit on the last
+    Bytes env = test::from_hex(std::string("0201020304") + version + nonce_ct_tag);
+    EnvelopeView v;
+    EXPECT_TRUE(parse_envelope(env, v)) << version << " accepted";
+  }
+  for (const char* ok : {"01", "7f", "8001", "ff7f", "ffffffff0f"}) {
+    Bytes env = test::from_hex(std::string("0201020304") + ok + nonce_ct_tag);
+    EnvelopeView v;
+    EXPECT_FALSE(parse_envelope(env, v)) << ok << " refused";
+    std::uint8_t again[kMaxHeaderSize];
+    ASSERT_EQ(write_header(v.header, again), v.header_bytes.size());
+    EXPECT_EQ(0, std::memcmp(again, env.data(), v.header_bytes.size())) << ok;
+    EXPECT_EQ(v.ciphertext.size(), 4u);
+  }
+  // The shortest format 2 envelope is 34 bytes; with a 2-byte version, 35.
+  EnvelopeView v;
+  EXPECT_FALSE(parse_envelope(test::from_hex("020102030401" + std::string(2 * 28, '0')), v));
+  EXPECT_TRUE(parse_envelope(test::from_hex("020102030401" + std::string(2 * 27, '0')), v));
+  EXPECT_TRUE(parse_envelope(test::from_hex("02010203048001" + std::string(2 * 27, '0')), v));
 }
 
 TEST(EnvelopeFormat, BigEndianHelpers) {

@@ -11,8 +11,9 @@ namespace pg_envelope {
 namespace {
 
 Bytes envelope_bytes() {
-  Bytes e(kEnvelopeOverhead + 5, 0x5A);
+  Bytes e(kEnvelopeOverheadV1 + 5, 0x5A);
   EnvelopeHeader h;
+  h.format = kFormatV1;
   h.dek = DekId{7, 2};
   for (std::size_t i = 0; i < kGcmNonceSize; ++i) h.nonce[i] = static_cast<std::uint8_t>(i);
   write_header(h, e.data());
@@ -41,7 +42,7 @@ TEST(ProtectedFormat, SealedPrefixParsesBackFieldForField) {
   EXPECT_TRUE(s.has_context);
   EXPECT_EQ(s.context, "row-17");
   EXPECT_EQ(s.prefix.size() + s.envelope.size(), v.size());
-  EXPECT_EQ(s.envelope.size(), kEnvelopeOverhead + 5);
+  EXPECT_EQ(s.envelope.size(), kEnvelopeOverheadV1 + 5);
   // Big-endian protection id at offset 3.
   EXPECT_EQ(v[3], 0xA1);
   EXPECT_EQ(v[6], 0xD4);
@@ -94,7 +95,7 @@ TEST(ProtectedFormat, MalformedFieldsAreRefused) {
   EXPECT_TRUE(refused(v));
   // Cut anywhere before the shortest envelope ends (a shorter ciphertext is only caught
   // by authentication, which is not this layer's).
-  for (std::size_t n = 0; n < prefix_size + kEnvelopeOverhead; ++n) {
+  for (std::size_t n = 0; n < prefix_size + kEnvelopeOverheadV1; ++n) {
     Bytes cut(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(n));
     EXPECT_TRUE(refused(cut)) << "truncated to " << n;
   }
