@@ -374,8 +374,9 @@ bool add_usage_shared(const Agg& a, TimestampTz now) {
   return false;
 }
 
-// With the lock held exclusively: counts `a`, taking a free slot when it has none.
-void add_usage(const Agg& a, TimestampTz now) {
+// With the lock held exclusively: counts `a`, taking a free slot when it has none;
+// false when none of its 32 slots is free (counted in usage_overflow only).
+bool add_usage(const Agg& a, TimestampTz now) {
   std::uint32_t h = usage_hash(a.k);
   for (int probe = 0; probe < kUsageProbes && probe < usage_entries; ++probe) {
     UsageSlot& s = usage_at(h, probe);
@@ -387,11 +388,14 @@ void add_usage(const Agg& a, TimestampTz now) {
     }
     if (usage_is(s, a.k)) {
       count_in(s, a, now);
-      return;
+      return true;
     }
   }
   pg_atomic_fetch_add_u64(&shared->usage_overflow, a.count);
+  return false;
 }
+
+bool warned_usage_full = false;
 
 // Flushes the counts of the last statement: usage counters, then the audit trail.
 void flush(bool at_abort) {
@@ -413,9 +417,21 @@ void flush(bool at_abort) {
     if (a.count > 0 && !add_usage_shared(a, now)) first_use.push_back(&a);
   LWLockRelease(shared->lock);
   if (!first_use.empty()) {
+    bool all_counted = true;
     pg_call([] { LWLockAcquire(shared->lock, LW_EXCLUSIVE); });
-    for (const Agg* a : first_use) add_usage(*a, now);
+    for (const Agg* a : first_use) all_counted = add_usage(*a, now) && all_counted;
     LWLockRelease(shared->lock);
+    if (!all_counted && !warned_usage_full) {
+      // Once per backend, in the server log: the counts are an operator's concern.
+      warned_usage_full = true;
+      pg_call([] {
+        ereport(LOG, (errmsg("pg_envelope: envelope.key_usage_entries is too small: uses of some key versions "
+                             "are not counted in envelope.key_usage"),
+                      errhint("Raise envelope.key_usage_entries (it takes effect at the next server start) to "
+                              "about twice the number of key versions in use."),
+                      errhidestmt(true)));
+      });
+    }
   }
   if (mode == kOff) return;
   std::vector<Record> recs;

@@ -651,3 +651,29 @@ def test_parallel_scan_records_carry_the_session(cluster_factory):
     assert {(r["pid"], r["application"], r["session_user"]) for r in lines} == {(str(pid), "par-app", "alice")}, lines
     assert len({r["statement_at"] for r in lines}) == 1, lines
     assert sum(int(r["count"]) for r in lines) == N_SCAN
+
+
+def test_key_usage_table_full_is_logged_once_and_counts_what_fits(cluster_factory):
+    """envelope.key_usage_entries smaller than the key versions in use: every value still
+    decrypts, the versions that found a slot are counted exactly, the others are not
+    counted at all (never wrongly), and each backend says so once in the server log."""
+    pg = cluster_factory.create("usage_full", settings={"envelope.key_usage_entries": 64})
+    pg.sql("CREATE EXTENSION pg_envelope")
+    n = 200
+    pg.sql("SELECT count(envelope.create_key('u_' || g)) FROM generate_series(1, %s) g", (n,))
+    pg.sql("CREATE TABLE many AS SELECT g AS id, envelope.encrypt_field('v' || g, 'u_' || g) AS v "
+           "FROM generate_series(1, %s) g", (n,))
+    pg.sql("SELECT envelope.key_usage_reset()")
+    since = pg.log_position()
+    conn = pg.connect()
+    with conn.cursor() as cur:
+        for _ in range(2):
+            cur.execute("SELECT count(*) FROM many WHERE envelope.decrypt_field(v) = 'v' || id")
+            assert cur.fetchone()[0] == n
+    conn.close()
+    counted = pg.sql("SELECT key_name, decrypts FROM envelope.key_usage WHERE decrypts > 0")
+    assert 0 < len(counted) <= 64, len(counted)
+    assert all(d == 2 for _, d in counted), counted  # two scans, one value of each key per scan
+    message = "envelope.key_usage_entries is too small"
+    pg.wait_for_log(message, since=since, timeout=10)
+    assert pg.read_log(since).count(message) == 1
