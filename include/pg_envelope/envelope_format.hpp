@@ -92,6 +92,12 @@ std::size_t write_header(const EnvelopeHeader& h, std::uint8_t* out) noexcept;
 void build_aad(ByteView header_bytes, PlainType type, bool has_context, std::string_view context,
                Bytes& aad);
 
+// Writes a whole envelope into `out` (envelope_overhead(h) + plaintext.size() bytes):
+// h with a fresh nonce, then `plaintext` sealed under `aead` with the AAD above (built
+// in `aad`, a buffer the caller may reuse). h.format and h.dek are the caller's.
+void seal_envelope(EnvelopeHeader h, AesGcm& aead, PlainType type, bool has_context, std::string_view context,
+                   ByteView plaintext, std::uint8_t* out, Bytes& aad);
+
 // Canonical text form: "env1:" followed by standard padded base64 of the bytes.
 std::size_t text_form_length(std::size_t binary_len) noexcept;
 void write_text_form(ByteView bytes, char* out) noexcept;  // writes text_form_length() chars, no NUL

@@ -14,7 +14,6 @@ namespace pg_envelope {
 
 namespace {
 
-
 [[noreturn]] void openssl_failure(const char* what) {
   throw Error(sqlstate::kInternalError, std::string("OpenSSL AES-GCM failure: ") + what);
 }
@@ -38,8 +37,6 @@ const EVP_CIPHER* aes_gcm_algorithm(std::size_t key_size) {
   return fetched[i];
 }
 
-const EVP_CIPHER* cipher_for(std::size_t key_size) { return aes_gcm_algorithm(key_size); }
-
 }  // namespace
 
 void preload_aes_gcm() {
@@ -51,7 +48,7 @@ void preload_aes_gcm() {
 }
 
 AesGcm::AesGcm(ByteView key) {
-  const EVP_CIPHER* cipher = cipher_for(key.size());
+  const EVP_CIPHER* cipher = aes_gcm_algorithm(key.size());
   enc_ = EVP_CIPHER_CTX_new();
   dec_ = EVP_CIPHER_CTX_new();
   if (enc_ == nullptr || dec_ == nullptr) {

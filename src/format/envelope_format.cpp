@@ -108,6 +108,14 @@ void build_aad(ByteView header_bytes, PlainType type, bool has_context, std::str
   if (has_context) aad.insert(aad.end(), context.begin(), context.end());
 }
 
+void seal_envelope(EnvelopeHeader h, AesGcm& aead, PlainType type, bool has_context, std::string_view context,
+                   ByteView plaintext, std::uint8_t* out, Bytes& aad) {
+  random_nonce(h.nonce);
+  std::size_t header = write_header(h, out);
+  build_aad({out, header}, type, has_context, context, aad);
+  aead.seal({h.nonce, kGcmNonceSize}, aad, plaintext, out + header, out + header + plaintext.size());
+}
+
 std::size_t text_form_length(std::size_t binary_len) noexcept { return kTextPrefix.size() + base64_length(binary_len); }
 
 void write_text_form(ByteView bytes, char* out) noexcept {

@@ -360,27 +360,16 @@ void count_in(UsageSlot& s, const Agg& a, TimestampTz now) {
   pg_atomic_write_u64(&s.last_used, static_cast<std::uint64_t>(now));
 }
 
-// With the lock held shared: counts `a` in its slot; false when it has none yet.
-bool add_usage_shared(const Agg& a, TimestampTz now) {
-  std::uint32_t h = usage_hash(a.k);
-  for (int probe = 0; probe < kUsageProbes && probe < usage_entries; ++probe) {
-    UsageSlot& s = usage_at(h, probe);
-    if (s.db == InvalidOid) return false;  // slots are never freed: it is not further on
-    if (usage_is(s, a.k)) {
-      count_in(s, a, now);
-      return true;
-    }
-  }
-  return false;
-}
-
-// With the lock held exclusively: counts `a`, taking a free slot when it has none;
-// false when none of its 32 slots is free (counted in usage_overflow only).
-bool add_usage(const Agg& a, TimestampTz now) {
+// Counts `a` in its slot; false when it has none. With `claim` (the lock held
+// exclusively) a free slot becomes its slot, and the counts that find none of their 32
+// slots free go to usage_overflow; without (the lock held shared) nothing but the
+// counters is written.
+bool add_usage(const Agg& a, TimestampTz now, bool claim) {
   std::uint32_t h = usage_hash(a.k);
   for (int probe = 0; probe < kUsageProbes && probe < usage_entries; ++probe) {
     UsageSlot& s = usage_at(h, probe);
     if (s.db == InvalidOid) {
+      if (!claim) return false;  // slots are never freed: it is not further on
       s.key_id = a.k.key_id;
       s.version = a.k.version;
       for (pg_atomic_uint64& c : s.counts) pg_atomic_write_u64(&c, 0);
@@ -391,7 +380,7 @@ bool add_usage(const Agg& a, TimestampTz now) {
       return true;
     }
   }
-  pg_atomic_fetch_add_u64(&shared->usage_overflow, a.count);
+  if (claim) pg_atomic_fetch_add_u64(&shared->usage_overflow, a.count);
   return false;
 }
 
@@ -414,12 +403,12 @@ void flush(bool at_abort) {
   std::vector<const Agg*> first_use;
   pg_call([] { LWLockAcquire(shared->lock, LW_SHARED); });
   for (const Agg& a : done)
-    if (a.count > 0 && !add_usage_shared(a, now)) first_use.push_back(&a);
+    if (a.count > 0 && !add_usage(a, now, false)) first_use.push_back(&a);
   LWLockRelease(shared->lock);
   if (!first_use.empty()) {
     bool all_counted = true;
     pg_call([] { LWLockAcquire(shared->lock, LW_EXCLUSIVE); });
-    for (const Agg* a : first_use) all_counted = add_usage(*a, now) && all_counted;
+    for (const Agg* a : first_use) all_counted = add_usage(*a, now, true) && all_counted;
     LWLockRelease(shared->lock);
     if (!all_counted && !warned_usage_full) {
       // Once per backend, in the server log: the counts are an operator's concern.

@@ -156,7 +156,6 @@ bool resolve(Objects* out) {
   out->kms_pkey = index_on(out->kms_table, "kms_pkey", kName, 1);
   static const char* const kCreatedAt[] = {"created_at"};
   out->data_key_created_index = index_on(out->data_key_table, "data_key_created_at", kCreatedAt, 1);
-  out->data_key_created_at = get_attnum(out->data_key_table, "created_at");
   return out->owner != InvalidOid && out->key_pkey != InvalidOid && out->key_name_index != InvalidOid &&
          out->data_key_pkey != InvalidOid && out->kms_pkey != InvalidOid;
 }

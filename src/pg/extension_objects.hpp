@@ -37,7 +37,6 @@ struct Objects {
   struct {
     AttrNumber key_id, version, wrapped, state;
   } data_key;
-  AttrNumber data_key_created_at = InvalidAttrNumber;
   struct {
     AttrNumber name, provider, options;
   } kms;

@@ -61,22 +61,24 @@ bool fetch_one(Oid table, Oid index, ScanKeyData* keys, int nkeys, Row* row) {
 }
 
 // Walks envelope.data_key newest first (backward through its created_at index), and
-// stops at the first row `accept(row, arg)` takes; that row is left in `*row` (plain:
-// no C++ object).
+// stops at the first row `accept(row, arg)` takes; a copy of that row is left in `*row`
+// (plain: no C++ object). The rows it passes over are only deformed, never copied.
 bool newest_first(Oid table, Oid index, bool (*accept)(const Row*, void*), void* arg, Row* row) {
   Relation rel = table_open(table, AccessShareLock);
   Relation idx = index_open(index, AccessShareLock);
   SysScanDesc scan = systable_beginscan_ordered(rel, idx, nullptr, 0, nullptr);
+  TupleDesc desc = RelationGetDescr(rel);
+  Row view{static_cast<Datum*>(palloc(sizeof(Datum) * desc->natts)),
+           static_cast<bool*>(palloc(sizeof(bool) * desc->natts)), desc->natts};
   bool found = false;
   HeapTuple tup;
   while (!found && HeapTupleIsValid(tup = systable_getnext_ordered(scan, BackwardScanDirection))) {
-    copy_row(tup, RelationGetDescr(rel), row);
-    found = accept(row, arg);
-    if (!found) {
-      pfree(row->values);
-      pfree(row->nulls);
-    }
+    heap_deform_tuple(tup, desc, view.values, view.nulls);
+    found = accept(&view, arg);
+    if (found) copy_row(tup, desc, row);
   }
+  pfree(view.values);
+  pfree(view.nulls);
   systable_endscan_ordered(scan);
   index_close(idx, AccessShareLock);
   table_close(rel, AccessShareLock);
@@ -243,8 +245,7 @@ bool live_dek_of_kms(const Row* row, void* arg) {
     match = VARSIZE_ANY_EXHDR(t) == want->kms.size() &&
             std::memcmp(VARDATA_ANY(t), want->kms.data(), want->kms.size()) == 0;
   }
-  pfree(krow.values);
-  pfree(krow.nulls);
+  free_row(krow);
   return match;
 }
 

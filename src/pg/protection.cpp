@@ -101,19 +101,14 @@ struct varlena* seal(PlainType type, const Binding& b, ByteView plaintext) {
   EnvelopeHeader h;
   h.format = write_format();
   h.dek = dek.id;
-  std::size_t header = header_size(h);
-  std::size_t total = VARHDRSZ + prefix.size() + header + plaintext.size() + kGcmTagSize;
+  std::size_t total = VARHDRSZ + prefix.size() + envelope_overhead(h) + plaintext.size();
   auto* out = static_cast<struct varlena*>(pg_alloc(total));
   SET_VARSIZE(out, total);
   auto* p = reinterpret_cast<std::uint8_t*>(VARDATA(out));
   std::memcpy(p, prefix.data(), prefix.size());
-  std::uint8_t* e = p + prefix.size();
-  random_nonce(h.nonce);
-  write_header(h, e);
   Bytes aad;
-  build_aad({e, header}, type, true,
-            std::string_view(reinterpret_cast<const char*>(prefix.data()), prefix.size()), aad);
-  dek.aead.seal({h.nonce, kGcmNonceSize}, aad, plaintext, e + header, e + header + plaintext.size());
+  seal_envelope(h, dek.aead, type, true, std::string_view(reinterpret_cast<const char*>(prefix.data()), prefix.size()),
+                plaintext, p + prefix.size(), aad);
   return out;
 }
 

@@ -43,7 +43,7 @@ constexpr long kFailureMemoryMs = 2000;
 struct Entry {
   std::uint32_t state;
   std::int32_t owner_pid;     // kLoading: the claimant
-  std::uint32_t failure_seq;  // kFailedState: its record in Cache::failures (see failure_slot)
+  std::uint32_t failure_seq;  // kFailedState: its record in Cache::failures (see failure_of)
   Oid dbid;
   std::uint32_t key_id;  // 0: empty
   std::uint32_t version;
@@ -159,7 +159,7 @@ TimestampTz stale_until(TimestampTz loaded_at, TimestampTz retry_after) {
 }
 
 void clear(Entry& e) {
-  secure_zero(const_cast<Entry*>(&e), sizeof e);  // key bytes included, masked or not
+  secure_zero(&e, sizeof e);  // key bytes included, masked or not
 }
 
 // ---- the hash index (every function here is called with the lock held exclusively,
@@ -218,7 +218,7 @@ void release(Entry& e) {
 }
 
 // Gives an entry a state and the identity of `ident` in this database, and puts it on
-// its chain. The entry comes off the free list (take_free) or is a victim/the entry of
+// its chain. The entry comes off the free list (slot_for) or is a victim/the entry of
 // `ident` itself, unlinked and cleared here.
 void assign(Entry& e, std::uint32_t state, const Ident& ident, TimestampTz loaded_at) {
   if (e.state != kEmpty) unlink(e);
@@ -266,6 +266,24 @@ void lock_exclusive() {
 
 void lock_shared() {
   pg_call([] { LWLockAcquire(cache->lock, LW_SHARED); });
+}
+
+// A hit on `e` (the entry of the DEK asked for): its DEK is fresh, or stale but the KMS
+// failed moments ago. Copies the masked key out and marks the entry for the clock (a
+// store only when the bit is clear, so hits under the shared lock keep the line shared).
+bool serve_hit(Entry& e, TimestampTz now, std::uint8_t masked[kAes256KeySize], std::int64_t& valid_until,
+               bool& stale) {
+  if (fresh(e, now)) {
+    valid_until = fresh_until(e.loaded_at);
+  } else if (stale_usable(e, now) && now < e.retry_after) {
+    valid_until = stale_until(e.loaded_at, e.retry_after);  // the KMS failed moments ago: keep serving
+    stale = true;
+  } else {
+    return false;
+  }
+  std::memcpy(masked, e.masked, kAes256KeySize);
+  if (!e.referenced) e.referenced = 1;
+  return true;
 }
 
 }  // namespace
@@ -414,22 +432,9 @@ Claim claim(const Ident& ident, std::uint64_t generation, long wait_ms, SecureBy
     TimestampTz now = GetCurrentTimestamp();
     std::uint8_t masked[kAes256KeySize];
     // The common case, a hit, under the lock in shared mode.
-    bool hit = false;
     lock_shared();
-    if (int i = find(ident); i >= 0) {
-      Entry& e = entries[i];
-      if (fresh(e, now)) {
-        valid_until = fresh_until(e.loaded_at);
-        hit = true;
-      } else if (stale_usable(e, now) && now < e.retry_after) {
-        valid_until = stale_until(e.loaded_at, e.retry_after);  // the KMS failed moments ago: keep serving
-        hit = stale = true;
-      }
-      if (hit) {
-        std::memcpy(masked, e.masked, sizeof masked);
-        if (!e.referenced) e.referenced = 1;  // no store when set: the cache line stays shared
-      }
-    }
+    int found = find(ident);
+    bool hit = found >= 0 && serve_hit(entries[found], now, masked, valid_until, stale);
     LWLockRelease(cache->lock);
     if (hit) {
       unmask(ident, masked, out);
@@ -444,17 +449,8 @@ Claim claim(const Ident& ident, std::uint64_t generation, long wait_ms, SecureBy
     lock_exclusive();
     Entry& e = slot_for(ident, now, evicted);
     bool mine = e.state != kEmpty && same_dek(e, ident);
-    if (mine && fresh(e, now)) {
-      std::memcpy(masked, e.masked, sizeof masked);
-      e.referenced = 1;
-      valid_until = fresh_until(e.loaded_at);
+    if (mine && serve_hit(e, now, masked, valid_until, stale)) {
       result = Claim::kHit;
-    } else if (mine && stale_usable(e, now) && now < e.retry_after) {
-      std::memcpy(masked, e.masked, sizeof masked);  // the KMS failed moments ago: keep serving
-      e.referenced = 1;
-      valid_until = stale_until(e.loaded_at, e.retry_after);
-      result = Claim::kHit;
-      stale = true;
     } else if (mine && e.state == kLoading && e.generation == generation && now < deadline) {
       wait = true;  // another backend is unwrapping it
     } else if (mine && e.state == kFailedState && e.generation == generation &&

@@ -68,16 +68,11 @@ Datum encrypt_bytes(CachedDek& dek, PlainType type, ByteView plaintext, bool has
   EnvelopeHeader h;
   h.format = write_format();
   h.dek = dek.id;
-  std::size_t header = header_size(h);
-  std::size_t total = VARHDRSZ + header + plaintext.size() + kGcmTagSize;
+  std::size_t total = VARHDRSZ + envelope_overhead(h) + plaintext.size();
   auto* out = static_cast<struct varlena*>(pg_alloc(total));
   SET_VARSIZE(out, total);
-  auto* p = reinterpret_cast<std::uint8_t*>(VARDATA(out));
-  random_nonce(h.nonce);
-  write_header(h, p);
-  Bytes& aad = aad_buffer();
-  build_aad({p, header}, type, has_context, context, aad);
-  dek.aead.seal({h.nonce, kGcmNonceSize}, aad, plaintext, p + header, p + header + plaintext.size());
+  seal_envelope(h, dek.aead, type, has_context, context, plaintext, reinterpret_cast<std::uint8_t*>(VARDATA(out)),
+                aad_buffer());
   return PointerGetDatum(out);
 }
 
