@@ -1128,3 +1128,14 @@ CREATE FUNCTION envelope.kek_status(key text, OUT kms text, OUT kek text, OUT ke
   AS 'MODULE_PATHNAME', 'envelope_kek_status' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
 REVOKE ALL ON FUNCTION envelope.kek_status(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION envelope.kek_status(text) TO @extowner@ WITH GRANT OPTION;
+
+-- Citus: key changes made on the coordinator are applied on every worker in the same
+-- transaction (see src/pg/citus_sync.hpp, docs/citus.md). apply_key_changes is what
+-- the coordinator runs on the workers (superuser only); citus_sync_keys copies every
+-- key to every worker (a worker added later, a repair).
+CREATE FUNCTION envelope.apply_key_changes(changes pg_catalog.jsonb) RETURNS void
+  AS 'MODULE_PATHNAME', 'envelope_apply_key_changes' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION envelope.apply_key_changes(pg_catalog.jsonb) FROM PUBLIC;
+CREATE FUNCTION envelope.citus_sync_keys() RETURNS bigint
+  AS 'MODULE_PATHNAME', 'envelope_citus_sync_keys' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION envelope.citus_sync_keys() FROM PUBLIC;

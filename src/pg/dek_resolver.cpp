@@ -28,6 +28,7 @@ extern "C" {
 #include "kms_registry.hpp"
 #include "pg_envelope/kms.hpp"
 #include "shared_dek_cache.hpp"
+#include "key_change_commit.hpp"
 #include "key_generation.hpp"
 #include "kms_calls.hpp"
 #include "kms_settings.hpp"
@@ -62,6 +63,9 @@ void read_replayed_invalidations() {
   TimestampTz statement = GetCurrentStatementStartTimestamp();
   if (statement == invalidations_read_for) return;
   invalidations_read_for = statement;
+  // Key changes of prepared transactions committed since (Citus workers, PREPARE
+  // TRANSACTION): one atomic read when there are none.
+  settle_prepared_key_changes();
   if (!RecoveryInProgress()) return;
   pg_call([] { AcceptInvalidationMessages(); });
 }

@@ -25,13 +25,27 @@ bool pending_flush = false;  // more keys than that: zero this database's entrie
 
 void xact_callback(XactEvent event, void*) {
   if (!change_registered) return;
-  // The commit of a prepared transaction runs no callback here, so it could not make
-  // other backends drop DEKs they re-cached from the old rows meanwhile: refuse.
-  // (No C++ object lives in this frame; ereport may longjmp out of it.)
-  if (event == XACT_EVENT_PRE_PREPARE)
-    ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-                    errmsg("cannot PREPARE a transaction that rotated, re-wrapped or destroyed pg_envelope keys"),
-                    errhint("Commit it directly.")));
+  // COMMIT PREPARED runs no callback of ours: what its commit must do is left in
+  // shared memory, and every backend applies it at its next statement once the
+  // transaction has committed (see key_generation.hpp). The keys are zeroed now too,
+  // which costs nothing. (No C++ object lives in this frame; ereport may longjmp.)
+  if (event == XACT_EVENT_PRE_PREPARE) {
+    // Slots of transactions committed or rolled back since are freed first: a Citus
+    // worker that only receives key changes decrypts nothing that would free them.
+    settle_prepared_changes([](std::uint32_t key_id) { shared_dek_cache::evict_key_at_commit(key_id); },
+                            [] { shared_dek_cache::evict_database_at_commit(); });
+    if (!remember_prepared_change(GetTopTransactionIdIfAny(), pending_flush, pending_evictions,
+                                  n_pending_evictions))
+      ereport(ERROR, (errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+                      errmsg("too many prepared transactions that changed pg_envelope keys are waiting to be committed"),
+                      errdetail("At most %d can wait at once.", kMaxPreparedChanges),
+                      errhint("Commit or roll back prepared transactions (pg_prepared_xacts), or commit this one directly.")));
+    bump_key_generation();
+    if (pending_flush)
+      shared_dek_cache::evict_database_at_commit();
+    else
+      for (int i = 0; i < n_pending_evictions; ++i) shared_dek_cache::evict_key_at_commit(pending_evictions[i]);
+  }
   if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT) {
     // After commit no error may be raised: anything wrong is a WARNING.
     guarded_hook(WARNING, "commit of key changes", [] {
@@ -77,6 +91,13 @@ void evict_database_at_commit() {
   if (!callback_registered) return;
   invalidate_keys_at_commit();
   pending_flush = true;
+}
+
+void settle_prepared_key_changes() {
+  pg_call([] {
+    settle_prepared_changes([](std::uint32_t key_id) { shared_dek_cache::evict_key_at_commit(key_id); },
+                            [] { shared_dek_cache::evict_database_at_commit(); });
+  });
 }
 
 void evict_key_now_and_at_commit(std::uint32_t key_id) {

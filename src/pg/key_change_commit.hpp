@@ -4,8 +4,10 @@
 // generation moves (every backend drops its first-level DEK cache at its next
 // statement) and the registered keys' shared-cache entries are zeroed again (a
 // backend may have re-cached one from the pre-commit rows meanwhile). A transaction
-// that registered a change cannot be prepared (PREPARE TRANSACTION runs no commit
-// callback in this backend).
+// that registered a change and is prepared (PREPARE TRANSACTION, as Citus does on its
+// workers) leaves the same work in shared memory for COMMIT PREPARED, which runs no
+// callback of ours: settle_prepared_key_changes() does it in every backend at the
+// start of a statement (key_generation.hpp).
 #pragma once
 
 #include <cstdint>
@@ -23,6 +25,9 @@ void evict_key_now_and_at_commit(std::uint32_t key_id);
 // database) shared-cache entries at commit (the key tables' trigger).
 void evict_key_at_commit(std::uint32_t key_id);
 void evict_database_at_commit();
+
+// Applies the key changes of prepared transactions committed since (see above).
+void settle_prepared_key_changes();
 
 // Registers the transaction callback (from _PG_init, when preloaded).
 void register_commit_callback();

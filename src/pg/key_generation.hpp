@@ -15,6 +15,23 @@ namespace pg_envelope {
 std::uint64_t key_generation() noexcept;
 void bump_key_generation() noexcept;
 
+// Prepared transactions (PREPARE TRANSACTION; Citus commits every worker's part of a
+// distributed transaction that way). COMMIT PREPARED runs no callback of ours, so a
+// prepared transaction that changed keys leaves here what its commit must do:
+// remember_prepared_change() (from the PRE_PREPARE callback; false when all
+// kMaxPreparedChanges slots are taken), and every backend of the database calls
+// settle_prepared_changes() at the start of its statements: for a change whose
+// transaction has committed since, it moves the generation and zeroes the keys'
+// shared-cache entries (`evict_key` / `evict_database`, called without the slot
+// lock); for one rolled back it only frees the slot. More than
+// kMaxPreparedChangeKeys keys count as every key of the database. The slots live in
+// shared memory: a restart of the server between PREPARE and COMMIT PREPARED loses
+// them (the shared cache starts empty; see docs/cache.md).
+constexpr int kMaxPreparedChanges = 32;
+constexpr int kMaxPreparedChangeKeys = 64;
+bool remember_prepared_change(std::uint32_t xid, bool all_keys, const std::uint32_t* keys, int n_keys) noexcept;
+void settle_prepared_changes(void (*evict_key)(std::uint32_t), void (*evict_database)());
+
 namespace key_generation_memory {
 std::size_t size();
 void attach();  // from the shmem startup hook, under AddinShmemInitLock

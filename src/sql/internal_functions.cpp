@@ -26,11 +26,13 @@ extern "C" {
 #include "commands/trigger.h"
 #include "utils/fmgroids.h"
 #include "utils/inval.h"
+#include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
 }
 
+#include "pg/citus_sync.hpp"
 #include "pg/key_change_commit.hpp"
 
 using namespace pg_envelope;
@@ -75,6 +77,12 @@ PGENV_FUNCTION(envelope_key_tables_changed) {
     throw Error(sqlstate::kObjectNotInPrerequisiteState, "envelope.key_tables_changed() must be called as a trigger");
   auto* td = reinterpret_cast<TriggerData*>(fcinfo->context);
   Relation rel = td->tg_relation;
+  // On Citus: applied on every worker in this transaction (coordinator), or refused
+  // (a worker, unless the coordinator sent it).
+  if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
+    citus_sync::truncated();
+  else if (TRIGGER_FIRED_FOR_ROW(td->tg_event))
+    citus_sync::changed(rel, td);
   // Sent at commit to every backend of this server and logged with the commit record
   // for every standby.
   pg_call([rel] { CacheInvalidateRelcache(rel); });
@@ -101,6 +109,19 @@ PGENV_FUNCTION(envelope_key_tables_changed) {
   }
   return PointerGetDatum(nullptr);
 }
+
+// apply_key_changes(changes jsonb) RETURNS void: on a Citus worker, what the
+// coordinator's key tables' trigger (or citus_sync_keys()) sent. Superuser only.
+PGENV_FUNCTION(envelope_apply_key_changes) {
+  if (PG_ARGISNULL(0)) throw Error(sqlstate::kNullValueNotAllowed, "the key changes must not be NULL");
+  char* json = pg_call([fcinfo] { return DatumGetCString(DirectFunctionCall1(jsonb_out, PG_GETARG_DATUM(0))); });
+  citus_sync::apply(json);
+  PG_RETURN_VOID();
+}
+
+// citus_sync_keys() RETURNS bigint: on a Citus coordinator, makes every worker's key
+// tables equal to this node's; returns the number of workers.
+PGENV_FUNCTION(envelope_citus_sync_keys) { PG_RETURN_INT64(citus_sync::sync_all()); }
 
 namespace {
 

@@ -330,6 +330,11 @@ def entry_point_calls(tag: str, superuser: bool) -> list[tuple[str, str, tuple, 
          "SELECT envelope.set_rotation_policy(CAST('lk' AS pg_catalog.text), CAST('1 day' AS pg_catalog.interval), "
          "true, false), envelope.set_rotation_policy(CAST('rk' AS pg_catalog.text), "
          "CAST('1 day' AS pg_catalog.interval), true, true)", (), set()),
+        # Citus only: on a node without Citus both refuse (0A000) after the privilege check;
+        # test_citus.py runs them on a coordinator and a worker, from a hostile session too.
+        ("envelope.apply_key_changes(jsonb)",
+         "SELECT envelope.apply_key_changes(CAST('{}' AS pg_catalog.jsonb))", (), {"0A000"} | su_only),
+        ("envelope.citus_sync_keys()", "SELECT envelope.citus_sync_keys()", (), {"0A000"} | su_only),
         ("envelope.clear_rotation_policy(text)",
          "SELECT envelope.clear_rotation_policy(CAST('lk' AS pg_catalog.text))", (), set()),
         *protected_column_calls(f"{HOSTILE_SCHEMA}.pt_{tag}"),

@@ -6,16 +6,18 @@ the SAME local master key. What these tests establish:
 
 1. CREATE EXTENSION pg_envelope on the coordinator reaches every worker, one added later
    too, in the same version, and so does ALTER EXTENSION pg_envelope UPDATE;
-2. keys do not: envelope.key / data_key / key_grant are extension configuration tables
-   and Citus propagates no DML (they cannot be made reference tables either: see the
-   report in the module's findings). `sync_keys()` below copies their rows to every
-   worker with run_command_on_workers; the tests use it after every key change;
+2. keys are the same on every node: a key created, rotated, re-wrapped, disabled, enabled or
+   destroyed on the coordinator, a grant or a revoke, a KMS configuration, is applied on
+   every worker inside the coordinator's transaction (two-phase commit: on every node or
+   none), and a worker's backends stop using a disabled or destroyed key at their next
+   statement; a key change made on a worker is refused; envelope.citus_sync_keys() makes
+   every worker's key tables equal to the coordinator's (a worker added later, a repair);
 3. a distributed table with envelope.encrypted_* columns: INSERT ... encrypt_field() is
    evaluated on the coordinator (VOLATILE), so only ciphertext reaches the workers (their
    statement log and the shard query show no plaintext); decrypt_field() (STABLE) is
    pushed down and runs on the workers; INSERT ... SELECT across shards (repartition,
    encrypt_field then runs on the workers), COPY in text and binary form, UPDATE through
-   a MATERIALIZED CTE, rotation followed by a sync;
+   a MATERIALIZED CTE, rotation;
 4. reference tables with encrypted columns: one ciphertext on every placement, joins
    with a distributed table decrypt on the workers;
 5. protected columns (envelope.protect_column) on a distributed table, with
@@ -127,23 +129,20 @@ class Citus:
         assert rows and not failed, failed
         return [(r[0], r[1], r[3]) for r in rows]
 
-    def sync_keys(self) -> None:
-        """The workaround for keys: copies the coordinator's key tables to every worker
-        (upserts: new keys, new versions, state changes, destroyed DEKs), and the key
-        grants. Wrapped DEKs only, as any pg_dump of the key tables carries them."""
-        self.on_workers(self.scalar("""
-            SELECT format($f$
-              INSERT INTO envelope.key SELECT * FROM json_populate_recordset(NULL::envelope.key, %L)
-                ON CONFLICT (key_id) DO UPDATE SET state = EXCLUDED.state, kek = EXCLUDED.kek,
-                  current_version = EXCLUDED.current_version, destroyed_at = EXCLUDED.destroyed_at;
-              INSERT INTO envelope.data_key SELECT * FROM json_populate_recordset(NULL::envelope.data_key, %L)
-                ON CONFLICT (key_id, version) DO UPDATE SET wrapped = EXCLUDED.wrapped, state = EXCLUDED.state,
-                  destroyed_at = EXCLUDED.destroyed_at;
-              INSERT INTO envelope.key_grant SELECT * FROM json_populate_recordset(NULL::envelope.key_grant, %L)
-                ON CONFLICT DO NOTHING$f$,
-              (SELECT coalesce(json_agg(k), '[]') FROM envelope.key k),
-              (SELECT coalesce(json_agg(d), '[]') FROM envelope.data_key d),
-              (SELECT coalesce(json_agg(g), '[]') FROM envelope.key_grant g))"""))
+    def key_tables(self, node: Cluster) -> dict:
+        """A node's key tables, row by row (destroyed_filenode names each node's own file;
+        the 'local' KMS row is made on each node by CREATE EXTENSION, at its own time)."""
+        q = {"kms": "SELECT to_jsonb(r) - 'created_at' FROM envelope.kms r ORDER BY name",
+             "key": "SELECT to_jsonb(r) - 'destroyed_filenode' FROM envelope.key r ORDER BY key_id",
+             "data_key": "SELECT to_jsonb(r) FROM envelope.data_key r ORDER BY key_id, version",
+             "key_grant": "SELECT to_jsonb(r) FROM envelope.key_grant r ORDER BY pattern, grantee::text, privilege"}
+        return {t: [r[0] for r in node.sql(sql, dbname=DB)] for t, sql in q.items()}
+
+    def assert_keys_everywhere(self) -> dict:
+        want = self.key_tables(self.coordinator)
+        for w in self.workers:
+            assert self.key_tables(w) == want, f"worker {w.port} differs from the coordinator"
+        return want
 
 
 def _node_settings() -> dict:
@@ -178,7 +177,6 @@ def citus(module_cluster_factory) -> Citus:
     for k in (K1, K2, KR):
         c.sql("SELECT envelope.create_key(%s)", (k,))
         c.sql("SELECT envelope.grant_key(%s, %s, 'encrypt'), envelope.grant_key(%s, %s, 'decrypt')", (k, APP, k, APP))
-    c.sync_keys()
     return c
 
 
@@ -232,18 +230,178 @@ def test_volatility_decides_where_functions_run(citus):
     assert vol == {"encrypt_field": "v", "decrypt_field": "s"}
 
 
-def test_synced_keys_are_identical_on_every_node(citus):
-    want = citus.sql("SELECT key_id, name, current_version FROM envelope.key ORDER BY key_id")
-    deks = citus.scalar("SELECT md5(string_agg(key_id || ':' || version || ':' || encode(wrapped, 'hex'), ',' "
-                        "ORDER BY key_id, version)) FROM envelope.data_key")
+def test_keys_are_identical_on_every_node(citus):
+    """Keys and grants made on the coordinator (in the fixture) are on every worker, row
+    for row, without any copying by hand."""
+    want = citus.assert_keys_everywhere()
+    assert {k["name"] for k in want["key"]} >= {K1, K2, KR}
+    assert len(want["key_grant"]) >= 6
     for w in citus.workers:
-        assert w.sql("SELECT key_id, name, current_version FROM envelope.key ORDER BY key_id", dbname=DB) == want
-        assert w.scalar("SELECT md5(string_agg(key_id || ':' || version || ':' || encode(wrapped, 'hex'), ',' "
-                        "ORDER BY key_id, version)) FROM envelope.data_key", dbname=DB) == deks
-        # and a worker decrypts a coordinator's ciphertext by itself (same master key)
+        # a worker decrypts a coordinator's ciphertext by itself (same master key)
         ct = citus.scalar("SELECT envelope.encrypt_field('on the coordinator', %s, 'ctx')::text", (K1,))
         assert w.scalar("SELECT envelope.decrypt_field(%s::envelope.encrypted_text, 'ctx')", (ct,),
                         dbname=DB) == "on the coordinator"
+
+
+def test_key_lifecycle_reaches_worker_backends_at_once(citus):
+    """Each step of a key's life on the coordinator is on every worker when the
+    coordinator's statement returns, and a worker backend that holds the key's DEK in its
+    caches stops (or starts again) at its very next statement."""
+    k = "life"
+    citus.sql("SELECT envelope.create_key(%s)", (k,))
+    citus.assert_keys_everywhere()
+    ct = citus.scalar("SELECT envelope.encrypt_field('alive', %s)::text", (k,))
+    conns = [w.connect(DB) for w in citus.workers]  # one backend on each worker, kept open
+
+    def on_each_worker(expect_code=None):
+        out = []
+        for conn in conns:
+            if expect_code:
+                out.append(fails(conn, "SELECT envelope.decrypt_field(%s::envelope.encrypted_text)", (ct,)))
+            else:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT envelope.decrypt_field(%s::envelope.encrypted_text)", (ct,))
+                    out.append(cur.fetchone()[0])
+        return out
+
+    assert on_each_worker() == ["alive", "alive"]  # now cached in each worker's backend and shared cache
+    v2 = citus.scalar("SELECT envelope.rotate_key(%s)", (k,))
+    citus.assert_keys_everywhere()
+    for conn in conns:
+        with conn.cursor() as cur:
+            cur.execute("SELECT (envelope.key_of(envelope.encrypt_field('x', %s))).version", (k,))
+            assert cur.fetchone()[0] == v2  # the worker's backend encrypts with the new version at once
+    citus.sql("SELECT envelope.rewrap_key(%s)", (k,))
+    citus.assert_keys_everywhere()
+    assert on_each_worker() == ["alive", "alive"]
+    citus.sql("SELECT envelope.disable_key(%s)", (k,))
+    citus.assert_keys_everywhere()
+    errs = on_each_worker(expect_code=True)
+    assert {e["sqlstate"] for e in errs} == {"55000"} and all("disabled" in e["message"] for e in errs), errs
+    citus.sql("SELECT envelope.enable_key(%s)", (k,))
+    assert on_each_worker() == ["alive", "alive"]
+    citus.sql("SELECT envelope.destroy_key(%s)", (k,))
+    citus.assert_keys_everywhere()
+    errs = on_each_worker(expect_code=True)
+    assert all(e["sqlstate"] == "55000" and "destroyed" in e["message"] for e in errs), errs
+    for w in citus.workers:
+        # the worker's own proof: no wrapped DEK, no shared cache entry; the old row
+        # versions go with the documented VACUUM FULL, run on the worker
+        v = dict((r[0], r[1]) for r in w.sql("SELECT check_name, ok FROM envelope.verify_destroyed(%s)", (k,),
+                                               dbname=DB))
+        assert v["key destroyed"] and v["wrapped DEKs"] and v["shared cache"], v
+        w.sql("VACUUM FULL envelope.data_key", dbname=DB)
+        v = dict((r[0], r[1]) for r in w.sql("SELECT check_name, ok FROM envelope.verify_destroyed(%s)", (k,),
+                                               dbname=DB))
+        assert all(v.values()), v
+    for conn in conns:
+        conn.close()
+
+
+def test_aborted_key_change_reaches_no_worker(citus):
+    before = citus.assert_keys_everywhere()
+    conn = citus.coordinator.connect(DB)
+    conn.autocommit = False
+    with conn.cursor() as cur:
+        cur.execute("SELECT envelope.create_key('never')")
+        cur.execute("SELECT envelope.rotate_key(%s)", (K2,))
+    conn.rollback()
+    conn.close()
+    assert citus.assert_keys_everywhere() == before
+
+
+def test_more_key_changes_than_prepared_slots(citus):
+    """Each key change is a prepared transaction on every worker; a worker keeps at most
+    32 waiting at once and frees those committed at its next PREPARE, so 40 keys made one
+    after the other, with no decrypt on the workers in between, all arrive."""
+    for i in range(40):
+        citus.sql("SELECT envelope.create_key(%s)", (f"many_{i}",))
+    names = {k["name"] for k in citus.assert_keys_everywhere()["key"]}
+    assert {f"many_{i}" for i in range(40)} <= names
+    ct = citus.scalar("SELECT envelope.encrypt_field('many', 'many_39')::text")
+    for w in citus.workers:
+        assert w.scalar("SELECT envelope.decrypt_field(%s::envelope.encrypted_text)", (ct,), dbname=DB) == "many"
+
+
+def test_key_change_fails_everywhere_when_a_worker_is_down(citus):
+    """Two-phase commit: with a worker stopped, a key change fails on the coordinator and
+    leaves no trace on the other worker; once the worker is back, it works."""
+    before = citus.assert_keys_everywhere()
+    down = citus.workers[1]
+    down.stop()
+    try:
+        e = fails(citus.coordinator.connect(DB), "SELECT envelope.create_key('while_down')")
+        assert e["sqlstate"].startswith("08") or e["sqlstate"] in ("XX000", "58000"), e
+    finally:
+        down.start()
+    assert citus.assert_keys_everywhere() == before
+    citus.sql("SELECT envelope.create_key('while_down')")
+    assert "while_down" in {k["name"] for k in citus.assert_keys_everywhere()["key"]}
+
+
+def test_key_changes_refused_on_workers(citus):
+    w = citus.workers[0]
+    for q, args in (("SELECT envelope.create_key('on_worker')", None),
+                    ("SELECT envelope.rotate_key(%s)", (K1,)),
+                    ("SELECT envelope.grant_key(%s, %s, 'decrypt')", (K2, "postgres")),
+                    ("UPDATE envelope.key SET state = 'disabled' WHERE name = %s", (K1,))):
+        e = fails(w.connect(DB), q, args)
+        assert e["sqlstate"] == "0A000" and "Citus worker" in e["message"], e
+    citus.assert_keys_everywhere()
+    # what the coordinator runs on the workers is not for anyone else
+    e = fails(w.connect(DB, user=APP), "SELECT envelope.apply_key_changes('{}')")
+    assert e["sqlstate"] == "42501", e
+    e = fails(citus.coordinator.connect(DB), "SELECT envelope.apply_key_changes('{}')")
+    assert e["sqlstate"] == "0A000", e
+    e = fails(w.connect(DB), "SELECT envelope.apply_key_changes('{\"pg_class\": {}}')")
+    assert e["sqlstate"] == "22023", e
+    e = fails(w.connect(DB), "SELECT envelope.citus_sync_keys()")
+    assert e["sqlstate"] == "0A000", e
+
+
+def test_grants_reach_workers(citus, dist):
+    q = "SELECT envelope.decrypt_field(t, id::text) FROM dist WHERE id = 7"  # runs on a worker
+    assert citus.scalar(q, user=APP) == plain(7)[0]
+    citus.sql("SELECT envelope.revoke_key(%s, %s, 'decrypt')", (K1, APP))
+    try:
+        citus.assert_keys_everywhere()
+        e = fails(citus.coordinator.connect(DB, user=APP), q)
+        assert e["sqlstate"] == "42501", e
+    finally:
+        citus.sql("SELECT envelope.grant_key(%s, %s, 'decrypt')", (K1, APP))
+    assert citus.scalar(q, user=APP) == plain(7)[0]
+
+
+def test_citus_sync_keys_repairs_a_worker(citus):
+    """A worker whose key tables drifted (here: changed by a superuser through the apply
+    function itself) is made equal to the coordinator again."""
+    want = citus.assert_keys_everywhere()
+    w = citus.workers[0]
+    # from a session whose search_path holds look-alikes of what the function's
+    # statements call (made on the coordinator: Citus creates them on the workers, which
+    # refuse such DDL themselves; Citus does not propagate operators): the statements
+    # resolve only to pg_catalog
+    citus.sql("CREATE SCHEMA IF NOT EXISTS hostile")
+    citus.sql("CREATE OR REPLACE FUNCTION hostile.jsonb_populate_recordset(anyelement, jsonb) RETURNS SETOF anyelement "
+              "LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION 'hijacked'; END$$")
+    citus.sql("CREATE OR REPLACE FUNCTION hostile.to_jsonb(anyelement) RETURNS jsonb "
+              "LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION 'hijacked'; END$$")
+    assert w.scalar("SELECT count(*) FROM pg_proc WHERE pronamespace = 'hostile'::regnamespace", dbname=DB) == 2
+    hostile = w.connect(DB)
+    with hostile.cursor() as cur:
+        cur.execute("SET search_path = hostile, public, pg_catalog")
+        cur.execute("""SELECT envelope.apply_key_changes(pg_catalog.jsonb_build_object(
+               'key_grant', jsonb_build_object('delete', (SELECT jsonb_agg(g) FROM envelope.key_grant g)),
+               'kms', jsonb_build_object('upsert', jsonb_build_array(jsonb_build_object(
+                   'name', 'stray', 'provider', 'local', 'options', '{}'::jsonb, 'created_at', now())))))""")
+    hostile.close()
+    assert citus.key_tables(w) != want
+    assert w.scalar("SELECT count(*) FROM envelope.key_grant", dbname=DB) == 0
+    assert citus.scalar("SELECT envelope.citus_sync_keys()") == len(citus.workers)
+    assert citus.assert_keys_everywhere() == want
+    # idempotent: nothing to change the second time
+    assert citus.scalar("SELECT envelope.citus_sync_keys()") == len(citus.workers)
+    assert citus.assert_keys_everywhere() == want
 
 
 # ---- 2. distributed tables -------------------------------------------------------------
@@ -408,9 +566,8 @@ def test_update_through_a_materialized_cte(citus, dist):
     assert decrypted_dist(citus) == {i: plain(i) for i in range(1, N + 1)}
 
 
-def test_rotation_then_sync(citus, dist):
+def test_rotation_reaches_workers(citus, dist):
     v = citus.scalar("SELECT envelope.rotate_key(%s)", (K1,))
-    citus.sync_keys()
     citus.sql("INSERT INTO dist (id, t) VALUES (3000, envelope.encrypt_field('after rotation', %s, '3000'))", (K1,))
     try:
         assert citus.scalar("SELECT (envelope.key_of(t)).version FROM dist WHERE id = 3000") == v
