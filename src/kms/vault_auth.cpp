@@ -41,13 +41,13 @@ Verdict judge_auth(const HttpResponse& resp) {
   return Verdict::kFail;
 }
 
-static AuthLease parse_auth(const HttpResult& r, const std::string& kms, const std::string& op, const std::string& where,
-                            std::initializer_list<std::string_view> secrets) {
+AuthLease parse_auth_response(const HttpResult& r, const std::string& kms, const std::string& op,
+                              const std::string& where, std::initializer_list<std::string_view> withhold) {
   if (r.failure != HttpFailure::kNone) fail_transport(r, kms, op);
   json out = parse_body(r.response);
   long s = r.response.status;
   if (s < 200 || s >= 300) {
-    std::string msg = first_error(out, secrets);
+    std::string msg = first_error(out, withhold);
     fail(s == 429 || s >= 500 ? FailureKind::kUnavailable : FailureKind::kAuth, kms, op,
          "HTTP " + std::to_string(s) + (msg.empty() ? "" : " " + msg), where + " was refused.");
   }
@@ -72,11 +72,6 @@ static AuthLease parse_auth(const HttpResult& r, const std::string& kms, const s
   const auto& t = tok->get_ref<const SecureStdString&>();
   lease.client_token = SecretString(std::string_view(t.data(), t.size()));
   return lease;
-}
-
-AuthLease parse_auth_response(const HttpResult& result, const std::string& kms, const std::string& op,
-                              const std::string& where) {
-  return parse_auth(result, kms, op, where, {});
 }
 
 TokenAction next_action(const LeaseState& lease, std::int64_t now_ms) noexcept {
@@ -209,7 +204,7 @@ class LoginTokenSource final : public VaultTokenSource {
     set_json_body(rq, body);
     std::int64_t sent = now_();
     HttpResult r = http_call(rq, ctx.http, judge_auth);
-    AuthLease got = parse_auth(r, cfg_.kms, "login", where_login(), {b.view()});
+    AuthLease got = parse_auth_response(r, cfg_.kms, "login", where_login(), {b.view()});
     token_ = std::move(got.client_token);
     lease_ = LeaseState{sent, got.lease_seconds, got.renewable, false};
     login_lease_ = got.lease_seconds;
@@ -231,7 +226,7 @@ class LoginTokenSource final : public VaultTokenSource {
     std::string where = std::string("The renewal of the ") + method_label(cfg_.method) + " login token at " + cfg_.address;
     AuthLease got;
     try {
-      got = parse_auth(r, cfg_.kms, "token renewal", where, {token_.view()});
+      got = parse_auth_response(r, cfg_.kms, "token renewal", where, {token_.view()});
     } catch (const Error& e) {
       if (std::string_view(e.sqlstate()) == sqlstate::kInvalidAuthorizationSpecification) {
         login(ctx);  // refused (revoked, expired, not renewable): a new login

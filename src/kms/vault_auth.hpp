@@ -21,6 +21,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <string>
 
@@ -70,9 +71,11 @@ Verdict judge_auth(const HttpResponse& response);
 // a 2xx without "auth"."client_token" (non-empty visible ASCII), with a
 // "lease_duration" that is not a whole number of seconds below 10^9 or a "renewable"
 // that is not a boolean → 28000 "malformed response". `where` ends the detail
-// ("The AppRole login at https://vault:8200 (mount \"approle\")").
+// ("The AppRole login at https://vault:8200 (mount \"approle\")"). Vault's error text
+// is withheld when it contains one of `withhold` (the secret ID or JWT sent, the token
+// renewed): Vault never quotes them, a proxy in front of it might.
 AuthLease parse_auth_response(const HttpResult& result, const std::string& kms, const std::string& op,
-                              const std::string& where);
+                              const std::string& where, std::initializer_list<std::string_view> withhold = {});
 
 // What a login token needs before the next request.
 enum class TokenAction { kUse, kRenew, kLogin };
