@@ -145,6 +145,7 @@ class LoginTokenSource final : public VaultTokenSource {
         jwt_file_(cfg_.jwt_file, cfg_.kms, "JWT") {}
 
   VaultCredential get(const KmsContext& ctx) override {
+    logins_in_get_ = 0;
     if (token_.empty()) {
       login(ctx);
     } else {
@@ -155,6 +156,7 @@ class LoginTokenSource final : public VaultTokenSource {
       }
     }
     VaultCredential c;
+    c.fresh = logins_in_get_ > 0;
     c.token = SecretString(token_.view());
     c.expires_ms = lease_expiry_ms(lease_);
     c.from_login = true;
@@ -208,6 +210,7 @@ class LoginTokenSource final : public VaultTokenSource {
     token_ = std::move(got.client_token);
     lease_ = LeaseState{sent, got.lease_seconds, got.renewable, false};
     login_lease_ = got.lease_seconds;
+    ++logins_in_get_;
   }
 
   // Renews the token; a refused renewal logs in again, a Vault that cannot be reached
@@ -247,6 +250,7 @@ class LoginTokenSource final : public VaultTokenSource {
   SecretString token_;
   LeaseState lease_;
   long login_lease_ = 0;
+  int logins_in_get_ = 0;
 };
 
 }  // namespace

@@ -37,6 +37,7 @@ struct VaultCredential {
   SecretString token;
   std::int64_t expires_ms = 0;  // steady-clock milliseconds; 0: unknown or never
   bool from_login = false;
+  bool fresh = false;  // from a login made by this get(): a 403 to it is not cured by another
 };
 
 class VaultTokenSource {

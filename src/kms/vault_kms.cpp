@@ -306,7 +306,7 @@ class VaultTransitKms final : public KmsProvider {
     return remote::vault::make_login_token_source(std::move(login));
   }
 
-  // One Transit call. When Vault answers 403 to a login token (expired early,
+  // One Transit call. When Vault answers 403 to a cached login token (expired early,
   // revoked), the token is dropped and the call made once more after a new login.
   json call(const char* op, std::string_view kek, const json& body, const char* method = "POST") {
     validate_kek(kek);
@@ -326,7 +326,7 @@ class VaultTransitKms final : public KmsProvider {
       rq.secret_headers.push_back(std::move(hdr));
       if (rq.method == "POST") remote::set_json_body(rq, body);
       HttpResult r = http_call(rq, ctx_.http, remote::vault::judge);
-      if (round == 0 && cred.from_login && r.failure == HttpFailure::kNone && r.response.status == 403 &&
+      if (round == 0 && cred.from_login && !cred.fresh && r.failure == HttpFailure::kNone && r.response.status == 403 &&
           tokens_->invalidate())
         continue;
       return remote::vault::result(r, {name_, rq.method == "GET" ? "read key" : op, std::string(kek), address_, mount_});

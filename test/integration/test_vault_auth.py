@@ -178,6 +178,12 @@ def test_403_to_a_login_token_logs_in_once_and_retries(pg, emu):
     assert err["sqlstate"] == "42501" and "permission denied" in err["message"], err
     assert emu.calls("approle/login") == 3 and emu.errors("decrypt") == 2, emu.stats()
     assert_clean(err, emu)
+    # A new backend logs in for its first call: a 403 to that fresh token is not retried.
+    cur2 = pg.connect().cursor()
+    cur2.execute("SELECT envelope.cache_flush()")
+    err = expect_error(cur2, "SELECT envelope.decrypt_field(envelope.encrypt_field('x', 'k1'))")
+    assert err["sqlstate"] == "42501", err
+    assert emu.calls("approle/login") == 4 and emu.errors("decrypt") == 3, emu.stats()
 
 
 def test_static_token_gets_no_retry_and_no_login(pg, emu):
