@@ -8,8 +8,10 @@
 //          of each version in "keys"; a wrapped DEK names its version ("vault:vN:")
 //
 // The wrapped DEK stored in envelope.data_key is the "vault:vN:..." string itself.
-// Token: the "token_file" option (re-read whenever the file changes) or the server's
-// VAULT_TOKEN environment variable. Namespace via X-Vault-Namespace.
+// Token (vault_auth.hpp): by default the "token_file" option (re-read whenever the
+// file changes) or the server's VAULT_TOKEN environment variable; with "auth_method"
+// a token from an AppRole, Kubernetes or JWT login, cached by this provider (one per
+// backend) and renewed before it expires. Namespace via X-Vault-Namespace.
 #include <algorithm>
 
 #include "kms_messages.hpp"
@@ -18,6 +20,7 @@
 #include "remote_kms.hpp"
 #include "secret_file.hpp"
 #include "url.hpp"
+#include "vault_auth.hpp"
 
 namespace pg_envelope {
 
@@ -146,7 +149,15 @@ class VaultTransitKms final : public KmsProvider {
     while (!address_.empty() && address_.back() == '/') address_.pop_back();
     mount_ = o.string_or("mount", "transit");
     namespace_ = o.string_or("namespace", "");
-    token_file_ = remote::CachedSecretFile(o.string_or("token_file", ""), name_, "token");
+    std::string token_file = o.string_or("token_file", "");
+    remote::vault::LoginConfig login;
+    std::string method = o.string_or("auth_method", "");
+    login.mount = o.string_or("auth_mount", "");
+    login.role = o.string_or("role", "");
+    login.role_id = o.string_or("role_id", "");
+    login.role_id_file = o.string_or("role_id_file", "");
+    login.secret_id_file = o.string_or("secret_id_file", "");
+    login.jwt_file = o.string_or("jwt_file", "");
     o.apply_ca_file(ctx_.http);
     o.finish();
     // check_kms_url() first, so an address that is not an https (or loopback http)
@@ -163,6 +174,10 @@ class VaultTransitKms final : public KmsProvider {
       throw Error(sqlstate::kInvalidParameterValue, "invalid \"mount\" for KMS \"" + name_ + "\"");
     if (bad_chars(namespace_))
       throw Error(sqlstate::kInvalidParameterValue, "invalid \"namespace\" for KMS \"" + name_ + "\"");
+    login.kms = name_;
+    login.address = address_;
+    login.namespace_ = namespace_;
+    tokens_ = make_token_source(method, token_file, std::move(login), bad_chars);
   }
 
   const std::string& kms_name() const override { return name_; }
@@ -215,41 +230,113 @@ class VaultTransitKms final : public KmsProvider {
   }
 
  private:
-  SecretString token() {
-    if (token_file_.path().empty()) {
-      const char* env = ctx_.getenv ? ctx_.getenv("VAULT_TOKEN") : nullptr;
-      if (env == nullptr || *env == '\0')
-        remote::fail(FailureKind::kAuth, name_, "authentication", "no Vault token",
-                     "Neither the \"token_file\" option nor the server's VAULT_TOKEN environment variable is set.");
-      return SecretString(env);
+  // The token source of the options: the static token unless "auth_method" names a
+  // login. Options of another method than the one chosen are refused (22023), so a
+  // configuration never silently mixes two ways to authenticate.
+  template <typename BadChars>
+  std::unique_ptr<remote::vault::VaultTokenSource> make_token_source(const std::string& method,
+                                                                     const std::string& token_file,
+                                                                     remote::vault::LoginConfig login,
+                                                                     const BadChars& bad_chars) const {
+    using Method = remote::vault::LoginConfig::Method;
+    auto refuse = [&](const std::string& msg, const std::string& detail, const std::string& hint = "") {
+      throw Error(sqlstate::kInvalidParameterValue, msg, detail,
+                  hint.empty() ? "See the vault-transit section of docs/kms.md for the options of each method." : hint);
+    };
+    auto conflict = [&](const char* option, const std::string& chosen) {
+      refuse("KMS \"" + name_ + "\" configures two Vault auth methods",
+             "Option \"" + std::string(option) + "\" does not belong to " + chosen + ".",
+             "Keep the options of one method: \"token_file\" (or VAULT_TOKEN) for a static token, or "
+             "\"auth_method\" with its options.");
+    };
+    const std::pair<const char*, const std::string*> all[] = {
+        {"token_file", &token_file},          {"auth_mount", &login.mount},       {"role", &login.role},
+        {"role_id", &login.role_id},          {"role_id_file", &login.role_id_file},
+        {"secret_id_file", &login.secret_id_file}, {"jwt_file", &login.jwt_file}};
+    auto allow_only = [&](std::initializer_list<const char*> allowed, const std::string& chosen) {
+      for (const auto& [option, value] : all) {
+        if (value->empty()) continue;
+        bool ok = false;
+        for (const char* a : allowed) ok = ok || std::string_view(a) == option;
+        if (!ok) conflict(option, chosen);
+      }
+    };
+    if (method.empty() || method == "token") {
+      allow_only({"token_file"}, "a static token (no \"auth_method\")");
+      return remote::vault::make_static_token_source(name_, token_file);
     }
-    return token_file_.get();
+    if (method == "approle") {
+      login.method = Method::kAppRole;
+      allow_only({"auth_mount", "role_id", "role_id_file", "secret_id_file"}, "the AppRole method");
+      if (login.role_id.empty() == login.role_id_file.empty())
+        refuse("KMS \"" + name_ + "\" needs one of \"role_id\" and \"role_id_file\"",
+               "The AppRole method logs in with a role ID, given in the options or in a file, not both.");
+      if (login.secret_id_file.empty())
+        refuse("KMS \"" + name_ + "\" needs option \"secret_id_file\"",
+               "The AppRole method logs in with a secret ID read from a file.");
+      if (bad_chars(login.role_id) || login.role_id.size() > 256)
+        refuse("invalid \"role_id\" for KMS \"" + name_ + "\"", "A role ID has no spaces or control characters.");
+    } else if (method == "kubernetes" || method == "jwt") {
+      bool k8s = method == "kubernetes";
+      login.method = k8s ? Method::kKubernetes : Method::kJwt;
+      allow_only({"auth_mount", "role", "jwt_file"}, k8s ? "the Kubernetes method" : "the JWT method");
+      if (login.role.empty())
+        refuse("KMS \"" + name_ + "\" needs option \"role\"",
+               std::string("The ") + (k8s ? "Kubernetes" : "JWT") + " method logs in to a named Vault role.");
+      if (login.jwt_file.empty()) {
+        if (!k8s)
+          refuse("KMS \"" + name_ + "\" needs option \"jwt_file\"", "The JWT method sends the JWT read from a file.");
+        login.jwt_file = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+      }
+      if (bad_chars(login.role) || login.role.size() > 256)
+        refuse("invalid \"role\" for KMS \"" + name_ + "\"", "A role name has no spaces or control characters.");
+    } else {
+      refuse("invalid \"auth_method\" for KMS \"" + name_ + "\"",
+             "Valid methods: \"token\" (the default), \"approle\", \"kubernetes\", \"jwt\".");
+    }
+    if (login.mount.empty()) login.mount = method;
+    if (bad_chars(login.mount) || login.mount.front() == '/' || login.mount.back() == '/')
+      refuse("invalid \"auth_mount\" for KMS \"" + name_ + "\"",
+             "An auth mount is a path such as \"approle\" or \"k8s/prod\": no leading or trailing \"/\", no "
+             "\"?\", \"#\", spaces or control characters.");
+    for (const std::string* f : {&login.role_id_file, &login.secret_id_file, &login.jwt_file})
+      if (!f->empty() && f->front() != '/')
+        refuse("file options of KMS \"" + name_ + "\" must be absolute paths",
+               "\"" + *f + "\" is relative; the server's working directory is its data directory.");
+    return remote::vault::make_login_token_source(std::move(login));
   }
 
+  // One Transit call. When Vault answers 403 to a cached login token (expired early,
+  // revoked), the token is dropped and the call made once more after a new login.
   json call(const char* op, std::string_view kek, const json& body, const char* method = "POST") {
     validate_kek(kek);
-    SecretString tok = token();
-    for (char c : tok.view())
-      if (static_cast<unsigned char>(c) < 0x21 || c == 0x7f)
-        remote::fail(FailureKind::kAuth, name_, op, "malformed Vault token",
-                     "The token contains spaces or control characters.");
-    HttpRequest rq;
-    rq.method = method;
-    rq.url = address_ + "/v1/" + mount_ + "/" + op + "/" + std::string(kek);
-    if (rq.method == "POST") rq.headers.push_back("Content-Type: application/json");
-    if (!namespace_.empty()) rq.headers.push_back("X-Vault-Namespace: " + namespace_);
-    SecretString hdr("X-Vault-Token: ");
-    hdr.append(tok.view());
-    rq.secret_headers.push_back(std::move(hdr));
-    if (rq.method == "POST") remote::set_json_body(rq, body);
-    HttpResult r = http_call(rq, ctx_.http, remote::vault::judge);
-    return remote::vault::result(r, {name_, rq.method == "GET" ? "read key" : op, std::string(kek), address_, mount_});
+    for (int round = 0;; ++round) {
+      remote::vault::VaultCredential cred = tokens_->get(ctx_);
+      for (char c : cred.token.view())
+        if (static_cast<unsigned char>(c) < 0x21 || c == 0x7f)
+          remote::fail(FailureKind::kAuth, name_, op, "malformed Vault token",
+                       "The token contains spaces or control characters.");
+      HttpRequest rq;
+      rq.method = method;
+      rq.url = address_ + "/v1/" + mount_ + "/" + op + "/" + std::string(kek);
+      if (rq.method == "POST") rq.headers.push_back("Content-Type: application/json");
+      if (!namespace_.empty()) rq.headers.push_back("X-Vault-Namespace: " + namespace_);
+      SecretString hdr("X-Vault-Token: ");
+      hdr.append(cred.token.view());
+      rq.secret_headers.push_back(std::move(hdr));
+      if (rq.method == "POST") remote::set_json_body(rq, body);
+      HttpResult r = http_call(rq, ctx_.http, remote::vault::judge);
+      if (round == 0 && cred.from_login && !cred.fresh && r.failure == HttpFailure::kNone && r.response.status == 403 &&
+          tokens_->invalidate())
+        continue;
+      return remote::vault::result(r, {name_, rq.method == "GET" ? "read key" : op, std::string(kek), address_, mount_});
+    }
   }
 
   std::string name_;
   KmsContext ctx_;
   std::string address_, mount_, namespace_;
-  remote::CachedSecretFile token_file_;
+  std::unique_ptr<remote::vault::VaultTokenSource> tokens_;
 };
 
 }  // namespace

@@ -11,9 +11,18 @@ Endpoints (``{mount}`` defaults to ``transit``; several mounts can be configured
 * ``POST /v1/{mount}/rewrap/{name}``                 {"ciphertext", "context"?, "key_version"?}
 * ``POST /v1/{mount}/datakey/{plaintext|wrapped}/{name}``  {"bits"?, "context"?}
 * ``GET  /v1/sys/health``                            unauthenticated health
+* ``POST /v1/auth/{auth mount}/login``               AppRole {"role_id", "secret_id"},
+  Kubernetes and JWT {"role", "jwt"}: a token with a TTL and a max TTL
+* ``POST /v1/auth/token/renew-self``                 {"increment"?}: extends the calling token,
+  capped at its max TTL (with Vault's warning)
 
 Auth: ``X-Vault-Token: <token>`` (or ``Authorization: Bearer <token>``);
 ``X-Vault-Namespace`` must match the configured namespace when one is set.
+Static tokens (``token=``) never expire; login tokens do: past their TTL (or max TTL)
+Transit answers 403 ``permission denied`` (Vault's answer to a token it has expired),
+an unknown or revoked token gets the ``permission denied`` + ``invalid token``
+multierror. Counters per endpoint: ``{mount}/login`` (e.g. ``approle/login``) and
+``renew-self`` beside the Transit operations.
 Ciphertexts are ``vault:v<N>:<base64(nonce || AES-GCM ciphertext || tag)>``.
 
 As in real Vault, ``context`` only matters for keys created with
@@ -25,11 +34,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import json
+import secrets
 import os
 import re
 import threading
 import time
+import uuid
 from typing import Optional
 
 from cryptography.hazmat.primitives import hashes
@@ -76,6 +88,38 @@ class _Key:
         }
 
 
+class _Lease:
+    """A login token: valid until ``expires``, never past ``max_expires``."""
+
+    def __init__(self, role: dict, mount: str):
+        now = time.time()
+        self.role, self.mount = role, mount
+        self.ttl = role["ttl"]
+        self.max_expires = now + role["max_ttl"]
+        self.expires = min(now + self.ttl, self.max_expires)
+        self.renewable = role["renewable"]
+        self.accessor = secrets.token_urlsafe(18)
+
+    def remaining(self) -> int:
+        return max(0, round(self.expires - time.time()))
+
+
+_DURATION = re.compile(r"^(\d+)([smh]?)$")
+
+
+def _seconds(value) -> Optional[int]:
+    """A Vault duration: an integer of seconds or "90", "90s", "5m", "1h"."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str):
+        m = _DURATION.match(value.strip())
+        if m:
+            return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+    return None
+
+
 def _b64decode(value, what: str) -> bytes:
     if not isinstance(value, str):
         raise _verr(f"failed to base64-decode {what}")
@@ -103,6 +147,60 @@ class VaultEmulator(Emulator):
         self.allow_upsert = allow_upsert
         self._keys: dict = {}
         self._lock = threading.RLock()
+        #: auth mount -> {"method": "approle"|"kubernetes"|"jwt", "roles": {...}}
+        self.auth_mounts: dict = {}
+        #: issued login tokens: token -> _Lease
+        self.leases: dict = {}
+        #: when set, renew-self answers 403 "permission denied" (renewal refused)
+        self.refuse_renewals = False
+
+    # ----------------------------------------------------------- auth methods
+    def _role(self, method: str, mount: Optional[str], name: str, ttl: int, max_ttl: int,
+              renewable: bool, **extra) -> dict:
+        mount = (mount or method).strip("/")
+        with self._lock:
+            m = self.auth_mounts.setdefault(mount, {"method": method, "roles": {}})
+            if m["method"] != method:
+                raise ValueError(f"auth mount {mount!r} is a {m['method']} mount")
+            role = {"name": name, "ttl": int(ttl), "max_ttl": int(max_ttl), "renewable": renewable,
+                    **extra}
+            m["roles"][name] = role
+            return role
+
+    def add_approle(self, name: str = "pg-envelope", *, role_id: Optional[str] = None,
+                    secret_id: Optional[str] = None, mount: Optional[str] = None, ttl: int = 3600,
+                    max_ttl: int = 86400, renewable: bool = True) -> tuple:
+        """An AppRole role; returns its (role_id, secret_id)."""
+        role_id = role_id or str(uuid.uuid4())
+        secret_id = secret_id or str(uuid.uuid4())
+        self._role("approle", mount, name, ttl, max_ttl, renewable, role_id=role_id,
+                   secret_ids={secret_id})
+        return role_id, secret_id
+
+    def add_kubernetes_role(self, name: str, expected_jwt: str, *, mount: Optional[str] = None,
+                            ttl: int = 3600, max_ttl: int = 86400, renewable: bool = True) -> None:
+        """A Kubernetes auth role that accepts the service-account JWT ``expected_jwt``."""
+        self._role("kubernetes", mount, name, ttl, max_ttl, renewable, jwt=expected_jwt)
+
+    def add_jwt_role(self, name: str, expected_jwt: str, *, mount: Optional[str] = None,
+                     ttl: int = 3600, max_ttl: int = 86400, renewable: bool = True) -> None:
+        """A JWT/OIDC auth role that accepts the JWT ``expected_jwt``."""
+        self._role("jwt", mount, name, ttl, max_ttl, renewable, jwt=expected_jwt)
+
+    def issued_tokens(self) -> list:
+        with self._lock:
+            return list(self.leases)
+
+    def expire_tokens(self) -> None:
+        """Let every login token expire now (they stay known: 403 "permission denied")."""
+        with self._lock:
+            for lease in self.leases.values():
+                lease.expires = min(lease.expires, time.time() - 1)
+
+    def revoke_tokens(self) -> None:
+        """Revoke every login token (unknown from now on: "invalid token")."""
+        with self._lock:
+            self.leases.clear()
 
     # ----------------------------------------------------------- Python helpers
     def create_key(self, name: str, mount: str = "transit", key_type: str = "aes256-gcm96",
@@ -148,7 +246,8 @@ class VaultEmulator(Emulator):
         with self._lock:
             keys = [f"{m}/{n}" for (m, n) in sorted(self._keys)]
         return {"tokens": sorted(self.tokens), "namespace": self.namespace,
-                "mounts": sorted(self.mounts), "keys": keys}
+                "mounts": sorted(self.mounts), "keys": keys,
+                "auth_mounts": {m: v["method"] for m, v in sorted(self.auth_mounts.items())}}
 
     # ----------------------------------------------------------- routing
     def route(self, req: Request):
@@ -158,6 +257,13 @@ class VaultEmulator(Emulator):
         if not p.startswith("/v1/"):
             return None
         rest = p[4:]
+        post = req.method in ("POST", "PUT")
+        if rest == "auth/token/renew-self" and post:
+            return "renew-self", self._renew_self
+        m = re.match(r"^auth/(?P<mount>.+)/login$", rest)
+        if m and post and m.group("mount") in self.auth_mounts:
+            mount = m.group("mount")
+            return f"{mount}/login", (lambda r, mount=mount: self._login(r, mount))
         patterns = (
             ("POST", rf"^(?P<mount>.+?)/encrypt/(?P<name>{_NAME})$", "encrypt", self._encrypt),
             ("POST", rf"^(?P<mount>.+?)/decrypt/(?P<name>{_NAME})$", "decrypt", self._decrypt),
@@ -200,16 +306,21 @@ class VaultEmulator(Emulator):
         # is a bare "permission denied".
         invalid = json_response(403, {"errors": ["2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n"]})
         denied = json_response(403, {"errors": ["permission denied"]})
+        ns = (req.header("X-Vault-Namespace") or "").strip("/")
+        if ns in ("", "root"):
+            ns = None
+        if op.endswith("/login"):  # no token; the auth mount lives in the namespace
+            return None if ns == self.namespace else denied
         token = req.header("X-Vault-Token")
         if token is None:
             auth = req.header("Authorization") or ""
             if auth[:7].lower() == "bearer ":
                 token = auth[7:].strip()
-        if not token or token not in self.tokens:
+        lease = self.leases.get(token) if token else None
+        if not token or (token not in self.tokens and lease is None):
             return invalid
-        ns = (req.header("X-Vault-Namespace") or "").strip("/")
-        if ns in ("", "root"):
-            ns = None
+        if lease is not None and lease.expires <= time.time():
+            return denied
         if ns != self.namespace:
             return denied
         return None
@@ -308,6 +419,75 @@ class VaultEmulator(Emulator):
             "replication_dr_mode": "disabled", "server_time_utc": int(time.time()),
             "version": "1.15.0+kms-emulator", "cluster_name": "kms-emulator",
             "cluster_id": "00000000-0000-0000-0000-000000000000"})
+
+    def _auth_response(self, token: str, lease: _Lease, warnings=None) -> Response:
+        role = lease.role
+        return json_response(200, {
+            "request_id": new_request_id(), "lease_id": "", "renewable": False,
+            "lease_duration": 0, "data": None, "wrap_info": None, "warnings": warnings,
+            "auth": {"client_token": token, "accessor": lease.accessor,
+                     "policies": ["default", "pg-envelope"], "token_policies": ["default", "pg-envelope"],
+                     "metadata": {"role_name": role["name"]}, "lease_duration": lease.remaining(),
+                     "renewable": lease.renewable, "entity_id": str(uuid.uuid4()),
+                     "token_type": "service", "orphan": True, "mfa_requirement": None,
+                     "num_uses": 0}}, [("Cache-Control", "no-store")])
+
+    def _login(self, req: Request, mount: str) -> Response:
+        params = self._params(req)
+        with self._lock:
+            m = self.auth_mounts[mount]
+            method, roles = m["method"], m["roles"]
+            if method == "approle":
+                role_id, secret_id = params.get("role_id"), params.get("secret_id")
+                if not isinstance(role_id, str) or not role_id:
+                    raise _verr("missing role_id")
+                if not isinstance(secret_id, str) or not secret_id:
+                    raise _verr("missing secret_id")
+                role = next((r for r in roles.values()
+                             if hmac.compare_digest(r["role_id"].encode(), role_id.encode())), None)
+                if role is None or not any(hmac.compare_digest(s.encode(), secret_id.encode())
+                                           for s in role["secret_ids"]):
+                    raise _verr("invalid role or secret ID")
+            else:
+                name, jwt = params.get("role"), params.get("jwt")
+                if not isinstance(name, str) or not name:
+                    raise _verr("missing role")
+                if not isinstance(jwt, str) or not jwt:
+                    raise _verr("missing jwt")
+                role = roles.get(name)
+                if role is None:
+                    raise _verr(f'invalid role name "{name}"' if method == "kubernetes"
+                                else f'role "{name}" could not be found')
+                if not hmac.compare_digest(role["jwt"].encode(), jwt.encode()):
+                    if method == "kubernetes":
+                        raise _verr("permission denied", 403)
+                    raise _verr("error validating token: invalid signature")
+            token = "hvs." + secrets.token_urlsafe(24)
+            lease = self.leases[token] = _Lease(role, mount)
+            return self._auth_response(token, lease)
+
+    def _renew_self(self, req: Request) -> Response:
+        params = self._params(req)
+        token = req.header("X-Vault-Token")
+        with self._lock:
+            lease = self.leases.get(token)
+            if lease is None:  # a static token: never expires, nothing to renew
+                raise _verr("lease is not renewable")
+            if self.refuse_renewals:
+                raise _verr("permission denied", 403)
+            if not lease.renewable:
+                raise _verr("lease is not renewable")
+            increment = _seconds(params.get("increment", 0))
+            if increment is None:
+                raise _verr("invalid increment")
+            now = time.time()
+            wanted = increment or lease.ttl
+            lease.expires = min(now + wanted, lease.max_expires)
+            warnings = None
+            if now + wanted > lease.max_expires:
+                warnings = [f'TTL of "{wanted}s" exceeded the effective max_ttl of '
+                            f'"{lease.remaining()}s"; TTL value is capped accordingly']
+            return self._auth_response(token, lease, warnings)
 
     def _encrypt(self, req: Request, mount: str, name: str) -> Response:
         params = self._params(req)
