@@ -128,10 +128,7 @@ Credentials sts_call(HttpRequest& rq, std::string_view action, const std::string
   return parse_sts_response(r.response, action, kms, what);
 }
 
-}  // namespace
-
-bool xml_text(std::string_view xml, std::initializer_list<std::string_view> path, SecretString& out) {
-  out.wipe();
+bool scan_xml(std::string_view xml, std::initializer_list<std::string_view> path, SecretString& out) {
   std::vector<std::string_view> want(path);
   std::vector<std::string_view> stack;  // qualified names of the open elements
   SecretString scratch;
@@ -228,11 +225,16 @@ bool xml_text(std::string_view xml, std::initializer_list<std::string_view> path
     }
     if (self_closing) stack.pop_back();
   }
-  if (!stack.empty() || !seen_root || !found) {
-    out.wipe();
-    return false;
-  }
-  return true;
+  return stack.empty() && seen_root && found;
+}
+
+}  // namespace
+
+bool xml_text(std::string_view xml, std::initializer_list<std::string_view> path, SecretString& out) {
+  out.wipe();
+  if (scan_xml(xml, path, out)) return true;
+  out.wipe();  // also what was read before the document turned out malformed
+  return false;
 }
 
 void append_form_value(SecretString& out, std::string_view value) {
