@@ -215,6 +215,33 @@ def test_ec2_instance_profile_imdsv2(cluster_factory, env, kms, emulators):
     pg.assert_log_free_of(imds.issuer.secrets())
 
 
+def test_imds_refresh_with_an_expired_session_token(cluster_factory, env, kms):
+    """Credentials near expiry are fetched again; the cached IMDSv2 session token was
+    expired by the service meanwhile: its 401 costs one new token, never an IMDSv1 call."""
+    imds = aws_imds.start(kms=kms, lifetime=4)
+    try:
+        env.delenv("AWS_EC2_METADATA_DISABLED")
+        pg = start_cluster(cluster_factory)
+        cur = pg.connect().cursor()
+        cur.execute("SELECT envelope.create_kms('aws', 'aws-kms', %s::jsonb)",
+                    (json.dumps(options(kms, ec2_metadata_endpoint=imds.url)),))
+        cur.execute("SELECT envelope.create_key('k1', kms => 'aws', kek => 'alias/pg-envelope')")
+        cur.execute("SELECT envelope.encrypt_field(%s, 'k1')", (PLAIN,))
+        sealed = cur.fetchone()[0]
+        assert (imds.calls("PutToken"), imds.calls("GetCredentials")) == (1, 1)
+        time.sleep(2.6)
+        imds.expire_tokens()
+        pg.sql("SELECT envelope.cache_flush()")
+        cur.execute("SELECT envelope.decrypt_field(%s::envelope.encrypted_text)", (sealed,))
+        assert cur.fetchone()[0] == PLAIN
+        assert (imds.calls("PutToken"), imds.calls("GetCredentials")) == (2, 2)
+        assert imds.rejected() == 1 and kms.rejected() == 0
+        assert all(r["headers"].get("x-aws-ec2-metadata-token") for r in imds.request_log if r["method"] == "GET")
+        pg.assert_log_free_of(imds.issuer.secrets())
+    finally:
+        imds.stop()
+
+
 def test_imdsv1_only_service_is_refused(cluster_factory, env, kms):
     v1 = aws_imds.start(kms=kms, v1_only=True)
     try:
