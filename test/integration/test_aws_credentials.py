@@ -425,6 +425,27 @@ def test_role_assumption_with_external_id(cluster_factory, env, kms, emulators):
     pg.assert_log_free_of([aws.DEFAULT_SECRET_KEY] + sts.issuer.secrets())
 
 
+def test_role_assumed_on_top_of_web_identity(cluster_factory, env, kms, emulators, tmp_path):
+    """IRSA credentials (temporary, with a session token) sign AssumeRole for a second
+    role: the cross-account pattern. KMS sees only the second role's keys."""
+    sts, imds, ecs = emulators
+    target = "arn:aws:iam::444455556666:role/pg-envelope-keys"
+    sts.add_role(target, external_id="cross-account-1")
+    token_file = tmp_path / "token"
+    token_file.write_text(OIDC_TOKEN)
+    env.setenv("AWS_WEB_IDENTITY_TOKEN_FILE", str(token_file))
+    env.setenv("AWS_ROLE_ARN", ROLE)
+    pg = start_cluster(cluster_factory)
+    round_trip(pg, options(kms, sts_endpoint=sts.url, role_arn=target, external_id="cross-account-1"))
+    assert sts.calls("AssumeRoleWithWebIdentity") == 2 and sts.calls("AssumeRole") == 2
+    assert sts.rejected() == 0 and kms.rejected() == 0
+    # The web identity credentials went to STS only: every KMS request was signed by
+    # keys that AssumeRole handed out (the 2nd and 4th sets issued).
+    issued = [c["AccessKeyId"] for c in sts.issuer.issued]
+    assert signed_with(kms) == {issued[1], issued[3]}
+    pg.assert_log_free_of([OIDC_TOKEN] + sts.issuer.secrets())
+
+
 def test_role_options_are_checked(cluster_factory, env, kms):
     pg = start_cluster(cluster_factory)
     cases = [

@@ -79,10 +79,13 @@ class StsEmulator(Emulator):
             self.add_credentials(akid, secret, token)
 
     # ------------------------------------------------------------------ helpers
-    def add_credentials(self, access_key: str, secret_key: str, session_token: Optional[str] = None) -> None:
-        """Callers allowed to sign AssumeRole."""
+    def add_credentials(self, access_key: str, secret_key: str, session_token: Optional[str] = None,
+                        expires_at: Optional[float] = None) -> None:
+        """Callers allowed to sign AssumeRole (until ``expires_at``, Unix time, if given).
+        Credentials this STS issues are added too, so roles can be chained (a web
+        identity role assuming another role), as real STS allows."""
         with self._lock:
-            self._creds[access_key] = (secret_key, session_token)
+            self._creds[access_key] = (secret_key, session_token, expires_at)
 
     def add_role(self, arn: str, external_id: Optional[str] = None,
                  web_identity_token: Optional[str] = None, max_duration: int = 43200) -> Role:
@@ -95,7 +98,7 @@ class StsEmulator(Emulator):
         with self._lock:
             return {"region": self.region, "service": SERVICE, "roles": sorted(self._roles),
                     "credentials": [{"access_key": a, "secret_key": s, "session_token": t}
-                                    for a, (s, t) in self._creds.items()]}
+                                    for a, (s, t, e) in self._creds.items() if e is None]}
 
     # ------------------------------------------------------------------ routing
     def _params(self, req: Request) -> dict:
@@ -166,7 +169,9 @@ class StsEmulator(Emulator):
             cred = self._creds.get(akid)
         if cred is None:
             raise _error(403, "InvalidClientTokenId", "The security token included in the request is invalid.")
-        secret, session_token = cred
+        secret, session_token, expires_at = cred
+        if expires_at is not None and time.time() >= expires_at:
+            raise _error(400, "ExpiredToken", "The security token included in the request is expired")
         if scope_date != amz_date[:8] or scope_region != self.region or scope_service != SERVICE \
                 or terminator != "aws4_request":
             raise _error(403, "SignatureDoesNotMatch", f"Credential should be scoped to a valid region "
@@ -235,6 +240,8 @@ class StsEmulator(Emulator):
                              "then retry the request.")
         life = self.lifetime if self.lifetime is not None else (duration or 3600)
         cred = self.issuer.issue(life)
+        self.add_credentials(cred["AccessKeyId"], cred["SecretAccessKey"], cred["SessionToken"],
+                             expires_at=cred["expires_at"])
         role_name = arn.rsplit("/", 1)[-1]
         assumed = f"arn:aws:sts::{self.account_id}:assumed-role/{role_name}/{session}"
         extra = ""

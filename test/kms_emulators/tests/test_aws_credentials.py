@@ -132,8 +132,30 @@ def test_sts_short_lifetime_then_kms_says_expired(aws_emulator):
         with pytest.raises(ClientError) as e:
             kms_round_trip(aws_emulator, c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"])
         assert code(e) == "ExpiredTokenException"
+        # STS itself no longer takes them to sign AssumeRole either.
+        with pytest.raises(ClientError) as e:
+            client("sts", sts_emu.url, c["AccessKeyId"], c["SecretAccessKey"],
+                   c["SessionToken"]).assume_role(RoleArn=ROLE, RoleSessionName="s2")
+        assert code(e) == "ExpiredToken"
     finally:
         sts_emu.stop()
+
+
+def test_sts_role_chaining(aws_emulator, aws_sts_emulator):
+    """Credentials STS issued (here by web identity) may sign AssumeRole, with their token."""
+    sts_emu = aws_sts_emulator
+    sts_emu.add_role(ROLE, web_identity_token=OIDC_TOKEN)
+    other = "arn:aws:iam::444455556666:role/other"
+    sts_emu.add_role(other)
+    first = client("sts", sts_emu.url, unsigned=True).assume_role_with_web_identity(
+        RoleArn=ROLE, RoleSessionName="irsa", WebIdentityToken=OIDC_TOKEN)["Credentials"]
+    chained = client("sts", sts_emu.url, first["AccessKeyId"], first["SecretAccessKey"], first["SessionToken"])
+    c = chained.assume_role(RoleArn=other, RoleSessionName="chained")["Credentials"]
+    assert kms_round_trip(aws_emulator, c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"]) == b"x" * 48
+    with pytest.raises(ClientError) as e:  # the session token is part of the caller's identity
+        client("sts", sts_emu.url, first["AccessKeyId"], first["SecretAccessKey"], "wrong-token").assume_role(
+            RoleArn=other, RoleSessionName="chained")
+    assert code(e) == "InvalidClientTokenId"
 
 
 def test_sts_throttle_and_errors_are_xml(aws_sts_emulator):
