@@ -8,14 +8,14 @@
 //
 // EncryptionContext = {"pg_envelope:key": name, "pg_envelope:key_id": id,
 // "pg_envelope:version": n}, so KMS itself refuses a wrapped DEK used for another key.
-// Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN in the
-// server's environment, else the shared credentials file (option "credentials_file",
-// AWS_SHARED_CREDENTIALS_FILE, or ~/.aws/credentials) and profile (option "profile",
-// AWS_PROFILE, or "default").
+// Credentials: the AWS credential provider chain (environment, web identity, shared
+// credentials file, container endpoint, EC2 instance metadata), optionally assuming a
+// role on top (options role_arn, external_id, role_session_name, duration_seconds):
+// see aws_credential_chain.hpp.
 #include <algorithm>
 #include <cctype>
 
-#include "aws_credentials.hpp"
+#include "aws_credential_chain.hpp"
 #include "kms_responses.hpp"
 #include "pg_envelope/encoding.hpp"
 #include "remote_kms.hpp"
@@ -47,6 +47,11 @@ bool authentication_type(std::string_view type) {
   return is_one_of(without_exception_suffix(type),
                    {"UnrecognizedClient", "InvalidSignature", "ExpiredToken", "IncompleteSignature",
                     "InvalidClientTokenId", "MissingAuthenticationToken", "SignatureDoesNotMatch", "RequestExpired"});
+}
+
+// The credentials were refused in a way that fresh temporary credentials may cure.
+bool refetch_type(std::string_view type) {
+  return is_one_of(without_exception_suffix(type), {"ExpiredToken", "UnrecognizedClient", "InvalidClientTokenId"});
 }
 
 // The requester is known but may not do this.
@@ -87,6 +92,7 @@ json result(const HttpResult& r, const Site& site) {
   std::string type = error_type(r.response);
   std::string detail = "KEK \"" + site.kek + "\" in region " + site.region + " at " + site.endpoint + " (HTTP " +
                        std::to_string(s) + ", " + std::to_string(r.attempts) + " attempt(s)).";
+  if (!site.credentials.empty()) detail += " Credentials from " + site.credentials + ".";
   if (type.empty()) type = "HTTP " + std::to_string(s);
   if (authorization_type(type)) fail(FailureKind::kPermission, site.kms, site.op, type, detail);
   if (authentication_type(type)) fail(FailureKind::kAuth, site.kms, site.op, type, detail);
@@ -163,20 +169,7 @@ using remote::json;
 
 class AwsKms final : public KmsProvider {
  public:
-  AwsKms(const KmsConfig& cfg, const KmsContext& ctx) : name_(cfg.name), ctx_(ctx) {
-    remote::Options o(cfg);
-    region_ = o.required_string("region");
-    endpoint_ = o.string_or("endpoint", "https://kms." + region_ + ".amazonaws.com");
-    while (!endpoint_.empty() && endpoint_.back() == '/') endpoint_.pop_back();
-    profile_ = o.string_or("profile", "");
-    credentials_file_ = o.string_or("credentials_file", "");
-    o.apply_ca_file(ctx_.http);
-    o.finish();
-    for (char c : region_)
-      if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
-        throw Error(sqlstate::kInvalidParameterValue, "invalid \"region\" for KMS \"" + name_ + "\"");
-    check_kms_url(endpoint_, name_);
-  }
+  AwsKms(const KmsConfig& cfg, const KmsContext& ctx) : name_(cfg.name), ctx_(ctx), creds_(chain_config(cfg, ctx_)) {}
 
   const std::string& kms_name() const override { return name_; }
 
@@ -262,8 +255,67 @@ class AwsKms final : public KmsProvider {
     return c;
   }
 
+  // Reads and checks the options (the constructor's work: creds_ is built from them).
+  remote::aws::ChainConfig chain_config(const KmsConfig& cfg, KmsContext& ctx) {
+    remote::Options o(cfg);
+    remote::aws::ChainConfig c;
+    c.kms = name_;
+    region_ = o.required_string("region");
+    c.region = region_;
+    endpoint_ = o.string_or("endpoint", "https://kms." + region_ + ".amazonaws.com");
+    c.profile = o.string_or("profile", "");
+    c.credentials_file = o.string_or("credentials_file", "");
+    c.sts_endpoint = o.string_or("sts_endpoint", "");
+    c.ec2_metadata_endpoint = o.string_or("ec2_metadata_endpoint", "");
+    c.container_endpoint = o.string_or("container_endpoint", "");
+    c.role.role_arn = o.string_or("role_arn", "");
+    c.role.external_id = o.string_or("external_id", "");
+    c.role.session_name = o.string_or("role_session_name", "");
+    c.role.duration_seconds = o.integer_or("duration_seconds", 0, 900, 43200);
+    o.apply_ca_file(ctx.http);
+    o.finish();
+    for (char ch : region_)
+      if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-'))
+        throw Error(sqlstate::kInvalidParameterValue, "invalid \"region\" for KMS \"" + name_ + "\"");
+    auto trim_slashes = [](std::string& u) {
+      while (!u.empty() && u.back() == '/') u.pop_back();
+    };
+    trim_slashes(endpoint_);
+    check_kms_url(endpoint_, name_);
+    if (c.sts_endpoint.empty()) c.sts_endpoint = remote::aws::default_sts_endpoint(region_);
+    trim_slashes(c.sts_endpoint);
+    remote::check_base_url(c.sts_endpoint, name_, "sts_endpoint");
+    if (!c.ec2_metadata_endpoint.empty()) {
+      trim_slashes(c.ec2_metadata_endpoint);
+      remote::check_base_url(c.ec2_metadata_endpoint, name_, "ec2_metadata_endpoint", true);
+    }
+    if (!c.container_endpoint.empty()) {
+      trim_slashes(c.container_endpoint);
+      remote::UrlParts p;
+      if (!remote::aws::container_url_allowed(c.container_endpoint) || !remote::parse_url(c.container_endpoint, p) ||
+          !(p.path.empty() || p.path == "/") || c.container_endpoint.find('?') != std::string::npos)
+        throw Error(sqlstate::kInvalidParameterValue, "invalid \"container_endpoint\" for KMS \"" + name_ + "\"",
+                    "The container credentials endpoint is a base URL (scheme, host, port): https, or http to a "
+                    "loopback address or 169.254.170.2.");
+    }
+    remote::aws::validate_role_config(c.role, name_);
+    return c;
+  }
+
   json call(const char* op, const json& body, std::string_view kek) {
-    remote::aws::Credentials cred = remote::aws::load_credentials(name_, credentials_file_, profile_, ctx_.getenv);
+    for (int round = 0;; ++round) {
+      remote::aws::Credentials cred = creds_.get(ctx_);
+      HttpResult r = send(op, body, cred);
+      // Temporary credentials can expire or be revoked before their time: fetch fresh
+      // ones once.
+      if (round == 0 && r.failure == HttpFailure::kNone && (r.response.status == 400 || r.response.status == 403) &&
+          remote::aws::refetch_type(remote::aws::error_type(r.response)) && creds_.invalidate())
+        continue;
+      return remote::aws::result(r, {name_, op, std::string(kek), region_, endpoint_, cred.source});
+    }
+  }
+
+  HttpResult send(const char* op, const json& body, const remote::aws::Credentials& cred) {
     HttpRequest rq;
     rq.url = endpoint_ + "/";
     rq.headers.push_back("Content-Type: application/x-amz-json-1.1");
@@ -278,13 +330,13 @@ class AwsKms final : public KmsProvider {
     rq.userpwd.append(":");
     rq.userpwd.append(cred.secret_key.view());
     remote::set_json_body(rq, body);
-    HttpResult r = http_call(rq, ctx_.http, remote::aws::judge);
-    return remote::aws::result(r, {name_, op, std::string(kek), region_, endpoint_});
+    return http_call(rq, ctx_.http, remote::aws::judge);
   }
 
   std::string name_;
   KmsContext ctx_;
-  std::string region_, endpoint_, profile_, credentials_file_;
+  std::string region_, endpoint_;
+  remote::aws::CredentialProvider creds_;
 };
 
 }  // namespace

@@ -72,6 +72,7 @@ struct Site {
   std::string kek;
   std::string region;
   std::string endpoint;
+  std::string credentials;  // where the credentials came from (Credentials::source), for the detail
 };
 
 // The error type of a response: "__type" after its last "#" (at most 100 characters

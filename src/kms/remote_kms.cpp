@@ -91,6 +91,27 @@ std::string Options::string_or(const char* name, std::string fallback) {
   return std::string(v.data(), v.size());
 }
 
+long Options::integer_or(const char* name, long fallback, long min, long max) {
+  known_.emplace_back(name);
+  auto it = obj_.find(name);
+  if (it == obj_.end()) return fallback;
+  long value = min - 1;
+  if (it->is_number_integer()) {
+    auto v = it->get<std::int64_t>();
+    if (v >= min && v <= max) value = static_cast<long>(v);
+  } else if (it->is_string()) {
+    const auto& s = it->get_ref<const SecureStdString&>();
+    if (!s.empty() && s.size() <= 12 && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      long v = std::stol(std::string(s.data(), s.size()));
+      if (v >= min && v <= max) value = v;
+    }
+  }
+  if (value < min)
+    throw Error(sqlstate::kInvalidParameterValue, "invalid \"" + std::string(name) + "\" for KMS \"" + kms_ + "\"",
+                "It must be an integer from " + std::to_string(min) + " to " + std::to_string(max) + ".");
+  return value;
+}
+
 void Options::apply_ca_file(HttpOptions& http) {
   std::string ca = string_or("ca_file", "");
   if (!ca.empty()) {

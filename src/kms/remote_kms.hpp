@@ -26,6 +26,9 @@ class Options {
   Options(const KmsConfig& config);
   std::string required_string(const char* name);
   std::string string_or(const char* name, std::string fallback);
+  // An integer option: a JSON integer or a string of decimal digits, in [min, max];
+  // `fallback` when absent. Anything else: Error 22023 naming the range.
+  long integer_or(const char* name, long fallback, long min, long max);
   // Reads the "ca_file" option (a string, optional): when set, `http` verifies this
   // KMS's certificate against that file instead of envelope.kms_ca_file
   // (HttpOptions::ca_file_fixed, which the settings refresh keeps).

@@ -14,7 +14,7 @@ using namespace pg_envelope;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   fuzz::Input in = fuzz::read_input(data, size, {"Decrypt", "Encrypt", "ReEncrypt", "DescribeKey", "ListKeyRotations"});
-  remote::aws::Site site{"fuzz", in.op, "alias/pg-envelope", "us-east-1", "https://kms.us-east-1.amazonaws.com"};
+  remote::aws::Site site{"fuzz", in.op, "alias/pg-envelope", "us-east-1", "https://kms.us-east-1.amazonaws.com", "the server's environment (AWS_ACCESS_KEY_ID)"};
   std::string type = remote::aws::error_type(in.result.response);
   FUZZ_CHECK(type.size() <= 100, "an error type is at most 100 characters");
   for (char c : type) FUZZ_CHECK(std::isalnum(static_cast<unsigned char>(c)) || c == ' ', "an error type is alphanumeric (or \"invalid error type\")");

@@ -1,6 +1,7 @@
 """Loopback KMS emulators for pg_envelope's tests.
 
-One module per provider (``vault``, ``aws``, ``gcp``, ``azure``), a shared
+One module per provider (``vault``, ``aws``, ``gcp``, ``azure``; the AWS credential
+sources ``aws_sts``, ``aws_imds``, ``aws_ecs``), a shared
 base (:mod:`kms_emulators.base`), a TLS helper (:mod:`kms_emulators.tls`) and
 a CLI (``python3 -m kms_emulators <provider> ...``).  See README.md.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 
-PROVIDERS = ("vault", "aws", "gcp", "azure")
+PROVIDERS = ("vault", "aws", "gcp", "azure", "aws_sts", "aws_imds", "aws_ecs")
 
 
 def provider_module(name: str):

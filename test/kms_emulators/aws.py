@@ -58,6 +58,7 @@ class _Cred:
     secret_key: str
     session_token: Optional[str] = None
     allowed_ops: Optional[frozenset] = None   # None: every operation
+    expires_at: Optional[float] = None        # temporary credentials: refused from then on
 
 
 @dataclass
@@ -142,13 +143,41 @@ class AwsKmsEmulator(Emulator):
 
     # ----------------------------------------------------------- Python helpers
     def add_credentials(self, access_key: str, secret_key: str, session_token: Optional[str] = None,
-                        allowed_ops=None) -> None:
+                        allowed_ops=None, expires_at: Optional[float] = None) -> None:
         """Accept ``access_key``; with ``session_token`` requests must carry
         X-Amz-Security-Token; ``allowed_ops`` limits the operations (others get
-        AccessDeniedException)."""
+        AccessDeniedException); from ``expires_at`` (Unix time) on, requests signed
+        with them get ``400 ExpiredTokenException`` as from real KMS (temporary
+        credentials from STS, IMDS or a container endpoint)."""
         with self._lock:
             self._creds[access_key] = _Cred(secret_key, session_token,
-                                            frozenset(allowed_ops) if allowed_ops else None)
+                                            frozenset(allowed_ops) if allowed_ops else None,
+                                            expires_at)
+
+    def expire_credentials(self, access_key: Optional[str] = None) -> int:
+        """Make temporary credentials expire now (all of them without ``access_key``),
+        as when they are revoked or the clock passed their Expiration; returns how many."""
+        n = 0
+        with self._lock:
+            for akid, c in self._creds.items():
+                if c.expires_at is not None and (access_key is None or akid == access_key):
+                    c.expires_at = min(c.expires_at, time.time())
+                    n += 1
+        return n
+
+    def _admin(self, req: Request, handler) -> Response:
+        # POST /__emulator/credentials {"access_key", "secret_key", "session_token",
+        # "expires_at"}: how the credential emulators of other processes register what
+        # they issue (aws_sts, aws_imds, aws_ecs with --kms-url).
+        if req.path.strip("/") == "__emulator/credentials" and req.method == "POST":
+            try:
+                d = json.loads(req.body)
+                self.add_credentials(str(d["access_key"]), str(d["secret_key"]), d.get("session_token"),
+                                     expires_at=d.get("expires_at"))
+            except (ValueError, KeyError, TypeError) as e:
+                return json_response(400, {"error": f"bad credentials: {e}"})
+            return json_response(200, {"ok": True})
+        return super()._admin(req, handler)
 
     def remove_credentials(self, access_key: str) -> None:
         with self._lock:
@@ -336,6 +365,8 @@ class AwsKmsEmulator(Emulator):
                        "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.")
 
         token = req.header("X-Amz-Security-Token")
+        if cred.expires_at is not None and time.time() >= cred.expires_at:
+            raise _err("ExpiredTokenException", "The security token included in the request is expired")
         if cred.session_token is not None:
             if token is None or not hmac.compare_digest(token.encode(), cred.session_token.encode()):
                 raise _err("UnrecognizedClientException",

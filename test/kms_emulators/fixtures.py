@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from . import aws, azure, gcp, vault
+from . import aws, aws_ecs, aws_imds, aws_sts, azure, gcp, vault
 from .tls import make_test_pki
 
 
@@ -53,6 +53,28 @@ def azure_emulator():
 
 
 @pytest.fixture
+def aws_sts_emulator(aws_emulator):
+    """STS whose issued credentials the ``aws_emulator`` KMS accepts."""
+    emu = aws_sts.start(kms=aws_emulator)
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def aws_imds_emulator(aws_emulator):
+    emu = aws_imds.start(kms=aws_emulator)
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def aws_ecs_emulator(aws_emulator):
+    emu = aws_ecs.start(kms=aws_emulator, auth_token="ecs-auth-token-0001")
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
 def vault_emulator_tls(kms_pki):
     emu = vault.start(keys=("pg-envelope",), tls=kms_pki)
     yield emu
@@ -60,4 +82,4 @@ def vault_emulator_tls(kms_pki):
 
 
 __all__ = ["kms_pki", "vault_emulator", "aws_emulator", "gcp_emulator", "azure_emulator",
-           "vault_emulator_tls"]
+           "aws_sts_emulator", "aws_imds_emulator", "aws_ecs_emulator", "vault_emulator_tls"]

@@ -139,7 +139,7 @@ TEST(VaultResponses, SuccessFields) {
 
 // ---------------------------------------------------------------- AWS
 
-aws::Site aws_site(const char* op = "Encrypt") { return {"a", op, "alias/k", "us-east-1", "https://kms"}; }
+aws::Site aws_site(const char* op = "Encrypt") { return {"a", op, "alias/k", "us-east-1", "https://kms", "the server's environment (AWS_ACCESS_KEY_ID)"}; }
 
 std::string aws_state(long status, const std::string& body, const char* op = "Encrypt") {
   return state_of([&] { aws::result(response(status, body), aws_site(op)); }, "KMS \"a\" " + std::string(op) + " failed");
