@@ -39,6 +39,7 @@ extern "C" {
 #include <regex>
 #include <thread>
 
+#include "pg/citus_sync.hpp"
 #include "pg/dek_resolver.hpp"
 #include "pg/key_access.hpp"
 #include "pg/key_catalog.hpp"
@@ -793,6 +794,17 @@ ReencryptPlan plan_reencryption(OwnerSpi& spi, const ReencryptJob& job) {
                 "envelope.reencrypt() works on the rows of one table; a partitioned table holds none itself.",
                 "CALL envelope.reencrypt() for each partition, e.g. those of SELECT relid FROM "
                 "pg_partition_tree('" + rel + "') WHERE isleaf.");
+  // A Citus distributed or reference table: its rows are in shards on other nodes,
+  // which this run's block ranges of the local shell would never reach.
+  if (citus_sync::role() != citus_sync::Role::kNone) {
+    spi.exec("SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid OPERATOR(pg_catalog.=) $1",
+             {oid_param(relid)}, SPI_OK_SELECT);
+    if (SPI_processed != 0)
+      throw Error(sqlstate::kFeatureNotSupported, "envelope.reencrypt() does not run on the Citus table " + rel + " yet",
+                  "Its rows are in shards on the workers; a run on the coordinator would re-encrypt none of them.",
+                  "Re-encrypt it with a distributed UPDATE through a MATERIALIZED CTE (docs/citus.md), then check "
+                  "with envelope.key_columns().");
+  }
   // The column's type decides the expression.
   spi.exec("SELECT t.typname::pg_catalog.text FROM pg_catalog.pg_attribute a "
            "JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid "

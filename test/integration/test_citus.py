@@ -732,3 +732,31 @@ def test_no_master_key_in_any_log(citus, dist):
     for node in citus.nodes:
         node.assert_log_free_of(key_spellings(node.master_key_hex))
         assert node.master_key_hex == citus.coordinator.master_key_hex
+
+
+def test_key_columns_and_retirement_count_the_shards(citus, dist):
+    """key_columns on the coordinator counts the values in the shards of a distributed
+    table (not its empty shell), so retire_unreferenced_versions keeps every version a
+    shard still holds, on every node."""
+    counts = citus.sql("SELECT relation::text, column_name::text, version, value_count FROM envelope.key_columns(%s) "
+                       "WHERE relation = 'dist'::regclass ORDER BY 2, 3", (K1,))
+    in_shards = citus.sql("SELECT (envelope.key_of(t)).version, count(*) FROM dist WHERE t IS NOT NULL "
+                          "AND (envelope.key_of(t)).key_name = %s GROUP BY 1 ORDER BY 1", (K1,))
+    assert in_shards and [(r[2], r[3]) for r in counts if r[1] == "t"] == [tuple(r) for r in in_shards], (counts, in_shards)
+    citus.sql("SELECT envelope.rotate_key(%s)", (K1,))
+    retired = citus.sql("SELECT version, values_referencing, retired FROM envelope.retire_unreferenced_versions(%s)",
+                        (K1,))
+    used = {r[0] for r in in_shards}
+    assert all(not r[2] for r in retired if r[0] in used), retired
+    citus.assert_keys_everywhere()
+    assert decrypted_dist(citus) == {i: plain(i) for i in range(1, N + 1)}
+
+
+def test_reencrypt_refuses_a_distributed_table(citus, dist):
+    """envelope.reencrypt() walks the local heap's blocks; on a distributed table that
+    would re-encrypt nothing, so it refuses instead of reporting a finished run."""
+    for sql in ("CALL envelope.reencrypt('dist', 't', context_column => 'id')",
+                "SELECT envelope.start_reencryption('dist', 't')"):
+        e = fails(citus.coordinator.connect(DB), sql)
+        assert e["sqlstate"] == "0A000" and "Citus" in e["message"], e
+    assert citus.scalar("SELECT count(*) FROM envelope.reencryption WHERE tbl = 'dist'::regclass") == 0
