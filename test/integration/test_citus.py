@@ -760,3 +760,29 @@ def test_reencrypt_refuses_a_distributed_table(citus, dist):
         e = fails(citus.coordinator.connect(DB), sql)
         assert e["sqlstate"] == "0A000" and "Citus" in e["message"], e
     assert citus.scalar("SELECT count(*) FROM envelope.reencryption WHERE tbl = 'dist'::regclass") == 0
+
+
+def test_each_node_unwraps_a_dek_once(citus, dist):
+    """Each node has its own shared DEK cache: however many worker backends decrypt (Citus
+    opens several per worker, and every coordinator connection brings its own), a worker
+    calls its KMS at most once per DEK within the TTL."""
+    versions = citus.scalar("SELECT count(*) FROM (SELECT DISTINCT (envelope.key_of(t)).key_name, "
+                            "(envelope.key_of(t)).version FROM dist WHERE t IS NOT NULL) s")
+    assert versions >= 1
+    for node in citus.nodes:
+        node.sql("SELECT envelope.cache_flush(), envelope.stats_reset()", dbname=DB)
+    q = "SELECT count(envelope.decrypt_field(t, id::text)) FROM dist"
+    conns = [citus.coordinator.connect(DB, user=APP) for _ in range(6)]
+    for _ in range(3):
+        for conn in conns:
+            with conn.cursor() as cur:
+                cur.execute("SET citus.max_adaptive_executor_pool_size = 4")
+                cur.execute(q)
+                assert cur.fetchone()[0] == citus.scalar("SELECT count(t) FROM dist")
+    for conn in conns:
+        conn.close()
+    for w in citus.workers:
+        unwraps, hits = w.sql("SELECT kms_unwraps, hits FROM envelope.stats", dbname=DB)[0]
+        assert 1 <= unwraps <= versions, (w.port, unwraps, versions)
+        assert hits >= 1, (w.port, hits)  # other backends of the worker found the DEK there
+    assert citus.scalar("SELECT kms_unwraps FROM envelope.stats") == 0  # nothing decrypted on the coordinator
