@@ -191,6 +191,16 @@ Role role() {
   return pg_call([api] { return api->is_coordinator(); }) ? Role::kCoordinator : Role::kWorker;
 }
 
+bool is_citus_table(Oid relid) {
+  if (role() == Role::kNone) return false;
+  OwnerSpi spi;
+  spi.exec("SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid OPERATOR(pg_catalog.=) $1",
+           {oid_param(relid)}, SPI_OK_SELECT);
+  bool found = SPI_processed != 0;
+  spi.finish();
+  return found;
+}
+
 void changed(Relation rel, TriggerData* td) {
   // CREATE / ALTER EXTENSION runs the same script on every node; a change the
   // coordinator sent is already where it belongs.

@@ -31,6 +31,10 @@ enum class Role { kNone, kCoordinator, kWorker };
 // This database's place in a Citus cluster.
 Role role();
 
+// Whether `relid` is a Citus distributed or reference table (its rows are in shards;
+// the local relation is an empty shell). False without Citus.
+bool is_citus_table(Oid relid);
+
 // From the key tables' trigger, for a row change and a TRUNCATE.
 void changed(Relation rel, TriggerData* td);
 void truncated();

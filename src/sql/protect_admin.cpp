@@ -429,6 +429,7 @@ void set_progress(std::int64_t pid, const char* sql_set, std::initializer_list<S
 // seals the rows a protect_column() left plaintext, a few heap blocks per transaction
 // (each committed; no lock beyond the rows of one batch), resumable where it stopped
 // after a cancel or a crash; then validates the CHECK and marks the column protected.
+// On a Citus table, one distributed UPDATE instead of the batches (see below).
 // The indexes dropped by protect_column() are given back only with rebuild_indexes
 // (CREATE INDEX blocks writes while it builds); otherwise envelope.protected_columns
 // shows their definitions, to be run with CREATE INDEX CONCURRENTLY.
@@ -461,7 +462,20 @@ PGENV_FUNCTION(envelope_seal_rows) {
   }
   std::int64_t block = reg.next_block;
   std::int64_t sealed = reg.rows_sealed;
-  for (int pass = 0; pass < 3 && !sealed_already; ++pass) {
+  // A Citus table: its rows are in shards, which the block ranges of the local shell
+  // never reach. One distributed UPDATE seals them (each shard's trigger seals its own
+  // rows; Citus runs the shards in parallel, each in one transaction).
+  bool distributed = !sealed_already && citus_sync::is_citus_table(relid);
+  if (distributed) {
+    std::uint64_t n = spi.exec(("UPDATE " + rel + " SET " + qcol + " = " + qcol + " WHERE " + qcol +
+                                " IS NOT NULL AND NOT envelope.is_sealed(" + qcol + ")").c_str(),
+                               {}, SPI_OK_UPDATE);
+    sealed += static_cast<std::int64_t>(n);
+    set_progress(reg.protection_id, "rows_sealed = $2, last_batch_at = pg_catalog.now()",
+                 {{INT8OID, Int64GetDatum(sealed)}});
+    spi.commit();
+  }
+  for (int pass = 0; pass < 3 && !sealed_already && !distributed; ++pass) {
     // The table's end when the pass starts: rows written after it (also the new versions
     // this pass's own UPDATEs append) went through the trigger and are sealed already;
     // the check after the pass finds any that were not.
@@ -796,15 +810,11 @@ ReencryptPlan plan_reencryption(OwnerSpi& spi, const ReencryptJob& job) {
                 "pg_partition_tree('" + rel + "') WHERE isleaf.");
   // A Citus distributed or reference table: its rows are in shards on other nodes,
   // which this run's block ranges of the local shell would never reach.
-  if (citus_sync::role() != citus_sync::Role::kNone) {
-    spi.exec("SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid OPERATOR(pg_catalog.=) $1",
-             {oid_param(relid)}, SPI_OK_SELECT);
-    if (SPI_processed != 0)
-      throw Error(sqlstate::kFeatureNotSupported, "envelope.reencrypt() does not run on the Citus table " + rel + " yet",
-                  "Its rows are in shards on the workers; a run on the coordinator would re-encrypt none of them.",
-                  "Re-encrypt it with a distributed UPDATE through a MATERIALIZED CTE (docs/citus.md), then check "
-                  "with envelope.key_columns().");
-  }
+  if (citus_sync::is_citus_table(relid))
+    throw Error(sqlstate::kFeatureNotSupported, "envelope.reencrypt() does not run on the Citus table " + rel + " yet",
+                "Its rows are in shards on the workers; a run on the coordinator would re-encrypt none of them.",
+                "Re-encrypt it with a distributed UPDATE through a MATERIALIZED CTE (docs/citus.md), then check "
+                "with envelope.key_columns().");
   // The column's type decides the expression.
   spi.exec("SELECT t.typname::pg_catalog.text FROM pg_catalog.pg_attribute a "
            "JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid "

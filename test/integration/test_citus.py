@@ -24,9 +24,11 @@ the SAME local master key. What these tests establish:
    citus.enable_unsafe_triggers on while protecting or distributing: the trigger and the
    CHECK reach every shard, every shard stores sealed values only, a role with decrypt
    reads plaintext through the coordinator, a superuser the sealed form, UPDATE and
-   INSERT ... SELECT re-seal per row; a populated column is sealed by a distributed
-   `UPDATE t SET col = col`, after which seal_rows validates the CHECK on every shard;
-6. no master key in any node's log.
+   INSERT ... SELECT re-seal per row; seal_rows seals a populated distributed column on
+   every shard (one distributed UPDATE) and validates the CHECK there;
+6. no master key in any node's log;
+7. key_columns (and so retire_unreferenced_versions) counts the shards' values;
+   reencrypt refuses a distributed table; each worker unwraps a DEK once.
 
 Skipped as a whole when Citus is not installed into the PostgreSQL these tests use
 (scripts/citus.sh builds it from $PG_ENVELOPE_CITUS_TARBALL or
@@ -701,9 +703,9 @@ def test_blind_index_search_on_distributed_table(citus):
 
 
 def test_protect_populated_distributed_column(citus):
-    """seal_rows() scans the coordinator's (empty) shell table only; a distributed
-    `UPDATE t SET col = col` makes every shard's trigger seal its rows, after which
-    seal_rows validates the CHECK on every shard and marks the column protected."""
+    """seal_rows() on a distributed table seals the rows of every shard (one distributed
+    UPDATE: each shard's trigger seals its rows), validates the CHECK on every shard and
+    marks the column protected."""
     citus.sql("CREATE TABLE users_old (id bigint PRIMARY KEY, email text)")
     citus.sql("SELECT create_distributed_table('users_old', 'id')")
     citus.sql(f"GRANT ALL ON users_old TO {APP}")
@@ -714,9 +716,10 @@ def test_protect_populated_distributed_column(citus):
         cur.execute("SELECT envelope.protect_column('users_old', 'email', %s, context_column => 'id', "
                     "blind_index => false)", (K1,))
     assert sum(s for s, _ in sealed_per_shard(citus, "users_old", "email")) == 0
-    citus.sql("UPDATE users_old SET email = email")
-    assert all(s == n for s, n in sealed_per_shard(citus, "users_old", "email"))
     citus.sql("CALL envelope.seal_rows('users_old', 'email')")
+    per_shard = sealed_per_shard(citus, "users_old", "email")
+    assert len(per_shard) >= 2 and all(s == n for s, n in per_shard) and sum(n for _, n in per_shard) == 40, per_shard
+    assert citus.scalar("SELECT rows_sealed FROM envelope.protected_columns WHERE tbl = 'users_old'::regclass") == 40
     assert citus.scalar("SELECT state FROM envelope.protected_columns WHERE tbl = 'users_old'::regclass") == "protected"
     for _, _, r in citus.on_placements("users_old", "SELECT bool_and(convalidated)::text FROM pg_constraint "
                                                     "WHERE conrelid = '%s'::regclass AND contype = 'c'"):
