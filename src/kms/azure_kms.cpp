@@ -22,7 +22,8 @@
 //
 // Options: "vault_url" (required), "algorithm" (RSA-OAEP-256 or A256KW), "token_file",
 // "tenant_id", "client_id", "client_secret_file", "client_certificate_file",
-// "federated_token_file", "authority_url" (default https://login.microsoftonline.com),
+// "federated_token_file", "authority_url" (default: the server's AZURE_AUTHORITY_HOST,
+// else https://login.microsoftonline.com),
 // "imds_url" (e.g. http://169.254.169.254; no default), "ca_file".
 // Token, first configured source wins (token_file, client_secret_file,
 // client_certificate_file and federated_token_file exclude each other):
@@ -312,7 +313,13 @@ class AzureKeyVaultKms final : public KmsProvider {
     std::string secret_file = o.string_or("client_secret_file", "");
     std::string cert_file = o.string_or("client_certificate_file", "");
     std::string federated_file = o.string_or("federated_token_file", "");
-    std::string authority = o.string_or("authority_url", remote::azure::kDefaultAuthority);
+    std::string authority = o.string_or("authority_url", "");
+    const char* authority_option = "authority_url";
+    if (authority.empty()) {  // as the Azure SDKs: AZURE_AUTHORITY_HOST (AKS workload identity sets it)
+      const char* host = ctx_.getenv ? ctx_.getenv("AZURE_AUTHORITY_HOST") : nullptr;
+      authority = host != nullptr && *host != '\0' ? host : remote::azure::kDefaultAuthority;
+      authority_option = host != nullptr && *host != '\0' ? "AZURE_AUTHORITY_HOST" : "authority_url";
+    }
     while (!authority.empty() && authority.back() == '/') authority.pop_back();
     std::string imds_url = o.string_or("imds_url", "");
     while (!imds_url.empty() && imds_url.back() == '/') imds_url.pop_back();
@@ -326,7 +333,7 @@ class AzureKeyVaultKms final : public KmsProvider {
       throw Error(sqlstate::kInvalidParameterValue, "invalid \"algorithm\" for KMS \"" + name_ + "\"",
                   "Use \"RSA-OAEP-256\" (RSA keys) or \"A256KW\" (oct-HSM AES keys).");
     if (!imds_url.empty()) remote::check_base_url(imds_url, name_, "imds_url", /*metadata=*/true);
-    remote::check_base_url(authority, name_, "authority_url");
+    remote::check_base_url(authority, name_, authority_option);
     for (const auto& [opt, value] : {std::pair<const char*, const std::string*>{"tenant_id", &tenant_id},
                                      {"client_id", &client_id}})
       if (!value->empty() && !remote::azure::valid_directory_id(*value))

@@ -94,7 +94,13 @@ Verdict judge_token_response(const HttpResponse& resp) {
 
 TokenResponse parse_token_response(const HttpResult& r, const std::string& kms, const std::string& where,
                                    std::initializer_list<std::string_view> withhold) {
-  if (r.failure != HttpFailure::kNone) fail_transport(r, kms, "token request");
+  if (r.failure != HttpFailure::kNone) {
+    try {
+      fail_transport(r, kms, "token request");
+    } catch (const Error& e) {  // the same error, naming the endpoint that could not be reached
+      throw Error(e.sqlstate(), e.what(), e.detail() + (e.detail().empty() ? "" : " ") + where + ".", e.hint());
+    }
+  }
   json out = parse_body(r.response);
   long s = r.response.status;
   if (s < 200 || s >= 300) {

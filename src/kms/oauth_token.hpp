@@ -66,7 +66,7 @@ struct TokenResponse {
 };
 
 // The token of a finished token request (RFC 6749 section 5.1), else the Error it
-// means: transport failures as fail_transport(); 429 and 5xx → 58000; any other
+// means: transport failures as fail_transport(), `where` added to the detail; 429 and 5xx → 58000; any other
 // non-2xx → 28000 "KMS "x" token request failed: HTTP <status> <error>" with the
 // service's "error" code and "error_description" (made safe, and withheld when it
 // quotes one of `withhold`: the secret, assertion or federated token sent); a 2xx
