@@ -333,7 +333,10 @@ class AzureKeyVaultKms final : public KmsProvider {
       throw Error(sqlstate::kInvalidParameterValue, "invalid \"algorithm\" for KMS \"" + name_ + "\"",
                   "Use \"RSA-OAEP-256\" (RSA keys) or \"A256KW\" (oct-HSM AES keys).");
     if (!imds_url.empty()) remote::check_base_url(imds_url, name_, "imds_url", /*metadata=*/true);
-    remote::check_base_url(authority, name_, authority_option);
+    remote::check_credential_url(authority, name_,
+                                 authority_option == std::string("authority_url") ? "the option \"authority_url\""
+                                                                                  : "the server's AZURE_AUTHORITY_HOST",
+                                 /*base=*/true);
     for (const auto& [opt, value] : {std::pair<const char*, const std::string*>{"tenant_id", &tenant_id},
                                      {"client_id", &client_id}})
       if (!value->empty() && !remote::azure::valid_directory_id(*value))

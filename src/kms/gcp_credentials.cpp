@@ -53,7 +53,8 @@ class ServiceAccountSource final : public CachedGrantSource {
     email_ = key.client_email;
     std::string url = token_url_.empty() ? key.token_uri : token_url_;
     // The assertion goes only where a KMS request may go: https, or http to loopback.
-    check_kms_url(url, kms_);
+    check_credential_url(url, kms_,
+                         token_url_.empty() ? "the token_uri of " + where_file : std::string("the option \"token_url\""));
     SecretString assertion = service_account_assertion(key, url, unix_now_seconds(), kms_, where_file);
     HttpRequest rq;
     rq.method = "POST";

@@ -315,7 +315,7 @@ class GcpKms final : public KmsProvider {
     o.finish();
     remote::check_base_url(endpoint_, name_, "endpoint");
     if (!metadata_url.empty()) remote::check_base_url(metadata_url, name_, "metadata_url", /*metadata=*/true);
-    if (!token_url.empty()) check_kms_url(token_url, name_);
+    if (!token_url.empty()) remote::check_credential_url(token_url, name_, "the option \"token_url\"");
     if (!token_file.empty() && !credentials_file.empty())
       throw Error(sqlstate::kInvalidParameterValue, "KMS \"" + name_ + "\" has two credential sources",
                   "The options \"token_file\" and \"credentials_file\" are both set.",

@@ -9,6 +9,7 @@
 #include "bearer_token.hpp"
 #include "kms_messages.hpp"
 #include "remote_kms.hpp"
+#include "url.hpp"
 
 namespace pg_envelope::remote {
 
@@ -83,6 +84,19 @@ long expires_in_seconds(const json& out) {
     return std::stol(std::string(s.data(), s.size()));
   }
   return -1;
+}
+
+void check_credential_url(const std::string& url, const std::string& kms, const std::string& what, bool base) {
+  try {
+    if (base)
+      check_base_url(url, kms, "authority_url");
+    else
+      check_kms_url(url, kms);
+  } catch (const Error& e) {
+    throw Error(e.sqlstate(), "invalid token endpoint for KMS \"" + kms + "\"",
+                what + " is \"" + safe_message(url) + "\": " + e.detail(),
+                "Use an https:// base URL, e.g. https://login.microsoftonline.com or https://oauth2.googleapis.com/token.");
+  }
 }
 
 Verdict judge_token_response(const HttpResponse& resp) {

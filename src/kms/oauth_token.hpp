@@ -57,6 +57,12 @@ void form_append(SecretString& body, std::string_view name, std::string_view val
 // string (Azure IMDS), below 10^9 seconds; -1 when absent or out of that range.
 long expires_in_seconds(const json& out);
 
+// Checks the URL a credential is sent to (a token endpoint, an Azure AD authority):
+// check_kms_url() (https, or http to loopback), or with `base` check_base_url() (no
+// query, fragment or user info either). Throws Error 22023 naming `what` (e.g. "the
+// option \"token_url\"", "the token_uri of the key file \"/x\"") and the URL.
+void check_credential_url(const std::string& url, const std::string& kms, const std::string& what, bool base = false);
+
 // Whether a token response is final, worth retrying (429, 5xx) or failed.
 Verdict judge_token_response(const HttpResponse& response);
 

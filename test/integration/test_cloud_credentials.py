@@ -243,6 +243,42 @@ def test_gcp_google_application_credentials(cluster_factory, monkeypatch):
         emu.stop()
 
 
+@pytest.mark.parametrize("provider", ["gcp", "azure"])
+def test_revoked_cached_token_is_requested_anew_once(pg, provider):
+    """A granted token the KMS rejects (401) before its expiry: one new token request,
+    and the call succeeds; a token the KMS rejects although it was just granted is not
+    requested a third time."""
+    if provider == "gcp":
+        emu = gcp.start(keys=("pg-envelope",))
+        _, path = gcp_key_file(pg, emu)
+        kms = create_kms(pg, "gcp-kms", {"endpoint": emu.url, "credentials_file": str(path)})
+        kek, op = emu.key_name("pg-envelope"), "oauth_token"
+    else:
+        emu = azure.start(keys=("pg-envelope",))
+        kms = create_kms(pg, "azure-keyvault", azure_source(pg, emu, "secret")[0])
+        kek, op = "pg-envelope", "aad_token"
+    try:
+        cur = pg.connect().cursor()
+        key = roundtrip(cur, kms, kek)
+        emu.expire_tokens()  # revoked: the backend's cached token is now refused
+        cur.execute("SELECT envelope.cache_flush()")
+        cur.execute("SELECT envelope.decrypt_field(envelope.encrypt_field('again', %s))", (key,))
+        assert cur.fetchone() == ("again",)
+        assert emu.calls(op) == 2 and emu.rejected() == 1, emu.stats()
+        # Tokens that are refused as soon as they are issued: one request per call, no loop.
+        if provider == "gcp":
+            emu.sa_token_ttl = 0  # new tokens are expired on arrival
+        else:
+            emu.aad_token_ttl = 0
+        cur.execute("SELECT envelope.cache_flush()")
+        emu.expire_tokens()
+        err = expect_error(cur, "SELECT envelope.decrypt_field(envelope.encrypt_field('x', %s))", (key,))
+        assert err["sqlstate"] == "28000", err
+        assert emu.calls(op) == 3
+    finally:
+        emu.stop()
+
+
 # ------------------------------------------------------------------ Azure
 
 

@@ -493,7 +493,8 @@ TEST(CloudCredentialOptions, GcpOptions) {
   EXPECT_NO_THROW(gcp(R"("credentials_file": "/etc/sa.json")"));
   EXPECT_NO_THROW(gcp(R"("credentials_file": "/etc/sa.json", "token_url": "https://oauth2.googleapis.com/token")"));
   expect_error("22023", [] { gcp(R"("credentials_file": "/s", "token_file": "/t")"); }, "two credential sources");
-  expect_error("22023", [] { gcp(R"("credentials_file": "/s", "token_url": "http://oauth.example.com/token")"); });
+  expect_error("22023", [] { gcp(R"("credentials_file": "/s", "token_url": "http://oauth.example.com/token")"); },
+               "the option \"token_url\" is \"http://oauth.example.com/token\"");
   expect_error("22023", [] { gcp(R"("credentials_file": 5)"); }, "credentials_file");
   expect_error("22023", [] { gcp(R"("credential_file": "/s")"); }, "unknown option");
 }
@@ -515,7 +516,7 @@ TEST(CloudCredentialOptions, GcpKeyFileBeforeAnyRequest) {
   // ... unless the token URL is not one pg_envelope may send the assertion to.
   TempFile far(sa_json(to_pem(k.p), R"({"token_uri": "http://oauth.example.com/token"})"), 0600);
   auto s = gcp(R"("credentials_file": ")" + far.path() + "\"");
-  expect_error("22023", [&] { s->wrap(kKek, kBinding, kDek); }, "https");
+  expect_error("22023", [&] { s->wrap(kKek, kBinding, kDek); }, "the token_uri of the service-account key file");
 }
 
 TEST(CloudCredentialOptions, AzureOptions) {
@@ -557,7 +558,8 @@ TEST(CloudCredentialOptions, AzureSourcesBeforeAnyRequest) {
   auto h = azure("", ctx_env({{"AZURE_TENANT_ID", "t"}, {"AZURE_CLIENT_ID", "c"}, {"AZURE_CLIENT_SECRET", "s"},
                               {"AZURE_AUTHORITY_HOST", "http://127.0.0.1:9/"}}));
   expect_error("58000", [&] { h->wrap("key", kBinding, kDek); }, "http://127.0.0.1:9/t/oauth2/v2.0/token");
-  expect_error("22023", [] { azure("", ctx_env({{"AZURE_AUTHORITY_HOST", "http://login.example.com"}})); });
+  expect_error("22023", [] { azure("", ctx_env({{"AZURE_AUTHORITY_HOST", "http://login.example.com"}})); },
+               "AZURE_AUTHORITY_HOST");
   // Without AZURE_CLIENT_ID the environment configures nothing: no token at all.
   auto s = azure(R"("authority_url": "http://127.0.0.1:9")",
                  ctx_env({{"AZURE_TENANT_ID", "t"}, {"AZURE_FEDERATED_TOKEN_FILE", "/f"}}));
