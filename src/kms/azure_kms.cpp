@@ -21,16 +21,30 @@
 // {vault_url}/keys/{name}/{version}, never to an address read from the database.
 //
 // Options: "vault_url" (required), "algorithm" (RSA-OAEP-256 or A256KW), "token_file",
+// "tenant_id", "client_id", "client_secret_file", "client_certificate_file",
+// "federated_token_file", "authority_url" (default: the server's AZURE_AUTHORITY_HOST,
+// else https://login.microsoftonline.com),
 // "imds_url" (e.g. http://169.254.169.254; no default), "ca_file".
-// Token, first configured source wins: "token_file" (re-read when it changes), the
-// server's AZURE_ACCESS_TOKEN, then the managed identity's token from IMDS
-// (GET {imds_url}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=
-// https%3A%2F%2Fvault.azure.net with "Metadata: true"), cached until shortly before
-// expires_in. An IMDS token the vault rejects (401) is fetched anew once.
+// Token, first configured source wins (token_file, client_secret_file,
+// client_certificate_file and federated_token_file exclude each other):
+//   1. "token_file" (re-read when it changes);
+//   2. Azure AD client credentials from the options (azure_credentials.hpp): a client
+//      secret, a client certificate or a federated token file, for tenant_id and
+//      client_id (the options, else the server's AZURE_TENANT_ID and AZURE_CLIENT_ID);
+//   3. the server's AZURE_ACCESS_TOKEN;
+//   4. the server's environment as the Azure SDKs read it: AZURE_TENANT_ID +
+//      AZURE_CLIENT_ID with AZURE_CLIENT_SECRET, else AZURE_CLIENT_CERTIFICATE_PATH,
+//      else AZURE_FEDERATED_TOKEN_FILE (workload identity);
+//   5. the managed identity's token from IMDS (GET {imds_url}/metadata/identity/oauth2/
+//      token?api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net with
+//      "Metadata: true").
+// Granted and IMDS tokens are cached per backend until shortly before expires_in; one
+// the vault rejects (401) is fetched anew once.
 #include <algorithm>
 #include <cctype>
 #include <iterator>
 
+#include "azure_credentials.hpp"
 #include "bearer_token.hpp"
 #include "kms_messages.hpp"
 #include "kms_responses.hpp"
@@ -294,6 +308,19 @@ class AzureKeyVaultKms final : public KmsProvider {
     while (!vault_url_.empty() && vault_url_.back() == '/') vault_url_.pop_back();
     algorithm_ = o.string_or("algorithm", "RSA-OAEP-256");
     std::string token_file = o.string_or("token_file", "");
+    std::string tenant_id = o.string_or("tenant_id", "");
+    std::string client_id = o.string_or("client_id", "");
+    std::string secret_file = o.string_or("client_secret_file", "");
+    std::string cert_file = o.string_or("client_certificate_file", "");
+    std::string federated_file = o.string_or("federated_token_file", "");
+    std::string authority = o.string_or("authority_url", "");
+    const char* authority_option = "authority_url";
+    if (authority.empty()) {  // as the Azure SDKs: AZURE_AUTHORITY_HOST (AKS workload identity sets it)
+      const char* host = ctx_.getenv ? ctx_.getenv("AZURE_AUTHORITY_HOST") : nullptr;
+      authority = host != nullptr && *host != '\0' ? host : remote::azure::kDefaultAuthority;
+      authority_option = host != nullptr && *host != '\0' ? "AZURE_AUTHORITY_HOST" : "authority_url";
+    }
+    while (!authority.empty() && authority.back() == '/') authority.pop_back();
     std::string imds_url = o.string_or("imds_url", "");
     while (!imds_url.empty() && imds_url.back() == '/') imds_url.pop_back();
     o.apply_ca_file(ctx_.http);
@@ -306,8 +333,93 @@ class AzureKeyVaultKms final : public KmsProvider {
       throw Error(sqlstate::kInvalidParameterValue, "invalid \"algorithm\" for KMS \"" + name_ + "\"",
                   "Use \"RSA-OAEP-256\" (RSA keys) or \"A256KW\" (oct-HSM AES keys).");
     if (!imds_url.empty()) remote::check_base_url(imds_url, name_, "imds_url", /*metadata=*/true);
+    remote::check_credential_url(authority, name_,
+                                 authority_option == std::string("authority_url") ? "the option \"authority_url\""
+                                                                                  : "the server's AZURE_AUTHORITY_HOST",
+                                 /*base=*/true);
+    for (const auto& [opt, value] : {std::pair<const char*, const std::string*>{"tenant_id", &tenant_id},
+                                     {"client_id", &client_id}})
+      if (!value->empty() && !remote::azure::valid_directory_id(*value))
+        throw Error(sqlstate::kInvalidParameterValue, std::string("invalid \"") + opt + "\" for KMS \"" + name_ + "\"",
+                    "A tenant or client id is a GUID (a tenant may also be a domain name such as "
+                    "contoso.onmicrosoft.com).");
+    int explicit_sources = !token_file.empty() + !secret_file.empty() + !cert_file.empty() + !federated_file.empty();
+    if (explicit_sources > 1)
+      throw Error(sqlstate::kInvalidParameterValue, "KMS \"" + name_ + "\" has two credential sources",
+                  "Only one of the options \"token_file\", \"client_secret_file\", \"client_certificate_file\" "
+                  "and \"federated_token_file\" may be set.");
+
+    std::unique_ptr<remote::OAuthTokenSource> grant;
+    if (explicit_sources == 1 && token_file.empty()) {
+      remote::azure::ClientConfig c;
+      c.kms = name_;
+      c.authority = authority;
+      c.tenant_id = id_or_env(tenant_id, "tenant_id", "AZURE_TENANT_ID");
+      c.client_id = id_or_env(client_id, "client_id", "AZURE_CLIENT_ID");
+      c.origin = "the KMS options";
+      if (!secret_file.empty()) {
+        c.kind = remote::azure::ClientConfig::Kind::kSecret;
+        c.file = secret_file;
+      } else if (!cert_file.empty()) {
+        c.kind = remote::azure::ClientConfig::Kind::kCertificate;
+        c.file = cert_file;
+      } else {
+        c.kind = remote::azure::ClientConfig::Kind::kFederated;
+        c.file = federated_file;
+      }
+      grant = remote::azure::make_client_source(std::move(c));
+    }
+    std::string kms = name_;
+    auto from_env = [kms, authority, tenant_id, client_id](const KmsContext& ctx) -> std::unique_ptr<remote::OAuthTokenSource> {
+      auto env = [&ctx](const char* n) -> std::string {
+        const char* v = ctx.getenv ? ctx.getenv(n) : nullptr;
+        return v == nullptr ? std::string() : std::string(v);
+      };
+      remote::azure::ClientConfig c;
+      c.kms = kms;
+      c.authority = authority;
+      c.tenant_id = tenant_id.empty() ? env("AZURE_TENANT_ID") : tenant_id;
+      c.client_id = client_id.empty() ? env("AZURE_CLIENT_ID") : client_id;
+      c.origin = "the server's environment";
+      const char* secret = ctx.getenv ? ctx.getenv("AZURE_CLIENT_SECRET") : nullptr;
+      if (secret != nullptr && *secret != '\0') {
+        c.kind = remote::azure::ClientConfig::Kind::kSecret;
+        c.secret_env = "AZURE_CLIENT_SECRET";
+      } else if (std::string p = env("AZURE_CLIENT_CERTIFICATE_PATH"); !p.empty()) {
+        c.kind = remote::azure::ClientConfig::Kind::kCertificate;
+        c.file = p;
+      } else if (std::string f = env("AZURE_FEDERATED_TOKEN_FILE"); !f.empty()) {
+        c.kind = remote::azure::ClientConfig::Kind::kFederated;
+        c.file = f;
+      } else {
+        return nullptr;
+      }
+      if (c.tenant_id.empty() || c.client_id.empty()) return nullptr;  // the SDKs' rule: all or nothing
+      if (!remote::azure::valid_directory_id(c.tenant_id) || !remote::azure::valid_directory_id(c.client_id))
+        throw Error(sqlstate::kInvalidParameterValue, "invalid Azure AD ids for KMS \"" + kms + "\"",
+                    "The server's AZURE_TENANT_ID or AZURE_CLIENT_ID is not a GUID or domain name.");
+      return remote::azure::make_client_source(std::move(c));
+    };
     remote::MetadataTokenSource md{"imds_url", imds_url.empty() ? "" : imds_url + kImdsTokenPath, "Metadata: true"};
-    return remote::BearerToken(name_, token_file, "AZURE_ACCESS_TOKEN", std::move(md));
+    return remote::BearerToken(name_, token_file, "AZURE_ACCESS_TOKEN", std::move(grant), from_env,
+                               "AZURE_TENANT_ID + AZURE_CLIENT_ID with AZURE_CLIENT_SECRET, "
+                               "AZURE_CLIENT_CERTIFICATE_PATH or AZURE_FEDERATED_TOKEN_FILE",
+                               std::move(md));
+  }
+
+  // An Azure AD id from its option, else from the server's environment (22023 without).
+  std::string id_or_env(const std::string& option_value, const char* option, const char* env_var) const {
+    if (!option_value.empty()) return option_value;
+    const char* v = ctx_.getenv ? ctx_.getenv(env_var) : nullptr;
+    std::string id = v == nullptr ? "" : v;
+    if (id.empty())
+      throw Error(sqlstate::kInvalidParameterValue, "KMS \"" + name_ + "\" needs option \"" + option + "\"",
+                  std::string("Azure AD client credentials need the tenant and client ids: the option \"") + option +
+                      "\", or the server's " + env_var + ".");
+    if (!remote::azure::valid_directory_id(id))
+      throw Error(sqlstate::kInvalidParameterValue, std::string("invalid ") + env_var + " for KMS \"" + name_ + "\"",
+                  "A tenant or client id is a GUID (a tenant may also be a domain name).");
+    return id;
   }
 
   KeyRef parse_kek(std::string_view kek) const {

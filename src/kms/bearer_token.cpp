@@ -20,29 +20,6 @@ bool token_is_clean(std::string_view t) {
   return !t.empty() && std::all_of(t.begin(), t.end(), [](char c) { return c > ' ' && c < 127; });
 }
 
-// expires_in: a JSON number (GCP) or a decimal string (Azure IMDS), below 10^9
-// seconds; -1 when absent or out of that range (the token then serves one call).
-long expires_in_seconds(const json& out) {
-  auto it = out.find("expires_in");
-  if (it == out.end()) return -1;
-  if (it->is_number_unsigned()) {
-    auto v = it->get<std::uint64_t>();
-    return v < 1000000000u ? static_cast<long>(v) : -1;
-  }
-  if (it->is_number_integer()) return -1;  // negative
-  if (it->is_number_float()) {
-    double d = it->get<double>();
-    return std::isfinite(d) && d > 0 && d < 1e9 ? static_cast<long>(d) : -1;
-  }
-  if (it->is_string()) {
-    const auto& s = it->get_ref<const SecureStdString&>();
-    if (s.empty() || s.size() > 9 || !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }))
-      return -1;
-    return std::stol(std::string(s.data(), s.size()));
-  }
-  return -1;
-}
-
 std::string lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
   return s;
@@ -57,9 +34,24 @@ BearerToken::BearerToken(std::string kms_name, std::string token_file, const cha
       env_var_(env_var),
       metadata_(std::move(metadata)) {}
 
+BearerToken::BearerToken(std::string kms_name, std::string token_file, const char* env_var,
+                         std::unique_ptr<OAuthTokenSource> grant, EnvGrantFactory env_grant,
+                         std::string env_grant_vars, MetadataTokenSource metadata)
+    : kms_(std::move(kms_name)),
+      token_file_(std::move(token_file), kms_, "token"),
+      env_var_(env_var),
+      grant_(std::move(grant)),
+      env_factory_(std::move(env_grant)),
+      env_grant_vars_(std::move(env_grant_vars)),
+      metadata_(std::move(metadata)) {}
+
 std::string BearerToken::describe() const {
   if (!token_file_.path().empty()) return "the token file \"" + token_file_.path() + "\"";
+  if (grant_) return grant_->describe();
+  if (used_ == Used::kEnvGrant && env_grant_) return env_grant_->describe();
+  if (used_ == Used::kMetadata) return "the instance-metadata service at " + metadata_.url;
   std::string d = "the server's " + std::string(env_var_) + " environment variable";
+  if (!env_grant_vars_.empty()) d += ", else " + env_grant_vars_;
   if (!metadata_.url.empty()) d += ", else the instance-metadata service at " + metadata_.url;
   return d;
 }
@@ -67,23 +59,43 @@ std::string BearerToken::describe() const {
 SecretString BearerToken::get(const KmsContext& ctx) {
   SecretString token;
   std::string source;
+  used_fresh_ = false;
   const char* env = ctx.getenv ? ctx.getenv(env_var_) : nullptr;
   if (!token_file_.path().empty()) {
     token = token_file_.get();
     source = "the token file \"" + token_file_.path() + "\"";
-    used_metadata_ = false;
+    used_ = Used::kStatic;
+  } else if (grant_) {
+    used_ = Used::kGrant;
+    OAuthCredential c = grant_->get(ctx);
+    token = std::move(c.token);
+    used_fresh_ = c.fresh;
+    source = grant_->describe();
   } else if (env != nullptr && *env != '\0') {
     token = SecretString(env);
     source = "the server's " + std::string(env_var_) + " environment variable";
-    used_metadata_ = false;
-  } else if (!metadata_.url.empty()) {
-    token = from_metadata(ctx);
-    source = "the instance-metadata service at " + metadata_.url;
-    used_metadata_ = true;
+    used_ = Used::kStatic;
   } else {
-    fail(FailureKind::kAuth, kms_, "authentication", "no access token",
-         "Neither the \"token_file\" option, the server's " + std::string(env_var_) + " environment variable nor the \"" +
-             metadata_.option + "\" option is set.");
+    if (!env_checked_) {
+      if (env_factory_) env_grant_ = env_factory_(ctx);
+      env_checked_ = true;
+    }
+    if (env_grant_) {
+      used_ = Used::kEnvGrant;
+      OAuthCredential c = env_grant_->get(ctx);
+      token = std::move(c.token);
+      used_fresh_ = c.fresh;
+      source = env_grant_->describe();
+    } else if (!metadata_.url.empty()) {
+      token = from_metadata(ctx);
+      source = "the instance-metadata service at " + metadata_.url;
+      used_ = Used::kMetadata;
+    } else {
+      fail(FailureKind::kAuth, kms_, "authentication", "no access token",
+           "Neither the \"token_file\" option, the server's " + std::string(env_var_) + " environment variable" +
+               (env_grant_vars_.empty() ? "" : ", " + env_grant_vars_) + " nor the \"" + metadata_.option +
+               "\" option is set.");
+    }
   }
   if (!token_is_clean(token.view()))
     fail(FailureKind::kAuth, kms_, "authentication", "malformed access token",
@@ -92,9 +104,15 @@ SecretString BearerToken::get(const KmsContext& ctx) {
 }
 
 bool BearerToken::invalidate() {
-  if (!used_metadata_ || metadata_token_.empty()) return false;
-  metadata_token_.wipe();
-  return true;
+  switch (used_) {
+    case Used::kMetadata:
+      if (metadata_token_.empty()) return false;
+      metadata_token_.wipe();
+      return true;
+    case Used::kGrant: return !used_fresh_ && grant_->invalidate();
+    case Used::kEnvGrant: return !used_fresh_ && env_grant_->invalidate();
+    default: return false;
+  }
 }
 
 HttpResult BearerToken::call(HttpRequest& rq, const KmsContext& ctx,

@@ -3,20 +3,27 @@
 //
 // A token comes from the first configured source, in this order:
 //   1. a token file named by an option ("token_file"), re-read whenever it changes;
-//   2. an environment variable of the server (GOOGLE_OAUTH_ACCESS_TOKEN, AZURE_ACCESS_TOKEN);
-//   3. the cloud's instance-metadata service (an option naming its base URL), whose
+//   2. a token grant configured by options (a GCP service-account key, Azure AD client
+//      credentials: oauth_token.hpp), which a token file excludes;
+//   3. an environment variable of the server (GOOGLE_OAUTH_ACCESS_TOKEN, AZURE_ACCESS_TOKEN);
+//   4. a token grant the server's environment configures (GOOGLE_APPLICATION_CREDENTIALS,
+//      AZURE_CLIENT_SECRET, AZURE_FEDERATED_TOKEN_FILE, ...), looked at once per backend;
+//   5. the cloud's instance-metadata service (an option naming its base URL), whose
 //      token is cached until shortly before it expires.
+// Grant tokens are cached by their source until shortly before they expire.
 // A configured file that cannot be read is an error, never a reason to fall through
 // to the next source.
 #pragma once
 
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "pg_envelope/http.hpp"
 #include "pg_envelope/kms.hpp"
 #include "pg_envelope/secrets.hpp"
+#include "oauth_token.hpp"
 #include "secret_file.hpp"
 
 namespace pg_envelope::remote {
@@ -52,14 +59,22 @@ long token_cache_seconds(long expires_in) noexcept;
 
 class BearerToken {
  public:
+  // Builds the grant that the server's environment configures, or nullptr for none.
+  using EnvGrantFactory = std::function<std::unique_ptr<OAuthTokenSource>(const KmsContext&)>;
+
   BearerToken(std::string kms_name, std::string token_file, const char* env_var, MetadataTokenSource metadata);
+  // With grants: `grant` from the provider's options (nullptr: none), `env_grant` from
+  // the server's environment; `env_grant_vars` names its variables for messages.
+  BearerToken(std::string kms_name, std::string token_file, const char* env_var,
+              std::unique_ptr<OAuthTokenSource> grant, EnvGrantFactory env_grant, std::string env_grant_vars,
+              MetadataTokenSource metadata);
 
   // The token to send. Throws Error (28000) when no source is configured or the
   // metadata service refuses, and the transport errors of fail_transport().
   SecretString get(const KmsContext& ctx);
 
-  // After the KMS answered 401: forgets a cached metadata token so the next get()
-  // asks for a fresh one. True when that may help (worth one more attempt).
+  // After the KMS answered 401: forgets a cached metadata or grant token (one not
+  // requested by this very get()) so the next get() asks for a fresh one. True when that may help (worth one more attempt).
   bool invalidate();
 
   // Sends `rq` with "Authorization: Bearer <token>"; when the KMS answers 401 to a
@@ -75,10 +90,16 @@ class BearerToken {
   std::string kms_;
   CachedSecretFile token_file_;
   const char* env_var_;
+  std::unique_ptr<OAuthTokenSource> grant_;
+  EnvGrantFactory env_factory_;
+  std::string env_grant_vars_;
+  std::unique_ptr<OAuthTokenSource> env_grant_;
+  bool env_checked_ = false;
   MetadataTokenSource metadata_;
   SecretString metadata_token_;
   std::chrono::steady_clock::time_point metadata_expiry_{};
-  bool used_metadata_ = false;  // the last get() took the metadata token
+  enum class Used { kNone, kStatic, kGrant, kEnvGrant, kMetadata } used_ = Used::kNone;  // by the last get()
+  bool used_fresh_ = false;  // the last get()'s grant token was requested by it
 };
 
 }  // namespace pg_envelope::remote

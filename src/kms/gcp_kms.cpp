@@ -20,17 +20,22 @@
 // The wrapped DEK stored in envelope.data_key is the raw ciphertext (base64-decoded).
 //
 // Options: "endpoint" (default https://cloudkms.googleapis.com), "token_file",
-// "metadata_url" (e.g. http://metadata.google.internal; no default), "ca_file".
-// Token, first configured source wins: "token_file" (re-read when it changes), the
-// server's GOOGLE_OAUTH_ACCESS_TOKEN, then the metadata server's service-account
-// token (GET {metadata_url}/computeMetadata/v1/instance/service-accounts/default/token
-// with "Metadata-Flavor: Google"), cached until shortly before expires_in. A metadata
-// token the KMS rejects (401) is fetched anew once.
+// "credentials_file" (a service-account JSON key), "token_url" (overrides the key's
+// token_uri), "metadata_url" (e.g. http://metadata.google.internal; no default),
+// "ca_file". Token, first configured source wins (token_file and credentials_file
+// exclude each other): "token_file" (re-read when it changes), "credentials_file"
+// (JWT bearer grant, gcp_credentials.hpp), the server's GOOGLE_OAUTH_ACCESS_TOKEN,
+// the service-account key named by the server's GOOGLE_APPLICATION_CREDENTIALS, then
+// the metadata server's service-account token (GET
+// {metadata_url}/computeMetadata/v1/instance/service-accounts/default/token with
+// "Metadata-Flavor: Google"). Granted and metadata tokens are cached per backend until
+// shortly before expires_in; one the KMS rejects (401) is fetched anew once.
 #include <algorithm>
 #include <cctype>
 #include <iterator>
 
 #include "bearer_token.hpp"
+#include "gcp_credentials.hpp"
 #include "kms_messages.hpp"
 #include "kms_responses.hpp"
 #include "pg_envelope/crc32c.hpp"
@@ -303,14 +308,43 @@ class GcpKms final : public KmsProvider {
     remote::Options o(cfg);
     endpoint_ = trimmed_url(o.string_or("endpoint", kDefaultEndpoint));
     std::string token_file = o.string_or("token_file", "");
+    std::string credentials_file = o.string_or("credentials_file", "");
+    std::string token_url = o.string_or("token_url", "");
     std::string metadata_url = trimmed_url(o.string_or("metadata_url", ""));
     o.apply_ca_file(ctx_.http);
     o.finish();
     remote::check_base_url(endpoint_, name_, "endpoint");
     if (!metadata_url.empty()) remote::check_base_url(metadata_url, name_, "metadata_url", /*metadata=*/true);
+    if (!token_url.empty()) remote::check_credential_url(token_url, name_, "the option \"token_url\"");
+    if (!token_file.empty() && !credentials_file.empty())
+      throw Error(sqlstate::kInvalidParameterValue, "KMS \"" + name_ + "\" has two credential sources",
+                  "The options \"token_file\" and \"credentials_file\" are both set.",
+                  "Keep one: a service-account key (credentials_file) or a token kept fresh by an agent (token_file).");
     remote::MetadataTokenSource md{"metadata_url", metadata_url.empty() ? "" : metadata_url + kMetadataTokenPath,
                                    "Metadata-Flavor: Google"};
-    return remote::BearerToken(name_, token_file, "GOOGLE_OAUTH_ACCESS_TOKEN", std::move(md));
+    std::unique_ptr<remote::OAuthTokenSource> grant;
+    if (!credentials_file.empty())
+      grant = remote::gcp::make_service_account_source(name_, credentials_file, "option \"credentials_file\"", token_url);
+    std::string kms = name_;
+    auto from_env = [kms, token_url](const KmsContext& ctx) -> std::unique_ptr<remote::OAuthTokenSource> {
+      const char* path = ctx.getenv ? ctx.getenv("GOOGLE_APPLICATION_CREDENTIALS") : nullptr;
+      if (path == nullptr || *path == '\0') return nullptr;
+      // Only a service-account key is used; another type of credentials (a user's,
+      // external_account) is an error rather than a silent fall-through.
+      SecretString text = remote::read_secret_file(path, kms, "credentials");
+      std::string type = remote::gcp::credentials_type(text.view());
+      if (type != "service_account")
+        throw Error(sqlstate::kConfigFileError, "unsupported Google credentials for KMS \"" + kms + "\"",
+                    "The file \"" + std::string(path) + "\" named by the server's GOOGLE_APPLICATION_CREDENTIALS " +
+                        (type.empty() ? std::string("is not a Google credentials file.")
+                                      : "holds credentials of type \"" + remote::safe_message(type) +
+                                            "\", not \"service_account\"."),
+                    "Use a service-account key, or unset GOOGLE_APPLICATION_CREDENTIALS to use the metadata server.");
+      return remote::gcp::make_service_account_source(kms, path, "the server's GOOGLE_APPLICATION_CREDENTIALS",
+                                                      token_url);
+    };
+    return remote::BearerToken(name_, token_file, "GOOGLE_OAUTH_ACCESS_TOKEN", std::move(grant), from_env,
+                               "GOOGLE_APPLICATION_CREDENTIALS", std::move(md));
   }
 
   static std::string aad_of(const DekBinding& b) {

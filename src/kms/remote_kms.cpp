@@ -22,6 +22,7 @@ bool looks_secret(const std::string& name) {
   std::string lower(name);
   std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
   if (lower.size() > 5 && lower.compare(lower.size() - 5, 5, "_file") == 0) return false;  // a path, not a secret
+  if (lower.size() > 4 && lower.compare(lower.size() - 4, 4, "_url") == 0) return false;    // an address ("token_url")
   return std::any_of(std::begin(kWords), std::end(kWords), [&](const char* w) { return lower.find(w) != std::string::npos; });
 }
 

@@ -7,6 +7,16 @@
 * ``GET  /keys/{name}[/{version}]?api-version=7.4``             key bundle (public JWK)
 * ``GET  /metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://vault.azure.net``
   (header ``Metadata: true``)
+* ``POST /{tenant}/oauth2/v2.0/token``  the Azure AD (Entra ID) v2.0 token endpoint,
+  client credentials grant with ``scope=https://vault.azure.net/.default``: a client
+  secret (``add_client_secret()``), a client certificate assertion (RS256 JWT signed
+  with the registered certificate's key, header ``x5t#S256`` or ``x5t`` its
+  thumbprint, ``aud`` this endpoint, ``iss`` = ``sub`` = client id;
+  ``add_client_certificate()``) or a federated token (workload identity; compared with
+  the expected one, ``add_federated_credential()``). Errors are AADSTS-style JSON
+  (``error``, ``error_description`` "AADSTSnnn: ...", ``error_codes``, ``trace_id``...).
+  Tokens live ``aad_token_ttl`` seconds; counter op ``aad_token``, per-kind counts in
+  ``grants``.
 
 ``value`` is base64url without padding.  Key types: ``RSA`` / ``RSA-HSM``
 (2048-bit per version; algorithms RSA-OAEP-256, RSA-OAEP, RSA1_5) and
@@ -32,10 +42,14 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.keywrap import (InvalidUnwrap, aes_key_unwrap,
                                                     aes_key_wrap)
 
+from . import oauth
 from .base import ApiError, Emulator, Request, Response, json_response
 
 VAULT_RESOURCE = "https://vault.azure.net"
 IMDS_PATH = "/metadata/identity/oauth2/token"
+AAD_TOKEN_RE = re.compile(r"^/(?P<tenant>[^/]+)/oauth2/v2\.0/token$")
+VAULT_SCOPE = "https://vault.azure.net/.default"
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _NAME = r"[0-9A-Za-z-]{1,127}"
 _VERSION = r"[0-9A-Za-z]{1,64}"
 _KEY_OP_RE = re.compile(rf"^/keys/(?P<name>{_NAME})(?:/(?P<version>{_VERSION}))?/"
@@ -112,7 +126,7 @@ class AzureKeyVaultEmulator(Emulator):
 
     def __init__(self, *, tokens=("emulator-azure-token",), denied_tokens=(),
                  token_ttl: int = 86399, tenant_id: str = "00000000-0000-0000-0000-0000000000aa",
-                 client_id: str = "00000000-0000-0000-0000-0000000000cc", **kw):
+                 client_id: str = "00000000-0000-0000-0000-0000000000cc", aad_token_ttl: int = 3599, **kw):
         super().__init__(**kw)
         self._lock = threading.RLock()
         self.static_tokens = {tokens} if isinstance(tokens, str) else set(tokens)
@@ -121,6 +135,10 @@ class AzureKeyVaultEmulator(Emulator):
         self.tenant_id = tenant_id
         self.client_id = client_id
         self._issued: dict = {}        # token -> (expiry, resource)
+        self.aad_token_ttl = int(aad_token_ttl)
+        self._clients: dict = {}       # client_id -> {"secrets": set, "certs": {x5t#S256: (x5t, pubkey)}, "federated": set}
+        self.grants: dict = {}         # "client_secret" / "client_certificate" / "federated" -> count
+        self.last_assertion: Optional[dict] = None
         self._keys: dict = {}
 
     # ----------------------------------------------------------- Python helpers
@@ -176,6 +194,36 @@ class AzureKeyVaultEmulator(Emulator):
                                  resource)
         return tok
 
+    def _client(self, client_id: str) -> dict:
+        return self._clients.setdefault(client_id, {"secrets": set(), "certs": {}, "federated": set()})
+
+    def add_client_secret(self, client_id: str, secret: Optional[str] = None) -> str:
+        secret = secret or ("Qx8~" + secrets.token_urlsafe(30))
+        with self._lock:
+            self._client(client_id)["secrets"].add(secret)
+        return secret
+
+    def add_client_certificate(self, client_id: str) -> str:
+        """Register a new certificate for ``client_id``; returns the PEM file the
+        client uses (private key, then certificate)."""
+        key = oauth.new_rsa_key()
+        cert = oauth.self_signed_cert(key, f"pg-envelope-{client_id[:8]}")
+        with self._lock:
+            self._client(client_id)["certs"][oauth.thumbprint(cert, "sha256")] = \
+                (oauth.thumbprint(cert, "sha1"), cert.public_key())
+        return oauth.private_pem(key) + oauth.cert_pem(cert)
+
+    def add_federated_credential(self, client_id: str, token: str) -> None:
+        with self._lock:
+            self._client(client_id)["federated"].add(token)
+
+    def token_url(self, tenant: Optional[str] = None) -> str:
+        return f"{self.url}/{tenant or self.tenant_id}/oauth2/v2.0/token"
+
+    def issued_tokens(self) -> list:
+        with self._lock:
+            return list(self._issued)
+
     def expire_tokens(self) -> None:
         with self._lock:
             for t, (_, res) in list(self._issued.items()):
@@ -192,6 +240,9 @@ class AzureKeyVaultEmulator(Emulator):
         p = req.path
         if req.method == "GET" and p == IMDS_PATH:
             return "imds_token", self._imds
+        m = AAD_TOKEN_RE.match(p)
+        if m and req.method == "POST":
+            return "aad_token", (lambda r, m=m: self._aad_token(r, m.group("tenant")))
         m = _KEY_OP_RE.match(p)
         if m and req.method == "POST":
             op = m.group("op").lower()
@@ -228,6 +279,8 @@ class AzureKeyVaultEmulator(Emulator):
     def authenticate(self, req: Request, op: str) -> Optional[Response]:
         if op == "imds_token":
             return self._imds_check(req)
+        if op == "aad_token":
+            return None   # the client credential is in the form
         api = req.query_value("api-version")
         if not api or not _API_VERSION_RE.match(api):
             return kv_error(400, "BadParameter", "The request URI contains an invalid or "
@@ -407,6 +460,96 @@ class AzureKeyVaultEmulator(Emulator):
                 v = k.latest
             return json_response(200, self._bundle(req, k, v),
                                  content_type="application/json; charset=utf-8")
+
+    @staticmethod
+    def _aadsts(status: int, error: str, code: int, text: str) -> Response:
+        trace, corr = str(uuid.uuid4()), str(uuid.uuid4())
+        stamp = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime())
+        return json_response(status, {
+            "error": error,
+            "error_description": f"AADSTS{code}: {text}\r\nTrace ID: {trace}\r\nCorrelation ID: {corr}\r\n"
+                                 f"Timestamp: {stamp}",
+            "error_codes": [code], "timestamp": stamp, "trace_id": trace, "correlation_id": corr,
+            "error_uri": f"https://login.microsoftonline.com/error?code={code}"})
+
+    def _aad_token(self, req: Request, tenant: str) -> Response:
+        e = self._aadsts
+        if tenant != self.tenant_id:
+            return e(400, "invalid_tenant", 90002, f"Tenant '{tenant[:40]}' not found. Check to make sure you "
+                                                   "have the correct tenant ID and are signing into the correct cloud.")
+        f = oauth.form(req.body)
+        if f.get("grant_type") != "client_credentials":
+            return e(400, "unsupported_grant_type", 70003, "The app requested an unsupported grant type.")
+        client_id = f.get("client_id", "")
+        if f.get("scope") != VAULT_SCOPE:
+            return e(400, "invalid_scope", 1002012, f"The provided value for scope {f.get('scope', '')[:60]} is "
+                                                    "not valid. Client credential flows must have a scope value "
+                                                    "with /.default suffixed to the resource identifier.")
+        with self._lock:
+            client = self._clients.get(client_id)
+            client = {k: (set(v) if isinstance(v, set) else dict(v)) for k, v in client.items()} if client else None
+        if client is None:
+            return e(400, "unauthorized_client", 700016,
+                     f"Application with identifier '{client_id[:40]}' was not found in the directory "
+                     f"'{tenant}'. This can happen if the application has not been installed by the "
+                     "administrator of the tenant.")
+        if "client_secret" in f:
+            kind = "client_secret"
+            if not any(secrets.compare_digest(f["client_secret"].encode(), s.encode()) for s in client["secrets"]):
+                return e(401, "invalid_client", 7000215,
+                         "Invalid client secret provided. Ensure the secret being sent in the request is the "
+                         f"client secret value, not the client secret ID, for a secret added to app '{client_id}'.")
+        elif "client_assertion" in f:
+            if f.get("client_assertion_type") != ASSERTION_TYPE:
+                return e(400, "invalid_request", 50027, "Invalid client_assertion_type.")
+            assertion = f["client_assertion"]
+            if client["federated"] and assertion in client["federated"]:
+                kind = "federated"
+            else:
+                kind = "client_certificate"
+                try:
+                    header, claims, signed, sig = oauth.split_jwt(assertion)
+                except oauth.JwtError:
+                    if client["federated"]:
+                        return e(400, "invalid_request", 70021, "No matching federated identity record found "
+                                                                "for presented assertion.")
+                    return e(401, "invalid_client", 50027, "JWT token is invalid or malformed.")
+                cert = None
+                if "x5t#S256" in header:
+                    cert = client["certs"].get(header["x5t#S256"])
+                elif "x5t" in header:
+                    cert = next((c for c in client["certs"].values() if c[0] == header["x5t"]), None)
+                if cert is None:
+                    if client["federated"]:
+                        return e(400, "invalid_request", 70021, "No matching federated identity record found "
+                                                                "for presented assertion.")
+                    return e(401, "invalid_client", 700027,
+                             "The certificate with identifier used to sign the client assertion is not "
+                             f"registered on application. [Reason - The key was not found., Thumbprint of key "
+                             f"used by client: '{str(header.get('x5t#S256', header.get('x5t')))[:60]}']")
+                if header.get("alg") != "RS256" or not oauth.verify_rs256(cert[1], signed, sig):
+                    return e(401, "invalid_client", 700027, "Client assertion failed signature validation.")
+                now = time.time()
+                if claims.get("aud") != self.token_url(tenant):
+                    return e(401, "invalid_client", 700212, "No matching federated identity record found for "
+                                                            "presented assertion audience.")
+                if claims.get("iss") != client_id or claims.get("sub") != client_id:
+                    return e(401, "invalid_client", 700021, "Client assertion application identifier doesn't "
+                                                            "match 'client_id' parameter.")
+                exp, nbf = claims.get("exp"), claims.get("nbf", 0)
+                if not isinstance(exp, int) or exp < now or (isinstance(nbf, int) and nbf > now + 300) \
+                        or not claims.get("jti"):
+                    return e(401, "invalid_client", 700024, "Client assertion is not within its valid time range.")
+                with self._lock:
+                    self.last_assertion = {"header": header, "claims": claims, "raw": assertion}
+        else:
+            return e(401, "invalid_client", 7000218, "The request body must contain the following parameter: "
+                                                     "'client_assertion' or 'client_secret'.")
+        tok = self.issue_token(VAULT_RESOURCE, self.aad_token_ttl)
+        with self._lock:
+            self.grants[kind] = self.grants.get(kind, 0) + 1
+        return json_response(200, {"token_type": "Bearer", "expires_in": self.aad_token_ttl,
+                                   "ext_expires_in": self.aad_token_ttl, "access_token": tok})
 
     def _imds(self, req: Request) -> Response:
         resource = req.query_value("resource")

@@ -9,6 +9,14 @@
 * ``GET  /computeMetadata/v1/instance/service-accounts/default/token``
   (header ``Metadata-Flavor: Google``)
 * ``GET  /computeMetadata/v1/project/project-id``
+* ``POST /token``  Google's OAuth 2.0 token endpoint (oauth2.googleapis.com/token) for
+  service-account keys: ``grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=<JWT>``.
+  The JWT is verified like Google does: RS256 signature with the public key of the
+  service account's key ``kid`` (keys from ``add_service_account()``), ``iss`` a
+  known account, ``aud`` this endpoint's URL, ``scope`` with cloudkms (or
+  cloud-platform), ``iat``/``exp`` at most an hour apart and not expired. Errors are
+  Google's ``{"error": "invalid_grant", "error_description": ...}``. Issued tokens live
+  ``sa_token_ttl`` seconds; counter op ``oauth_token``.
 
 KMS calls need ``Authorization: Bearer <token>``: a configured static token or
 one issued by the metadata endpoint (those expire after ``token_ttl``).
@@ -34,6 +42,7 @@ from typing import Optional
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from . import oauth
 from .base import ApiError, Emulator, Request, Response, json_response
 from .crc32c import crc32c
 
@@ -47,6 +56,10 @@ _GETKEY_RE = re.compile(r"^/v1/(?P<key>projects/[^/]+/locations/[^/]+/keyRings/[
 _ID_RE = re.compile(r"^[a-zA-Z0-9_-]{1,63}$")
 METADATA_TOKEN_PATH = "/computeMetadata/v1/instance/service-accounts/default/token"
 METADATA_PROJECT_PATH = "/computeMetadata/v1/project/project-id"
+OAUTH_TOKEN_PATH = "/token"
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+ACCEPTED_SCOPES = ("https://www.googleapis.com/auth/cloudkms",
+                   "https://www.googleapis.com/auth/cloud-platform")
 MAX_PLAINTEXT = 64 * 1024
 MAX_AAD = 64 * 1024
 MAX_CIPHERTEXT = 10 * 64 * 1024
@@ -132,7 +145,7 @@ class GcpKmsEmulator(Emulator):
     def __init__(self, *, tokens=("emulator-gcp-token",), denied_tokens=(),
                  token_ttl: int = 3599, project: str = "emulator-project",
                  service_account: str = "emulator@emulator-project.iam.gserviceaccount.com",
-                 emit_defaults: bool = False, **kw):
+                 emit_defaults: bool = False, sa_token_ttl: int = 3599, **kw):
         super().__init__(**kw)
         self._lock = threading.RLock()
         self.static_tokens = {tokens} if isinstance(tokens, str) else set(tokens)
@@ -142,6 +155,10 @@ class GcpKmsEmulator(Emulator):
         self.service_account = service_account
         self.emit_defaults = emit_defaults
         self._issued: dict = {}          # token -> expiry (epoch seconds)
+        self.sa_token_ttl = int(sa_token_ttl)
+        self._accounts: dict = {}        # client_email -> {key_id: public key}
+        self.granted: dict = {}          # client_email -> tokens issued
+        self.last_assertion: Optional[dict] = None   # header + claims of the last good JWT
         self._metadata_token: Optional[str] = None
         self._rings: set = set()
         self._keys: dict = {}
@@ -187,6 +204,31 @@ class GcpKmsEmulator(Emulator):
             self._issued[tok] = time.time() + (self.token_ttl if ttl is None else ttl)
         return tok
 
+    def add_service_account(self, email: Optional[str] = None, key=None) -> dict:
+        """Register a service account key; returns the JSON key file content as
+        Google issues it (``token_uri`` pointing at this emulator)."""
+        email = email or f"pg-envelope@{self.project}.iam.gserviceaccount.com"
+        key = key or oauth.new_rsa_key()
+        key_id = secrets.token_hex(20)
+        with self._lock:
+            self._accounts.setdefault(email, {})[key_id] = key.public_key()
+        return {"type": "service_account", "project_id": self.project,
+                "private_key_id": key_id, "private_key": oauth.private_pem(key),
+                "client_email": email, "client_id": str(secrets.randbelow(10**20)),
+                "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+                "token_uri": self.url + OAUTH_TOKEN_PATH,
+                "auth_provider_x509_cert_url": "https://www.googleapis.com/oauth2/v1/certs",
+                "client_x509_cert_url": "https://www.googleapis.com/robot/v1/metadata/x509/" + email,
+                "universe_domain": "googleapis.com"}
+
+    def delete_service_account_key(self, email: str, key_id: str) -> None:
+        with self._lock:
+            self._accounts.get(email, {}).pop(key_id, None)
+
+    def issued_tokens(self) -> list:
+        with self._lock:
+            return list(self._issued)
+
     def expire_tokens(self) -> None:
         """Expire every token issued by the metadata endpoint / issue_token()."""
         with self._lock:
@@ -213,6 +255,8 @@ class GcpKmsEmulator(Emulator):
             return None
         if req.method != "POST":
             return None
+        if p == OAUTH_TOKEN_PATH:
+            return "oauth_token", self._oauth_token_op
         m = _KEY_RE.match(p)
         if m:
             if m.group("verb") == "encrypt":
@@ -243,6 +287,8 @@ class GcpKmsEmulator(Emulator):
         return gerror(status, messages.get(status, "Internal error encountered.")).response
 
     def authenticate(self, req: Request, op: str) -> Optional[Response]:
+        if op == "oauth_token":
+            return None   # the assertion is the credential
         if op in ("metadata_token", "metadata"):
             if req.header("X-Forwarded-For") is not None or \
                     (req.header("Metadata-Flavor") or "") != "Google":
@@ -321,6 +367,50 @@ class GcpKmsEmulator(Emulator):
         body = {"access_token": tok, "expires_in": max(0, int(exp - time.time())),
                 "token_type": "Bearer"}
         return json_response(200, body, [("Metadata-Flavor", "Google")])
+
+    def _oauth_token_op(self, req: Request) -> Response:
+        def err(error: str, desc: str, status: int = 400) -> Response:
+            return json_response(status, {"error": error, "error_description": desc})
+        ctype = (req.header("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != "application/x-www-form-urlencoded":
+            return err("invalid_request", "Invalid Content-Type; expected application/x-www-form-urlencoded.")
+        f = oauth.form(req.body)
+        if f.get("grant_type") != JWT_BEARER:
+            return err("unsupported_grant_type", f"Invalid grant_type: {f.get('grant_type', '')[:40]}")
+        try:
+            header, claims, signed, sig = oauth.split_jwt(f.get("assertion", ""))
+        except oauth.JwtError:
+            return err("invalid_grant", "Invalid JWT: Token must be a short-lived token (60 minutes) and in a "
+                                        "reasonable timeframe. Check your iat and exp values in the JWT claim.")
+        if header.get("alg") != "RS256":
+            return err("invalid_grant", "Invalid JWT Signature.")
+        with self._lock:
+            keys = dict(self._accounts.get(claims.get("iss"), {}))
+        if not keys:
+            return err("invalid_grant", "Invalid grant: account not found")
+        kid = header.get("kid")
+        candidates = [keys[kid]] if kid in keys else ([] if kid is not None else list(keys.values()))
+        if not any(oauth.verify_rs256(k, signed, sig) for k in candidates):
+            return err("invalid_grant", "Invalid JWT Signature.")
+        expected_aud = self.url + OAUTH_TOKEN_PATH
+        if claims.get("aud") != expected_aud:
+            return err("invalid_grant", f"Invalid JWT: Failed audience check. The expected audience is "
+                                        f"{expected_aud}.")
+        now = time.time()
+        iat, exp = claims.get("iat"), claims.get("exp")
+        if not isinstance(iat, int) or not isinstance(exp, int) or exp - iat > 3600 or exp <= iat \
+                or exp < now or iat > now + 60:
+            return err("invalid_grant", "Invalid JWT: Token must be a short-lived token (60 minutes) and in a "
+                                        "reasonable timeframe. Check your iat and exp values in the JWT claim.")
+        scopes = str(claims.get("scope", "")).split()
+        if not any(sc in ACCEPTED_SCOPES for sc in scopes):
+            return err("invalid_scope", "Invalid OAuth scope or ID token audience provided.")
+        tok = self.issue_token(self.sa_token_ttl)
+        with self._lock:
+            self.granted[claims["iss"]] = self.granted.get(claims["iss"], 0) + 1
+            self.last_assertion = {"header": header, "claims": claims, "raw": f["assertion"]}
+        return json_response(200, {"access_token": tok, "expires_in": self.sa_token_ttl,
+                                   "token_type": "Bearer"})
 
     def _metadata_project_op(self, req: Request) -> Response:
         return Response(200, self.project.encode(), [("Metadata-Flavor", "Google")],
