@@ -60,7 +60,7 @@ struct Store {
   LWLock* lock;
   int capacity;
   bool dump_excluded;
-  std::uint64_t next_seq;
+  pg_atomic_uint64 next_seq;  // of the values published
   ConditionVariable published;  // broadcast when a fetch is published or abandoned
   pg_atomic_uint64 hits, fetches, waits, failures, invalidations, not_shared;
   pg_atomic_uint32 oversize_logged;
@@ -297,6 +297,14 @@ StoredCredential SharedStore::get(std::string_view identity, const Fetch& fetch)
                                n, kMaxValue)));
         });
     }
+    // Masked before the lock is taken (nothing that can fail runs under it).
+    std::uint64_t seq = pg_atomic_add_fetch_u64(&store_hdr->next_seq, 1);
+    SecureBytes masked;
+    if (share) {
+      masked = SecureBytes(got.value.data(), got.value.size());
+      std::uint8_t info[52];
+      shmem_mask::apply({mask_info(ident, seq, info), sizeof info}, masked.span());
+    }
     std::int64_t t = unix_now_us();
     lock();
     Slot& s = slots[idx];
@@ -305,10 +313,8 @@ StoredCredential SharedStore::get(std::string_view identity, const Fetch& fetch)
       s.loading = 0;
       if (share) {
         secure_zero(s.masked, sizeof s.masked);
-        s.seq = ++store_hdr->next_seq;
-        std::memcpy(s.masked, got.value.data(), got.value.size());
-        std::uint8_t info[52];
-        shmem_mask::apply({mask_info(s.ident, s.seq, info), sizeof info}, {s.masked, got.value.size()});
+        s.seq = seq;
+        std::memcpy(s.masked, masked.data(), masked.size());
         s.length = static_cast<std::uint32_t>(got.value.size());
         s.refresh_at = got.refresh_at_us;
         s.expires_at = got.expires_at_us;
@@ -382,6 +388,7 @@ void attach() {
                                 &store_hdr->invalidations, &store_hdr->not_shared})
       pg_atomic_init_u64(c, 0);
     pg_atomic_init_u32(&store_hdr->oversize_logged, 0);
+    pg_atomic_init_u64(&store_hdr->next_seq, 0);
     ConditionVariableInit(&store_hdr->published);
   }
   if (store_hdr->capacity == 0) return;
