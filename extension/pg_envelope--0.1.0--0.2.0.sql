@@ -976,3 +976,11 @@ REVOKE ALL ON FUNCTION envelope.apply_key_changes(pg_catalog.jsonb) FROM PUBLIC;
 CREATE FUNCTION envelope.citus_sync_keys() RETURNS bigint
   AS 'MODULE_PATHNAME', 'envelope_citus_sync_keys' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 REVOKE ALL ON FUNCTION envelope.citus_sync_keys() FROM PUBLIC;
+
+-- The server-wide credential store (issue 15 goal 5; see src/pg/shared_credentials.hpp,
+-- docs/cache.md): counters only, never a credential.
+CREATE FUNCTION envelope.credential_cache_stats(
+    OUT capacity bigint, OUT entries bigint, OUT hits bigint, OUT fetches bigint, OUT waits bigint,
+    OUT failures bigint, OUT invalidations bigint, OUT not_shared bigint, OUT core_dump_excluded boolean)
+  AS 'MODULE_PATHNAME', 'envelope_credential_cache_stats' LANGUAGE C VOLATILE PARALLEL SAFE;
+REVOKE ALL ON FUNCTION envelope.credential_cache_stats() FROM PUBLIC;

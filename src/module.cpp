@@ -9,6 +9,7 @@ extern "C" {
 #include "pg/audit.hpp"
 #include "pg/classification.hpp"
 #include "pg/extension_objects.hpp"
+#include "pg/shared_credentials.hpp"
 #include "pg/shared_dek_cache.hpp"
 #include "pg/dek_resolver.hpp"
 #include "pg_envelope/kms.hpp"
@@ -56,6 +57,7 @@ void define_gucs(GucContext context) {
   pg_envelope::dek_resolver::define_gucs();
   if (context == PGC_POSTMASTER) {
     pg_envelope::shared_dek_cache::define_gucs();
+    pg_envelope::shared_credentials::define_gucs();
     pg_envelope::audit::define_gucs();
     pg_envelope::rotation_scheduler::define_gucs();
   }

@@ -16,6 +16,7 @@
 #include <string>
 #include <string_view>
 
+#include "pg_envelope/credential_store.hpp"
 #include "pg_envelope/http.hpp"
 #include "pg_envelope/secure_bytes.hpp"
 
@@ -121,10 +122,12 @@ struct KmsConfig {
 };
 
 // What providers need from their host: HTTP settings (timeouts, CA file, the
-// interrupt check) and the server's environment.
+// interrupt check), the server's environment and, when the host has one, the
+// server-wide credential store (null: credentials are cached per provider object).
 struct KmsContext {
   HttpOptions http;
   std::function<const char*(const char*)> getenv;
+  std::shared_ptr<CredentialStore> credentials;
 };
 
 // Builds the provider for a configuration. Validates the options strictly (unknown

@@ -7,6 +7,7 @@
 #include <cctype>
 #include <cstring>
 
+#include "credential_codec.hpp"
 #include "remote_kms.hpp"
 #include "secret_file.hpp"
 #include "url.hpp"
@@ -327,29 +328,84 @@ CredentialProvider::CredentialProvider(ChainConfig config, std::vector<std::uniq
                                        std::function<std::int64_t()> now)
     : config_(std::move(config)), sources_(std::move(sources)), now_(std::move(now)) {}
 
-Credentials CredentialProvider::base(const KmsContext& ctx) {
-  std::int64_t now = now_();
-  if (!base_.access_key.empty() && now < base_refresh_at_) return copy_credentials(base_);
-  base_ = Credentials{};
+Credentials CredentialProvider::chain(const KmsContext& ctx) {
   std::string tried;
   for (auto& source : sources_) {
     std::string skipped;
     std::optional<Credentials> c = source->fetch(ctx, skipped);
-    if (c) {
-      if (c->expires_at_us != 0) {  // temporary: kept until shortly before they expire
-        base_ = copy_credentials(*c);
-        base_refresh_at_ = credential_refresh_at_us(c->expires_at_us, now);
-      }
-      return std::move(*c);
-    }
+    if (c) return std::move(*c);
     tried += (tried.empty() ? "" : "; ") + skipped;
   }
   fail(FailureKind::kAuth, config_.kms, "authentication", "no AWS credentials",
        "No source of the AWS credential chain is configured: " + tried + ".");
 }
 
+Credentials CredentialProvider::shared(const KmsContext& ctx, const std::string& identity,
+                                       const std::function<Credentials()>& fetch, Credentials& cache,
+                                       std::int64_t& refresh_at, SecureBytes& value) {
+  if (!cache.access_key.empty() && now_() < refresh_at) return copy_credentials(cache);
+  cache = Credentials{};
+  value.wipe();
+  std::optional<Credentials> unshared;
+  StoredCredential got = ctx.credentials->get(identity, [&](const SecureBytes*) {
+    Credentials c = fetch();
+    StoredCredential out;
+    if (c.expires_at_us == 0) {  // static: not shared, read again every call
+      out.shareable = false;
+      unshared = std::move(c);
+      return out;
+    }
+    out.value = encode_credentials(c);
+    out.expires_at_us = c.expires_at_us;
+    out.refresh_at_us = credential_refresh_at_us(c.expires_at_us, now_());
+    return out;
+  });
+  if (unshared) return std::move(*unshared);
+  Credentials c;
+  if (!decode_credentials(got.value.view(), c))
+    fail(FailureKind::kAuth, config_.kms, "authentication", "malformed shared credentials",
+         "The credentials in the server's shared credential store could not be read back.");
+  cache = copy_credentials(c);
+  refresh_at = got.refresh_at_us;
+  value = SecureBytes(got.value.data(), got.value.size());
+  return c;
+}
+
+Credentials CredentialProvider::base(const KmsContext& ctx) {
+  if (ctx.credentials && !base_static_) {
+    bool was_static = false;
+    Credentials c = shared(
+        ctx, base_identity(ctx),
+        [&] {
+          Credentials got = chain(ctx);
+          was_static = got.expires_at_us == 0;
+          return got;
+        },
+        base_, base_refresh_at_, base_value_);
+    if (was_static) base_static_ = true;
+    return c;
+  }
+  std::int64_t now = now_();
+  if (!base_.access_key.empty() && now < base_refresh_at_) return copy_credentials(base_);
+  base_ = Credentials{};
+  Credentials c = chain(ctx);
+  if (c.expires_at_us != 0) {  // temporary: kept until shortly before they expire
+    base_ = copy_credentials(c);
+    base_refresh_at_ = credential_refresh_at_us(c.expires_at_us, now);
+  }
+  return c;
+}
+
 Credentials CredentialProvider::get(const KmsContext& ctx) {
   if (config_.role.role_arn.empty()) return base(ctx);
+  if (ctx.credentials)
+    return shared(
+        ctx, role_identity(ctx),
+        [&] {
+          Credentials b = base(ctx);
+          return assume_role(config_.role, b, config_.sts_endpoint, config_.region, config_.kms, ctx);
+        },
+        role_, role_refresh_at_, role_value_);
   std::int64_t now = now_();
   if (!role_.access_key.empty() && now < role_refresh_at_) return copy_credentials(role_);
   role_ = Credentials{};
@@ -366,6 +422,68 @@ bool CredentialProvider::invalidate() noexcept {
   role_ = Credentials{};
   base_refresh_at_ = role_refresh_at_ = 0;
   return had;
+}
+
+bool CredentialProvider::invalidate(const KmsContext& ctx) {
+  bool had = invalidate();
+  if (ctx.credentials) {
+    // The role's credentials are the ones the KMS refused when there is a role; the
+    // chain's are dropped too only when they were what was sent.
+    if (!role_value_.empty()) {
+      (void)ctx.credentials->invalidate(role_identity(ctx), role_value_.view());
+    } else if (!base_value_.empty()) {
+      (void)ctx.credentials->invalidate(base_identity(ctx), base_value_.view());
+    }
+    base_value_.wipe();
+    role_value_.wipe();
+  }
+  return had;
+}
+
+std::string CredentialProvider::base_identity(const KmsContext& ctx) const {
+  // The options and environment variables that decide which source answers and where
+  // it fetches from. Static keys (AWS_ACCESS_KEY_ID, files) are never stored.
+  std::string id = "aws-kms chain\n" + config_.kms + "\n" + config_.region + "\n" + config_.credentials_file + "\n" +
+                   config_.profile + "\n" + config_.sts_endpoint + "\n" + config_.ec2_metadata_endpoint + "\n" +
+                   config_.container_endpoint;
+  for (const char* name : {"AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN", "AWS_ROLE_SESSION_NAME",
+                           "AWS_SHARED_CREDENTIALS_FILE", "AWS_PROFILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                           "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                           "AWS_EC2_METADATA_SERVICE_ENDPOINT", "AWS_EC2_METADATA_DISABLED"}) {
+    const char* v = env_value(ctx, name);
+    id += "\n";
+    id += name;
+    id += "=";
+    if (v) id += v;
+  }
+  return id;
+}
+
+std::string CredentialProvider::role_identity(const KmsContext& ctx) const {
+  return base_identity(ctx) + "\naws-kms role\n" + config_.role.role_arn + "\n" + config_.role.external_id + "\n" +
+         config_.role.session_name + "\n" + std::to_string(config_.role.duration_seconds);
+}
+
+SecureBytes encode_credentials(const Credentials& c) {
+  return CredentialWriter(kAwsCredentialKind)
+      .secret(c.access_key.view())
+      .secret(c.secret_key.view())
+      .secret(c.session_token.view())
+      .secret(c.source)
+      .integer(c.expires_at_us)
+      .finish();
+}
+
+bool decode_credentials(ByteView bytes, Credentials& out) {
+  CredentialReader r(bytes, kAwsCredentialKind);
+  SecretString source;
+  Credentials c;
+  if (!r.secret(c.access_key) || !r.secret(c.secret_key) || !r.secret(c.session_token) || !r.secret(source) ||
+      !r.integer(c.expires_at_us) || !r.done() || c.access_key.empty())
+    return false;
+  c.source = std::string(source.view());
+  out = std::move(c);
+  return true;
 }
 
 }  // namespace pg_envelope::remote::aws

@@ -21,9 +21,12 @@
 // With the option role_arn, the credentials found assume that role (STS AssumeRole,
 // SigV4-signed). Every source answers with the credentials and their expiry behind one
 // interface (CredentialSource), so a later change can share them across backends.
-// Temporary credentials are cached (per provider object, i.e. per backend) until
-// shortly before they expire (credential_refresh_at_us); static ones are read again on
-// every call, so a rotated file or environment applies at once.
+// Temporary credentials are cached until shortly before they expire
+// (credential_refresh_at_us): with a server-wide credential store in the KmsContext
+// (pg_envelope/credential_store.hpp), once for the whole server (the chain's
+// credentials and the role's, each under its own identity), else per provider object,
+// i.e. per backend. Static ones are read again on every call, so a rotated file or
+// environment applies at once, and never shared.
 #pragma once
 
 #include <chrono>
@@ -86,19 +89,40 @@ class CredentialProvider {
   Credentials get(const KmsContext& ctx);
 
   // After the KMS refused the credentials: forgets cached ones. True when that may
-  // help (there were cached temporary credentials, worth one more attempt).
+  // help (there were cached temporary credentials, worth one more attempt). The
+  // second also drops them from the context's credential store, if they are still
+  // the ones stored there.
   bool invalidate() noexcept;
+  bool invalidate(const KmsContext& ctx);
+
+  // The identities under which the chain's and the role's credentials are shared:
+  // what decides where they come from (never a secret).
+  std::string base_identity(const KmsContext& ctx) const;
+  std::string role_identity(const KmsContext& ctx) const;
 
   const ChainConfig& config() const noexcept { return config_; }
 
  private:
   Credentials base(const KmsContext& ctx);
+  Credentials chain(const KmsContext& ctx);
+  // Through the context's store: `fetch` runs when the stored value needs a refresh;
+  // `cache`/`refresh_at`/`value` keep this backend's copy.
+  Credentials shared(const KmsContext& ctx, const std::string& identity, const std::function<Credentials()>& fetch,
+                     Credentials& cache, std::int64_t& refresh_at, SecureBytes& value);
 
   ChainConfig config_;
   std::vector<std::unique_ptr<CredentialSource>> sources_;
   std::function<std::int64_t()> now_;
   Credentials base_, role_;  // cached temporary credentials (empty access_key: none)
   std::int64_t base_refresh_at_ = 0, role_refresh_at_ = 0;
+  // Shared mode: the stored values last used (for invalidate), and whether the chain
+  // answered with static credentials (then this backend no longer asks the store).
+  SecureBytes base_value_, role_value_;
+  bool base_static_ = false;
 };
+
+// The encoding of credentials in the credential store, and back (false: malformed).
+SecureBytes encode_credentials(const Credentials& c);
+bool decode_credentials(ByteView bytes, Credentials& out);
 
 }  // namespace pg_envelope::remote::aws

@@ -309,7 +309,7 @@ class AwsKms final : public KmsProvider {
       // Temporary credentials can expire or be revoked before their time: fetch fresh
       // ones once.
       if (round == 0 && r.failure == HttpFailure::kNone && (r.response.status == 400 || r.response.status == 403) &&
-          remote::aws::refetch_type(remote::aws::error_type(r.response)) && creds_.invalidate())
+          remote::aws::refetch_type(remote::aws::error_type(r.response)) && creds_.invalidate(ctx_))
         continue;
       return remote::aws::result(r, {name_, op, std::string(kek), region_, endpoint_, cred.source});
     }

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "credential_codec.hpp"
 #include "kms_messages.hpp"
 #include "remote_kms.hpp"
 
@@ -146,6 +147,7 @@ class LoginTokenSource final : public VaultTokenSource {
 
   VaultCredential get(const KmsContext& ctx) override {
     logins_in_get_ = 0;
+    if (ctx.credentials) return get_shared(ctx);
     if (token_.empty()) {
       login(ctx);
     } else {
@@ -155,17 +157,14 @@ class LoginTokenSource final : public VaultTokenSource {
         case TokenAction::kLogin: login(ctx); break;
       }
     }
-    VaultCredential c;
-    c.fresh = logins_in_get_ > 0;
-    c.token = SecretString(token_.view());
-    c.expires_ms = lease_expiry_ms(lease_);
-    c.from_login = true;
-    return c;
+    return credential();
   }
 
   bool invalidate() override {
     if (token_.empty()) return false;
     token_.wipe();
+    if (store_ && !value_.empty()) (void)store_->invalidate(identity(), value_.view());
+    value_.wipe();
     return true;
   }
 
@@ -186,6 +185,92 @@ class LoginTokenSource final : public VaultTokenSource {
   std::string where_login() const {
     return std::string("The ") + method_label(cfg_.method) + " login at " + cfg_.address + " (auth mount \"" +
            cfg_.mount + "\"" + (cfg_.role.empty() ? "" : ", role \"" + cfg_.role + "\"") + ")";
+  }
+
+  VaultCredential credential() {
+    VaultCredential c;
+    c.fresh = logins_in_get_ > 0;
+    c.token = SecretString(token_.view());
+    c.expires_ms = lease_expiry_ms(lease_);
+    c.from_login = true;
+    return c;
+  }
+
+  // What decides where the token comes from (never a secret): the server-wide store's
+  // identity of this login.
+  std::string identity() const {
+    return std::string("vault-transit login\n") + cfg_.kms + "\n" + cfg_.address + "\n" + cfg_.namespace_ + "\n" +
+           method_label(cfg_.method) + "\n" + cfg_.mount + "\n" + cfg_.role + "\n" + cfg_.role_id + "\n" +
+           cfg_.role_id_file + "\n" + cfg_.secret_id_file + "\n" + cfg_.jwt_file;
+  }
+
+  // The token through the server-wide store: this backend's copy while it needs
+  // nothing; else the stored one, which one backend of the server renews (renew-self)
+  // or replaces (a new login) when it is due, publishing its new lease.
+  VaultCredential get_shared(const KmsContext& ctx) {
+    store_ = ctx.credentials;
+    if (!token_.empty() && next_action(lease_, now_()) == TokenAction::kUse) return credential();
+    token_.wipe();
+    value_.wipe();
+    StoredCredential got = ctx.credentials->get(identity(), [&](const SecureBytes* previous) {
+      // The stored token is due (its refresh time is the renewal point): renewed when it
+      // can be, else replaced by a new login.
+      if (previous != nullptr && decode(previous->view()) && lease_.renewable && !lease_.capped &&
+          next_action(lease_, now_()) != TokenAction::kLogin)
+        renew(ctx, false);
+      else
+        login(ctx);
+      return encode();
+    });
+    if (!decode(got.value.view()))
+      fail(FailureKind::kAuth, cfg_.kms, "authentication", "malformed shared Vault token",
+           "The token in the server's shared credential store could not be read back.");
+    value_ = SecureBytes(got.value.data(), got.value.size());
+    return credential();
+  }
+
+  // The token and its lease as stored: times in Unix microseconds (this backend's
+  // steady clock is converted both ways).
+  StoredCredential encode() const {
+    std::int64_t unix_now = unix_now_us(), steady_now = now_();
+    auto to_unix = [&](std::int64_t ms) { return unix_now + (ms - steady_now) * 1000; };
+    StoredCredential out;
+    out.value = CredentialWriter(kVaultTokenKind)
+                    .secret(token_.view())
+                    .integer(to_unix(lease_.granted_ms))
+                    .integer(lease_.lease_seconds)
+                    .integer(lease_.renewable ? 1 : 0)
+                    .integer(lease_.capped ? 1 : 0)
+                    .integer(login_lease_)
+                    .finish();
+    if (lease_.lease_seconds <= 0) {
+      out.refresh_at_us = out.expires_at_us = 0;  // never expires
+    } else {
+      std::int64_t lease_ms = static_cast<std::int64_t>(lease_.lease_seconds) * 1000;
+      out.refresh_at_us = to_unix(lease_.granted_ms + lease_ms * 2 / 3);
+      out.expires_at_us = to_unix(lease_.granted_ms + lease_ms - std::min<std::int64_t>(1000, lease_ms / 10));
+    }
+    return out;
+  }
+
+  bool decode(ByteView bytes) {
+    CredentialReader r(bytes, kVaultTokenKind);
+    SecretString token;
+    std::int64_t granted = 0, lease = 0, renewable = 0, capped = 0, login_lease = 0;
+    if (!r.secret(token) || !r.integer(granted) || !r.integer(lease) || !r.integer(renewable) || !r.integer(capped) ||
+        !r.integer(login_lease) || !r.done() || token.empty() || lease < 0 || lease >= 1000000000 || login_lease < 0 ||
+        login_lease >= 1000000000)
+      return false;
+    token_ = std::move(token);
+    lease_ = LeaseState{now_() - (unix_now_us() - granted) / 1000, static_cast<long>(lease), renewable != 0,
+                        capped != 0};
+    login_lease_ = static_cast<long>(login_lease);
+    return true;
+  }
+
+  static std::int64_t unix_now_us() {
+    return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
   }
 
   void login(const KmsContext& ctx) {
@@ -214,8 +299,9 @@ class LoginTokenSource final : public VaultTokenSource {
   }
 
   // Renews the token; a refused renewal logs in again, a Vault that cannot be reached
-  // leaves the token in use while it is still valid.
-  void renew(const KmsContext& ctx) {
+  // leaves the token in use while it is still valid (with `tolerate`; the shared store
+  // instead keeps the stored token in use and remembers the failure).
+  void renew(const KmsContext& ctx, bool tolerate = true) {
     HttpRequest rq = request("auth/token/renew-self");
     SecretString hdr("X-Vault-Token: ");
     hdr.append(token_.view());
@@ -235,7 +321,7 @@ class LoginTokenSource final : public VaultTokenSource {
         login(ctx);  // refused (revoked, expired, not renewable): a new login
         return;
       }
-      if (e.sqlstate() != std::string_view(sqlstate::kQueryCanceled) &&
+      if (tolerate && e.sqlstate() != std::string_view(sqlstate::kQueryCanceled) &&
           next_action(lease_, now_()) != TokenAction::kLogin)
         return;  // Vault unavailable for now; the token still works
       throw;
@@ -251,6 +337,8 @@ class LoginTokenSource final : public VaultTokenSource {
   LeaseState lease_;
   long login_lease_ = 0;
   int logins_in_get_ = 0;
+  std::shared_ptr<CredentialStore> store_;  // the store the token came from (shared mode)
+  SecureBytes value_;                      // its stored value, for invalidate()
 };
 
 }  // namespace

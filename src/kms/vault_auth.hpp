@@ -3,9 +3,12 @@
 // renewing it. Pure C++.
 //
 // Every source answers get() with the token plus what is known of its expiry
-// (VaultCredential), behind one small interface (VaultTokenSource), so that a later
-// change can keep login tokens in shared memory for the whole server. For now each
-// backend's provider keeps its own login token (one login per backend and KMS).
+// (VaultCredential), behind one small interface (VaultTokenSource). With a server-wide
+// credential store in the KmsContext (pg_envelope/credential_store.hpp), a login token
+// is shared by every backend of the server: one backend logs in or renews it when it
+// is due and publishes the new lease, the others use it (one login per server and KMS
+// configuration); after a 403, invalidate() drops it from the store too, once.
+// Without a store each backend's provider keeps its own login token.
 //
 //   login      POST {address}/v1/auth/{auth_mount}/login
 //                approle:    {"role_id", "secret_id"}

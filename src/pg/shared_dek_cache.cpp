@@ -28,6 +28,7 @@ extern "C" {
 #include "pg_envelope/encoding.hpp"
 #include "key_generation.hpp"
 #include "shared_dek_cache.hpp"
+#include "shmem_mask.hpp"
 #include "wait_events.hpp"
 
 namespace pg_envelope::shared_dek_cache {
@@ -91,11 +92,6 @@ Entry* entries = nullptr;  // cache->capacity entries, page-aligned
 std::int32_t* buckets = nullptr;  // bucket_mask + 1 chain heads (in shared memory)
 std::int32_t* next_of = nullptr;  // per entry: the next on its chain or on the free list
 
-// The masking secret: drawn once in the postmaster, inherited by every backend,
-// never in shared memory.
-std::uint8_t mask_secret[32];
-bool mask_ready = false;
-
 std::size_t page_size() { return static_cast<std::size_t>(sysconf(_SC_PAGESIZE)); }
 
 std::size_t entries_bytes(int capacity) {
@@ -131,7 +127,7 @@ void mask_for(const Ident& ident, std::uint8_t out[kAes256KeySize]) {
   store_be32(info + 8, ident.id.version);
   std::memcpy(info + 12, ident.wrapped_digest, sizeof ident.wrapped_digest);
   std::memcpy(info + 12 + sizeof ident.wrapped_digest, kLabel, sizeof kLabel - 1);
-  hkdf_sha256({mask_secret, sizeof mask_secret}, {}, {info, sizeof info}, {out, kAes256KeySize});
+  shmem_mask::derive({info, sizeof info}, {out, kAes256KeySize});  // the postmaster's secret (shmem_mask.hpp)
 }
 
 TimestampTz ttl_us() { return static_cast<TimestampTz>(ttl_seconds) * USECS_PER_SEC; }
@@ -316,10 +312,7 @@ void define_gucs() {
 }
 
 void attach() {
-  if (!mask_ready) {  // in the postmaster, before any backend forks
-    random_bytes({mask_secret, sizeof mask_secret});
-    mask_ready = true;
-  }
+  shmem_mask::init();  // in the postmaster, before any backend forks
   bool exists = false;
   cache = static_cast<Cache*>(ShmemInitStruct("pg_envelope DEK cache", shmem_size(), &exists));
   std::size_t page = page_size();
@@ -344,8 +337,8 @@ void attach() {
   // Keep the (masked) keys out of core dumps. The entries start and end on page
   // boundaries; with huge pages the kernel may refuse a range that is not aligned
   // to them, which is logged and shown in envelope.stats.
-  int rc = madvise(entries, entries_bytes(cache->capacity), MADV_DONTDUMP);
-  int err = errno;
+  int err = shmem_mask::exclude_from_core_dumps(entries, entries_bytes(cache->capacity));
+  int rc = err == 0 ? 0 : -1;
   if (!exists) {
     cache->dump_excluded = rc == 0;
     if (rc != 0)

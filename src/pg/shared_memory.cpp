@@ -10,6 +10,7 @@ extern "C" {
 #include "audit.hpp"
 #include "key_generation.hpp"
 #include "kms_stats.hpp"
+#include "shared_credentials.hpp"
 #include "shared_dek_cache.hpp"
 #include "shared_memory.hpp"
 
@@ -32,9 +33,10 @@ void shmem_request() {
   guarded_hook(ERROR, "shared memory request", [] {
     pg_call([] {
       RequestAddinShmemSpace(key_generation_memory::size() + kms_stats::shmem_size() + shared_dek_cache::shmem_size() +
-                             audit::shmem_size());
+                             audit::shmem_size() + shared_credentials::shmem_size());
     });
     shared_dek_cache::request_lwlock();
+    shared_credentials::request_lwlock();
     audit::request_lwlock();
   });
 }
@@ -48,6 +50,7 @@ void shmem_startup() {
     kms_stats::attach();
     shared_dek_cache::attach();
     audit::attach();
+    shared_credentials::attach();
     attached = true;
   });
   LWLockRelease(AddinShmemInitLock);

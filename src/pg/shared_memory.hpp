@@ -3,7 +3,9 @@
 // before that) reserves, and a chained shmem_startup_hook creates under
 // AddinShmemInitLock, three structures, each owned by its module:
 //   the key generation (key_generation.hpp), the KMS call statistics
-//   (kms_stats.hpp), and the shared DEK cache with its LWLock (shared_dek_cache.hpp).
+//   (kms_stats.hpp), the shared DEK cache with its LWLock (shared_dek_cache.hpp), the
+//   audit state (audit.hpp) and the shared credential store with its LWLock
+//   (shared_credentials.hpp).
 #pragma once
 
 namespace pg_envelope {

@@ -9,6 +9,7 @@ extern "C" {
 }
 
 #include "pg/dek_resolver.hpp"
+#include "pg/shared_credentials.hpp"
 #include "pg/shared_dek_cache.hpp"
 #include "pg/key_change_commit.hpp"
 #include "pg/kms_stats.hpp"
@@ -56,4 +57,24 @@ PGENV_FUNCTION(envelope_stats_reset) {
   shared_dek_cache::reset_stats();
   kms_stats::reset();
   PG_RETURN_VOID();
+}
+
+// credential_cache_stats() RETURNS record: the counters of the server-wide credential
+// store (never a credential: counts only).
+PGENV_FUNCTION(envelope_credential_cache_stats) {
+  require_preloaded();
+  shared_credentials::Stats s = shared_credentials::stats();
+  TupleDesc desc;
+  if (pg_call([&] { return get_call_result_type(fcinfo, nullptr, &desc); }) != TYPEFUNC_COMPOSITE)
+    throw Error(sqlstate::kInternalError, "credential_cache_stats must return a record");
+  desc = pg_call([desc] { return BlessTupleDesc(desc); });
+  constexpr int kColumns = 9;
+  if (desc->natts != kColumns)
+    throw Error(sqlstate::kInternalError, "credential_cache_stats returns the wrong columns");
+  Datum values[kColumns] = {Int64GetDatum(s.capacity), Int64GetDatum(s.entries),       Int64GetDatum(s.hits),
+                            Int64GetDatum(s.fetches),  Int64GetDatum(s.waits),         Int64GetDatum(s.failures),
+                            Int64GetDatum(s.invalidations), Int64GetDatum(s.not_shared), BoolGetDatum(s.dump_excluded)};
+  bool nulls[kColumns] = {};
+  HeapTuple tuple = pg_call([&] { return heap_form_tuple(desc, values, nulls); });
+  return HeapTupleGetDatum(tuple);
 }

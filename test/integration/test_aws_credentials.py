@@ -136,8 +136,9 @@ def test_web_identity_irsa(cluster_factory, env, kms, emulators, tmp_path):
     env.setenv("AWS_ROLE_SESSION_NAME", "pg-irsa")
     pg = start_cluster(cluster_factory)
     round_trip(pg, options(kms, sts_endpoint=sts.url))
-    # One AssumeRoleWithWebIdentity per backend (two backends), cached within each.
-    assert sts.calls("AssumeRoleWithWebIdentity") == 2
+    # One AssumeRoleWithWebIdentity for the server: the second backend finds the
+    # credentials in the shared credential store.
+    assert sts.calls("AssumeRoleWithWebIdentity") == 1
     assert sts.last_params["AssumeRoleWithWebIdentity"]["RoleSessionName"] == "pg-irsa"
     assert sts.calls("AssumeRole") == imds.calls() == ecs.calls() == 0
     assert kms.rejected() == 0
@@ -146,6 +147,7 @@ def test_web_identity_irsa(cluster_factory, env, kms, emulators, tmp_path):
 
     # A token STS does not accept: 28000 naming the action and STS's code, no token shown.
     token_file.write_text("forged-token-value\n")
+    pg.restart()  # the credentials fetched with the good token are shared until they expire
     pg.sql("SELECT envelope.cache_flush()")
     err = expect_error(pg, "SELECT envelope.decrypt_field(envelope.encrypt_field('x', 'k1'))")
     assert err["sqlstate"] == "28000", err
@@ -160,7 +162,7 @@ def test_container_relative_uri_ecs(cluster_factory, env, kms):
         env.setenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "/v2/credentials/6f1a2c3d-task")
         pg = start_cluster(cluster_factory)
         round_trip(pg, options(kms, container_endpoint=ecs.url))
-        assert ecs.calls("GetCredentials") == 2 and ecs.rejected() == 0
+        assert ecs.calls("GetCredentials") == 1 and ecs.rejected() == 0  # shared by both backends
         assert kms.rejected() == 0
         pg.assert_log_free_of(ecs.issuer.secrets())
     finally:
@@ -176,13 +178,14 @@ def test_container_full_uri_eks_pod_identity(cluster_factory, env, kms, emulator
     env.setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", str(token_file))
     pg = start_cluster(cluster_factory)
     round_trip(pg, options(kms))
-    assert ecs.calls("GetCredentials") == 2 and ecs.rejected() == 0
+    assert ecs.calls("GetCredentials") == 1 and ecs.rejected() == 0  # shared by both backends
     assert sts.calls() == imds.calls() == 0
     # The Authorization header carried the file's token.
     assert {r["headers"].get("authorization") for r in ecs.request_log} == {POD_TOKEN}
 
     # A wrong token: the endpoint's 401 is a 28000; the token is in no error and no log line.
     token_file.write_text("stale-pod-token")
+    pg.restart()  # the credentials fetched with the good token are shared until they expire
     pg.sql("SELECT envelope.cache_flush()")
     err = expect_error(pg, "SELECT envelope.decrypt_field(envelope.encrypt_field('x', 'k1'))")
     assert err["sqlstate"] == "28000", err
@@ -197,7 +200,7 @@ def test_container_full_uri_with_token_variable(cluster_factory, env, kms, emula
     env.setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", POD_TOKEN)
     pg = start_cluster(cluster_factory)
     round_trip(pg, options(kms))
-    assert ecs.calls("GetCredentials") == 2 and ecs.rejected() == 0
+    assert ecs.calls("GetCredentials") == 1 and ecs.rejected() == 0  # shared by both backends
     pg.assert_log_free_of([POD_TOKEN] + ecs.issuer.secrets())
 
 
@@ -207,8 +210,9 @@ def test_ec2_instance_profile_imdsv2(cluster_factory, env, kms, emulators):
     env.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.url)  # the variable works as well as the option
     pg = start_cluster(cluster_factory)
     round_trip(pg, options(kms))
-    # IMDSv2 only: every GET carried a token (none was refused), each backend took one token.
-    assert imds.calls("PutToken") == 2 and imds.calls("GetCredentials") == 2
+    # IMDSv2 only: every GET carried a token (none was refused); one token and one
+    # credential fetch for the server (the second backend uses the shared credentials).
+    assert imds.calls("PutToken") == 1 and imds.calls("GetCredentials") == 1
     assert imds.rejected() == 0
     assert all(r["headers"].get("x-aws-ec2-metadata-token") for r in imds.request_log if r["method"] == "GET")
     assert sts.calls() == ecs.calls() == 0 and kms.rejected() == 0
@@ -409,7 +413,7 @@ def test_role_assumption_with_external_id(cluster_factory, env, kms, emulators):
     role = {"role_arn": ROLE, "external_id": "ext-4711", "role_session_name": "pg-prod",
             "duration_seconds": 900, "sts_endpoint": sts.url}
     round_trip(pg, options(kms, **role))
-    assert sts.calls("AssumeRole") == 2 and sts.rejected() == 0
+    assert sts.calls("AssumeRole") == 1 and sts.rejected() == 0  # shared by both backends
     p = sts.last_params["AssumeRole"]
     assert (p["ExternalId"], p["RoleSessionName"], p["DurationSeconds"]) == ("ext-4711", "pg-prod", "900")
     assert all(i.startswith("ASIA") for i in signed_with(kms)) and kms.rejected() == 0
@@ -437,12 +441,12 @@ def test_role_assumed_on_top_of_web_identity(cluster_factory, env, kms, emulator
     env.setenv("AWS_ROLE_ARN", ROLE)
     pg = start_cluster(cluster_factory)
     round_trip(pg, options(kms, sts_endpoint=sts.url, role_arn=target, external_id="cross-account-1"))
-    assert sts.calls("AssumeRoleWithWebIdentity") == 2 and sts.calls("AssumeRole") == 2
+    assert sts.calls("AssumeRoleWithWebIdentity") == 1 and sts.calls("AssumeRole") == 1  # shared
     assert sts.rejected() == 0 and kms.rejected() == 0
     # The web identity credentials went to STS only: every KMS request was signed by
-    # keys that AssumeRole handed out (the 2nd and 4th sets issued).
+    # keys that AssumeRole handed out (the 2nd set issued, shared by both backends).
     issued = [c["AccessKeyId"] for c in sts.issuer.issued]
-    assert signed_with(kms) == {issued[1], issued[3]}
+    assert len(issued) == 2 and signed_with(kms) == {issued[1]}
     pg.assert_log_free_of([OIDC_TOKEN] + sts.issuer.secrets())
 
 
