@@ -400,7 +400,12 @@ class AzureKeyVaultKms final : public KmsProvider {
                     "The server's AZURE_TENANT_ID or AZURE_CLIENT_ID is not a GUID or domain name.");
       return remote::azure::make_client_source(std::move(c));
     };
-    remote::MetadataTokenSource md{"imds_url", imds_url.empty() ? "" : imds_url + kImdsTokenPath, "Metadata: true"};
+    // A user-assigned managed identity is chosen by its client id (option "client_id"),
+    // as the Azure SDKs' ManagedIdentityCredential(client_id) does; without it IMDS
+    // answers for the system-assigned identity.
+    std::string imds_token_url = imds_url.empty() ? "" : imds_url + kImdsTokenPath;
+    if (!imds_token_url.empty() && !client_id.empty()) imds_token_url += "&client_id=" + client_id;
+    remote::MetadataTokenSource md{"imds_url", imds_token_url, "Metadata: true"};
     return remote::BearerToken(name_, token_file, "AZURE_ACCESS_TOKEN", std::move(grant), from_env,
                                "AZURE_TENANT_ID + AZURE_CLIENT_ID with AZURE_CLIENT_SECRET, "
                                "AZURE_CLIENT_CERTIFICATE_PATH or AZURE_FEDERATED_TOKEN_FILE",

@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <optional>
 
+#include "aws_credentials.hpp"
 #include "kms_messages.hpp"
 #include "remote_kms.hpp"
 
@@ -43,7 +45,11 @@ BearerToken::BearerToken(std::string kms_name, std::string token_file, const cha
       grant_(std::move(grant)),
       env_factory_(std::move(env_grant)),
       env_grant_vars_(std::move(env_grant_vars)),
-      metadata_(std::move(metadata)) {}
+      metadata_(std::move(metadata)) {
+  // The grant's identity in the server-wide store, named before its first request (a
+  // description may grow with what it reads, e.g. the service account's e-mail).
+  if (grant_) grant_identity_ = "oauth grant of KMS \"" + kms_ + "\": " + grant_->describe();
+}
 
 std::string BearerToken::describe() const {
   if (!token_file_.path().empty()) return "the token file \"" + token_file_.path() + "\"";
@@ -56,10 +62,56 @@ std::string BearerToken::describe() const {
   return d;
 }
 
+SecretString BearerToken::granted(const KmsContext& ctx, OAuthTokenSource& grant, const std::string& identity) {
+  if (!ctx.credentials) {
+    OAuthCredential c = grant.get(ctx);
+    used_fresh_ = c.fresh;
+    return std::move(c.token);
+  }
+  return shared_token(ctx, identity, [&] {
+    grant.invalidate();  // this backend's own copy: the store decides when to ask again
+    OAuthCredential c = grant.get(ctx);
+    MetadataToken t;
+    t.token = std::move(c.token);
+    t.expires_in = c.expires_ms > 0 ? std::max<long>(0, static_cast<long>((c.expires_ms - steady_now_ms()) / 1000)) : -1;
+    return t;
+  });
+}
+
+SecretString BearerToken::shared_token(const KmsContext& ctx, std::string identity,
+                                       const std::function<MetadataToken()>& fetch) {
+  bool fetched_here = false;
+  std::optional<SecretString> unshared;
+  StoredCredential got = ctx.credentials->get(identity, [&](const SecureBytes*) {
+    MetadataToken t = fetch();
+    fetched_here = true;
+    StoredCredential out;
+    if (t.expires_in <= 0) {  // no lifetime: this one call
+      out.shareable = false;
+      unshared = std::move(t.token);
+      return out;
+    }
+    std::int64_t now = aws::unix_now_us();
+    out.value = SecureBytes(reinterpret_cast<const std::uint8_t*>(t.token.view().data()), t.token.view().size());
+    out.expires_at_us = now + static_cast<std::int64_t>(t.expires_in) * 1000000;
+    out.refresh_at_us = now + static_cast<std::int64_t>(token_cache_seconds(t.expires_in)) * 1000000;
+    return out;
+  });
+  used_fresh_ = fetched_here;
+  if (unshared) return std::move(*unshared);
+  store_ = ctx.credentials;
+  shared_identity_ = std::move(identity);
+  shared_value_ = SecureBytes(got.value.data(), got.value.size());
+  return SecretString(std::string_view(reinterpret_cast<const char*>(got.value.data()), got.value.size()));
+}
+
 SecretString BearerToken::get(const KmsContext& ctx) {
   SecretString token;
   std::string source;
   used_fresh_ = false;
+  store_.reset();
+  shared_identity_.clear();
+  shared_value_.wipe();
   const char* env = ctx.getenv ? ctx.getenv(env_var_) : nullptr;
   if (!token_file_.path().empty()) {
     token = token_file_.get();
@@ -67,9 +119,7 @@ SecretString BearerToken::get(const KmsContext& ctx) {
     used_ = Used::kStatic;
   } else if (grant_) {
     used_ = Used::kGrant;
-    OAuthCredential c = grant_->get(ctx);
-    token = std::move(c.token);
-    used_fresh_ = c.fresh;
+    token = granted(ctx, *grant_, grant_identity_);
     source = grant_->describe();
   } else if (env != nullptr && *env != '\0') {
     token = SecretString(env);
@@ -78,13 +128,13 @@ SecretString BearerToken::get(const KmsContext& ctx) {
   } else {
     if (!env_checked_) {
       if (env_factory_) env_grant_ = env_factory_(ctx);
+      // Named before its first request (a description may grow with what it reads).
+      if (env_grant_) env_grant_identity_ = "oauth grant of KMS \"" + kms_ + "\": " + env_grant_->describe();
       env_checked_ = true;
     }
     if (env_grant_) {
       used_ = Used::kEnvGrant;
-      OAuthCredential c = env_grant_->get(ctx);
-      token = std::move(c.token);
-      used_fresh_ = c.fresh;
+      token = granted(ctx, *env_grant_, env_grant_identity_);
       source = env_grant_->describe();
     } else if (!metadata_.url.empty()) {
       token = from_metadata(ctx);
@@ -104,6 +154,14 @@ SecretString BearerToken::get(const KmsContext& ctx) {
 }
 
 bool BearerToken::invalidate() {
+  if (store_) {
+    // From the server-wide store: a token this backend just requested is not cured by
+    // another; else it is dropped there (once: another backend refused the same token
+    // drops nothing new, but its next get() sees the new one).
+    if (used_fresh_) return false;
+    store_->invalidate(shared_identity_, shared_value_.view());
+    return true;
+  }
   switch (used_) {
     case Used::kMetadata:
       if (metadata_token_.empty()) return false;
@@ -174,18 +232,24 @@ long token_cache_seconds(long expires_in) noexcept {
   return expires_in - std::min(60L, expires_in / 2);
 }
 
-SecretString BearerToken::from_metadata(const KmsContext& ctx) {
-  Clock::time_point now = Clock::now();
-  if (!metadata_token_.empty() && now < metadata_expiry_) return SecretString(metadata_token_.view());
-  metadata_token_.wipe();
-
+MetadataToken BearerToken::request_metadata_token(const KmsContext& ctx) {
   HttpRequest rq;
   rq.method = "GET";
   rq.url = metadata_.url;
   rq.headers.push_back(metadata_.header);
   HttpResult r = http_call(rq, ctx.http, judge_metadata_response);
   if (r.failure != HttpFailure::kNone) fail_transport(r, kms_, "token request");
-  MetadataToken got = parse_metadata_token(r.response, kms_, metadata_.url);
+  return parse_metadata_token(r.response, kms_, metadata_.url);
+}
+
+SecretString BearerToken::from_metadata(const KmsContext& ctx) {
+  if (ctx.credentials)
+    return shared_token(ctx, "metadata token: " + metadata_.url + " (" + metadata_.header + ")",
+                        [&] { return request_metadata_token(ctx); });
+  Clock::time_point now = Clock::now();
+  if (!metadata_token_.empty() && now < metadata_expiry_) return SecretString(metadata_token_.view());
+  metadata_token_.wipe();
+  MetadataToken got = request_metadata_token(ctx);
   metadata_token_ = std::move(got.token);
   // Cache until shortly before expiry: a minute early, or half the lifetime when
   // that is shorter. Without a lifetime the token serves this one call.

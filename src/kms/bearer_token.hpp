@@ -20,6 +20,7 @@
 #include <memory>
 #include <string>
 
+#include "pg_envelope/credential_store.hpp"
 #include "pg_envelope/http.hpp"
 #include "pg_envelope/kms.hpp"
 #include "pg_envelope/secrets.hpp"
@@ -86,6 +87,14 @@ class BearerToken {
 
  private:
   SecretString from_metadata(const KmsContext& ctx);
+  // A granted or metadata token through the server-wide credential store (one request
+  // for the whole server per token lifetime): `identity` names the source; `fetch`
+  // requests a new token and its lifetime in seconds (-1: unknown, then it is not
+  // shared and serves the call that asked for it).
+  SecretString shared_token(const KmsContext& ctx, std::string identity,
+                            const std::function<MetadataToken()>& fetch);
+  MetadataToken request_metadata_token(const KmsContext& ctx);
+  SecretString granted(const KmsContext& ctx, OAuthTokenSource& grant, const std::string& identity);
 
   std::string kms_;
   CachedSecretFile token_file_;
@@ -94,12 +103,18 @@ class BearerToken {
   EnvGrantFactory env_factory_;
   std::string env_grant_vars_;
   std::unique_ptr<OAuthTokenSource> env_grant_;
+  std::string grant_identity_, env_grant_identity_;
   bool env_checked_ = false;
   MetadataTokenSource metadata_;
   SecretString metadata_token_;
   std::chrono::steady_clock::time_point metadata_expiry_{};
   enum class Used { kNone, kStatic, kGrant, kEnvGrant, kMetadata } used_ = Used::kNone;  // by the last get()
   bool used_fresh_ = false;  // the last get()'s grant token was requested by it
+  // The last get()'s token when it came from the server-wide store: dropped there (once)
+  // after the KMS answered 401 to it.
+  std::shared_ptr<CredentialStore> store_;
+  std::string shared_identity_;
+  SecureBytes shared_value_;
 };
 
 }  // namespace pg_envelope::remote

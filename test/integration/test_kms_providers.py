@@ -482,5 +482,14 @@ def test_bearer_token_from_metadata_service(pg, provider):
         assert emu.calls(token_op) == 1
         assert emu.calls() - emu.calls(token_op) >= 4  # wrap + check unwrap, twice
         assert emu.rejected() == 0
+        if provider == "azure":
+            assert emu.imds_client_ids == [None]  # the system-assigned identity
+            # a user-assigned managed identity: chosen by the option client_id
+            uami = "11111111-2222-3333-4444-555555555555"
+            pg.sql("SELECT envelope.create_kms('md_user', 'azure-keyvault', %s::jsonb)",
+                   (json.dumps({**options, "client_id": uami}),))
+            cur = pg.connect().cursor()
+            cur.execute("SELECT envelope.create_key('k2', kms => 'md_user', kek => %s)", (kek,))
+            assert emu.imds_client_ids == [None, uami]
     finally:
         emu.stop()

@@ -21,7 +21,7 @@ import psycopg2
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # <repo>/test
-from kms_emulators import aws, aws_sts, vault  # noqa: E402
+from kms_emulators import aws, aws_sts, azure, gcp, vault  # noqa: E402
 
 from pgcluster import pg_error  # noqa: E402
 
@@ -109,6 +109,59 @@ class VaultSetup:
         self.emu.stop()
 
 
+class CloudSetup:
+    """gcp-kms with a service-account key (a JWT grant at Google's token endpoint), or
+    azure-keyvault with the managed identity's token from IMDS (the metadata path)."""
+
+    def __init__(self, cluster_factory, provider):
+        self.provider = provider
+        self.pg = cluster_factory.create("sharedcreds", settings=SETTINGS)
+        self.pg.sql("CREATE EXTENSION pg_envelope")
+        if provider == "gcp":
+            self.emu = gcp.start(keys=("pg-envelope",))
+            kf = self.emu.add_service_account()
+            self.private_key = kf["private_key"]
+            path = self.pg.write_file("sa.json", json.dumps(kf), 0o600)
+            opts, kek, self.token_op = ({"endpoint": self.emu.url, "credentials_file": str(path)},
+                                        self.emu.key_name("pg-envelope"), "oauth_token")
+            self.pg.sql("SELECT envelope.create_kms('c', 'gcp-kms', %s::jsonb)", (json.dumps(opts),))
+        else:
+            self.emu = azure.start(keys=("pg-envelope",))
+            self.private_key = None
+            opts, kek, self.token_op = {"vault_url": self.emu.url, "imds_url": self.emu.url}, "pg-envelope", "imds_token"
+            self.pg.sql("SELECT envelope.create_kms('c', 'azure-keyvault', %s::jsonb)", (json.dumps(opts),))
+        self.pg.sql("SELECT envelope.create_key('k1', kms => 'c', kek => %s)", (kek,))
+        self.pg.sql("CREATE TABLE t (v envelope.encrypted_text)")
+        self.pg.sql("INSERT INTO t SELECT envelope.encrypt_field(%s, 'k1')", (PLAIN,))
+
+    def fetches(self):
+        return self.emu.calls(self.token_op)
+
+    def unwraps(self):
+        return self.emu.calls() - self.emu.calls(self.token_op)
+
+    def secrets(self):
+        pem = [l for l in (self.private_key or "").splitlines() if l and "-----" not in l]
+        return pem + self.emu.issued_tokens()
+
+    def stop(self):
+        self.emu.stop()
+
+
+@pytest.fixture
+def cloud_setup(cluster_factory):
+    made = []
+
+    def make(provider):
+        s = CloudSetup(cluster_factory, provider)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.stop()
+
+
 def decrypt_cold(pg):
     """A new connection (a cold backend) that flushes the DEK caches first, so that its
     decrypt needs the KMS, hence a credential."""
@@ -181,9 +234,11 @@ def vault_setup(cluster_factory):
 # --------------------------------------------------------------------------- tests
 
 
-@pytest.mark.parametrize("provider", ["aws", "vault"])
-def test_200_new_connections_one_fetch(provider, aws_setup, vault_setup):
-    s = aws_setup() if provider == "aws" else vault_setup()
+@pytest.mark.parametrize("provider", ["aws", "vault", "gcp", "azure"])
+def test_200_new_connections_one_fetch(provider, aws_setup, vault_setup, cloud_setup):
+    """One STS call (AWS, IRSA), one AppRole login (Vault), one JWT grant (GCP service
+    account) or one IMDS token (Azure managed identity) for 200 new connections."""
+    s = {"aws": aws_setup, "vault": vault_setup}[provider]() if provider in ("aws", "vault") else cloud_setup(provider)
     before_fetches, before_unwraps = s.fetches(), s.unwraps()
     assert before_fetches == 1  # the set-up's backend
     for _ in range(200):
@@ -196,6 +251,8 @@ def test_200_new_connections_one_fetch(provider, aws_setup, vault_setup):
     assert st["capacity"] == 64 and st["core_dump_excluded"] is True, st
     if provider == "aws":
         assert s.kms.rejected() == 0
+    if provider in ("gcp", "azure"):
+        assert s.emu.rejected() == 0
     s.pg.assert_log_free_of(s.secrets())
     assert not any(sec in json.dumps(st, default=str) for sec in s.secrets())
 

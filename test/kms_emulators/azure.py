@@ -137,6 +137,7 @@ class AzureKeyVaultEmulator(Emulator):
         self._issued: dict = {}        # token -> (expiry, resource)
         self.aad_token_ttl = int(aad_token_ttl)
         self._clients: dict = {}       # client_id -> {"secrets": set, "certs": {x5t#S256: (x5t, pubkey)}, "federated": set}
+        self.imds_client_ids: list = []  # the client_id of each IMDS token request (None: system-assigned)
         self.grants: dict = {}         # "client_secret" / "client_certificate" / "federated" -> count
         self.last_assertion: Optional[dict] = None
         self._keys: dict = {}
@@ -553,6 +554,10 @@ class AzureKeyVaultEmulator(Emulator):
 
     def _imds(self, req: Request) -> Response:
         resource = req.query_value("resource")
+        # a user-assigned identity is chosen by client_id (object_id / msi_res_id not used here)
+        chosen = req.query_value("client_id")
+        with self._lock:
+            self.imds_client_ids.append(chosen)
         tok = self.issue_token(resource)
         with self._lock:
             exp = self._issued[tok][0]
