@@ -54,9 +54,7 @@ Verdict judge_metadata_response(const HttpResponse& response);
 // "malformed response". `url` is the token URL, for the detail.
 MetadataToken parse_metadata_token(const HttpResponse& response, const std::string& kms, const std::string& url);
 
-// How long a fetched token is cached: until a minute before it expires, or half its
-// lifetime when that is shorter; 0 (this one call) without a lifetime.
-long token_cache_seconds(long expires_in) noexcept;
+// token_cache_seconds(): see oauth_token.hpp.
 
 class BearerToken {
  public:

@@ -6,7 +6,6 @@
 #include <chrono>
 #include <cmath>
 
-#include "bearer_token.hpp"
 #include "kms_messages.hpp"
 #include "remote_kms.hpp"
 #include "url.hpp"

@@ -45,6 +45,11 @@ class OAuthTokenSource {
 
 // ---------------------------------------------------------------- pure parts
 
+// How long a fetched token is cached: until a minute before it expires, or half its
+// lifetime when that is shorter; 0 (this one call) without a lifetime. (Defined in
+// bearer_token.cpp, for metadata tokens too.)
+long token_cache_seconds(long expires_in) noexcept;
+
 // The steady clock in milliseconds; the wall clock in Unix seconds (JWT iat/exp).
 std::int64_t steady_now_ms();
 std::int64_t unix_now_seconds();

@@ -7,6 +7,7 @@
 #include "key_errors.hpp"
 #include "key_generation.hpp"
 #include "kms_registry.hpp"
+#include "shared_credentials.hpp"
 #include "kms_settings.hpp"
 
 namespace pg_envelope {
@@ -27,7 +28,11 @@ std::map<std::string, Entry, std::less<>>& registry() {
 }  // namespace
 
 std::unique_ptr<KmsProvider> build_kms_provider(const KmsConfig& config) {
-  return make_kms_provider(config, kms_context());
+  KmsContext ctx = kms_context();
+  // Temporary credentials and login tokens: once for the whole server (null when the
+  // library was not preloaded: each backend's providers keep their own).
+  ctx.credentials = shared_credentials::store();
+  return make_kms_provider(config, ctx);
 }
 
 KmsProvider& kms_provider(std::string_view kms_name) {

@@ -8,7 +8,6 @@ extern "C" {
 #include <cstdlib>
 
 #include "kms_settings.hpp"
-#include "shared_credentials.hpp"
 
 namespace pg_envelope {
 
@@ -33,9 +32,6 @@ KmsContext kms_context() {
   // Only reads the flags the signal handlers set; never longjmps.
   ctx.http.interrupted = [] { return QueryCancelPending || ProcDiePending; };
   ctx.getenv = [](const char* n) -> const char* { return std::getenv(n); };
-  // Temporary credentials and login tokens: once for the whole server (null when the
-  // library was not preloaded: each backend's providers keep their own).
-  ctx.credentials = shared_credentials::store();
   return ctx;
 }
 
