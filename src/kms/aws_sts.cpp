@@ -10,6 +10,7 @@
 #include "kms_messages.hpp"
 #include "remote_kms.hpp"
 #include "secret_file.hpp"
+#include "secure_json.hpp"
 
 namespace pg_envelope::remote::aws {
 
@@ -28,31 +29,6 @@ bool name_char(char c) {
 }
 
 bool xml_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
-
-void append_utf8(SecretString& out, unsigned long cp) {
-  char b[4];
-  std::size_t n;
-  if (cp < 0x80) {
-    b[0] = static_cast<char>(cp);
-    n = 1;
-  } else if (cp < 0x800) {
-    b[0] = static_cast<char>(0xC0 | (cp >> 6));
-    b[1] = static_cast<char>(0x80 | (cp & 0x3F));
-    n = 2;
-  } else if (cp < 0x10000) {
-    b[0] = static_cast<char>(0xE0 | (cp >> 12));
-    b[1] = static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    b[2] = static_cast<char>(0x80 | (cp & 0x3F));
-    n = 3;
-  } else {
-    b[0] = static_cast<char>(0xF0 | (cp >> 18));
-    b[1] = static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    b[2] = static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    b[3] = static_cast<char>(0x80 | (cp & 0x3F));
-    n = 4;
-  }
-  out.append(b, n);
-}
 
 // Character data with its references decoded, appended to `out`; false when a
 // reference is malformed or names no predefined entity.

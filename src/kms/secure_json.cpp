@@ -11,6 +11,33 @@
 
 namespace pg_envelope::remote {
 
+// Appends code point `cp` to `out` in UTF-8 (see secure_json.hpp).
+void append_utf8(SecretString& out, unsigned long cp) {
+  char b[4];
+  std::size_t n;
+  if (cp < 0x80) {
+    b[0] = static_cast<char>(cp);
+    n = 1;
+  } else if (cp < 0x800) {
+    b[0] = static_cast<char>(0xC0 | (cp >> 6));
+    b[1] = static_cast<char>(0x80 | (cp & 0x3F));
+    n = 2;
+  } else if (cp < 0x10000) {
+    b[0] = static_cast<char>(0xE0 | (cp >> 12));
+    b[1] = static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    b[2] = static_cast<char>(0x80 | (cp & 0x3F));
+    n = 3;
+  } else {
+    b[0] = static_cast<char>(0xF0 | (cp >> 18));
+    b[1] = static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+    b[2] = static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    b[3] = static_cast<char>(0x80 | (cp & 0x3F));
+    n = 4;
+  }
+  out.append(b, n);
+  secure_zero(b, sizeof b);
+}
+
 namespace {
 
 // The length (1 to 4) of the well-formed UTF-8 sequence at p, as RFC 3629 defines
@@ -169,31 +196,6 @@ class Parser {
     return true;
   }
 
-  static void append_utf8(SecretString& out, unsigned cp) {
-    char b[4];
-    std::size_t n;
-    if (cp < 0x80) {
-      b[0] = static_cast<char>(cp);
-      n = 1;
-    } else if (cp < 0x800) {
-      b[0] = static_cast<char>(0xC0 | (cp >> 6));
-      b[1] = static_cast<char>(0x80 | (cp & 0x3F));
-      n = 2;
-    } else if (cp < 0x10000) {
-      b[0] = static_cast<char>(0xE0 | (cp >> 12));
-      b[1] = static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      b[2] = static_cast<char>(0x80 | (cp & 0x3F));
-      n = 3;
-    } else {
-      b[0] = static_cast<char>(0xF0 | (cp >> 18));
-      b[1] = static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-      b[2] = static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      b[3] = static_cast<char>(0x80 | (cp & 0x3F));
-      n = 4;
-    }
-    out.append(b, n);
-    secure_zero(b, sizeof b);
-  }
 
   // A string at p_ (which is at its opening quote), decoded into `out`.
   bool string(SecretString& out) {

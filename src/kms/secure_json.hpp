@@ -48,4 +48,8 @@ json parse_json_secret(std::string_view text);
 // UTF-8, where dump() would throw nlohmann::json::type_error.
 SecretString dump_json_secret(const json& value);
 
+// Appends the code point `cp` to `out` in UTF-8 (the JSON and the STS XML readers
+// decode escapes and character references with it); its scratch bytes are zeroed.
+void append_utf8(SecretString& out, unsigned long cp);
+
 }  // namespace pg_envelope::remote
