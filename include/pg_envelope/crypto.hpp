@@ -63,29 +63,76 @@ class HmacSha256 {
   EVP_MAC_CTX* ctx_ = nullptr;
 };
 
-// AES-GCM with a fixed key (16, 24 or 32 bytes). The key schedule is computed once,
-// so sealing and opening many short values with one key is cheap. Not thread-safe;
-// one instance per backend cache entry.
-class AesGcm {
+// Sealing and opening with one AES-GCM key: what the envelope format encrypts with.
+class Aead {
  public:
-  explicit AesGcm(ByteView key);
-  ~AesGcm();
-  AesGcm(const AesGcm&) = delete;
-  AesGcm& operator=(const AesGcm&) = delete;
+  virtual ~Aead() = default;
 
   // Encrypts plaintext into out (plaintext.size() bytes) and writes the tag.
   // nonce must be kGcmNonceSize bytes. out may alias plaintext.
-  void seal(ByteView nonce, ByteView aad, ByteView plaintext, std::uint8_t* out,
-            std::uint8_t tag[kGcmTagSize]);
+  virtual void seal(ByteView nonce, ByteView aad, ByteView plaintext, std::uint8_t* out,
+                    std::uint8_t tag[kGcmTagSize]) = 0;
 
   // Decrypts ciphertext into out (ciphertext.size() bytes) and verifies the tag in
   // constant time. Returns false, with out wiped, if authentication fails.
-  [[nodiscard]] bool open(ByteView nonce, ByteView aad, ByteView ciphertext,
-                          const std::uint8_t tag[kGcmTagSize], std::uint8_t* out);
+  [[nodiscard]] virtual bool open(ByteView nonce, ByteView aad, ByteView ciphertext,
+                                  const std::uint8_t tag[kGcmTagSize], std::uint8_t* out) = 0;
+};
+
+// AES-GCM with a fixed key (16, 24 or 32 bytes). The key schedule is computed once,
+// so sealing and opening many short values with one key is cheap. Not thread-safe.
+class AesGcm final : public Aead {
+ public:
+  explicit AesGcm(ByteView key);
+  ~AesGcm() override;
+  AesGcm(const AesGcm&) = delete;
+  AesGcm& operator=(const AesGcm&) = delete;
+
+  void seal(ByteView nonce, ByteView aad, ByteView plaintext, std::uint8_t* out,
+            std::uint8_t tag[kGcmTagSize]) override;
+  [[nodiscard]] bool open(ByteView nonce, ByteView aad, ByteView ciphertext, const std::uint8_t tag[kGcmTagSize],
+                          std::uint8_t* out) override;
 
  private:
   EVP_CIPHER_CTX* enc_ = nullptr;
   EVP_CIPHER_CTX* dec_ = nullptr;
+};
+
+// AES-GCM with a fixed key, for caches of thousands of keys (one per cached DEK).
+// AesGcm keeps two OpenSSL contexts per key (about 2 kB in several allocations: key
+// schedule, GHASH table, state); a cache of 10,000 keys used in random order then
+// reads them from main memory on almost every value. A PooledAesGcm keeps only the
+// key (wiped when it is destroyed) and borrows its contexts from a per-process pool
+// of kGcmPoolSlots contexts per direction: an instance always uses the slot of its
+// serial number (so up to kGcmPoolSlots instances created one after another never
+// share one), and sets the key up again (AES key expansion and GHASH table, a fraction
+// of a microsecond) only when another instance used that slot since. A slot's key
+// schedule is wiped (its context reset) when the instance that holds it is destroyed.
+// Not thread-safe: the pool is per process (a PostgreSQL backend is single-threaded).
+inline constexpr std::size_t kGcmPoolSlots = 1024;
+
+class PooledAesGcm final : public Aead {
+ public:
+  explicit PooledAesGcm(ByteView key);  // 16, 24 or 32 bytes
+  ~PooledAesGcm() override;
+  PooledAesGcm(const PooledAesGcm&) = delete;
+  PooledAesGcm& operator=(const PooledAesGcm&) = delete;
+
+  void seal(ByteView nonce, ByteView aad, ByteView plaintext, std::uint8_t* out,
+            std::uint8_t tag[kGcmTagSize]) override;
+  [[nodiscard]] bool open(ByteView nonce, ByteView aad, ByteView ciphertext, const std::uint8_t tag[kGcmTagSize],
+                          std::uint8_t* out) override;
+
+  // How many times, in this process, a pool slot had to be keyed again (for tests and
+  // benchmarks).
+  static std::uint64_t rekeys() noexcept;
+
+ private:
+  EVP_CIPHER_CTX* start(bool encrypt, ByteView nonce);
+
+  std::uint64_t serial_;
+  std::uint8_t key_size_;
+  std::uint8_t key_[32];
 };
 
 inline ByteView as_bytes(std::string_view s) noexcept {

@@ -14,35 +14,40 @@
 
 namespace pg_envelope {
 
-// An unwrapped DEK, ready to use: the key schedule is set up once in `aead`.
-struct CachedDek {
+// An unwrapped DEK, ready to use. The fields a decrypt reads come first, in the
+// entry's first two CPU cache lines (the entry is cache-line aligned): with thousands
+// of DEKs used in random order, each use of an entry not used lately costs a read from
+// main memory per line.
+struct alignas(64) CachedDek {
   CachedDek(DekId id_, std::string key_name_, ByteView key);
   DekId id;
-  std::string key_name;
-  AesGcm aead;
-  // HKDF-SHA256(DEK, "pg_envelope blind index seed v1"): the root of the blind-index
-  // keys of protected columns whose blind key this DEK is (never the DEK itself).
-  SecureBytes blind_seed;
   // Until when (the caller's clock) the DEK may be used without asking the shared
   // cache again; the shared cache's TTL or max-stale retry interval.
   std::int64_t valid_until = INT64_MAX;
+  // The backend cache's use order: its move count when this entry last went to the
+  // front (backend_dek_cache.cpp).
+  std::uint64_t moved_at = 0;
   // The per-key privileges of one user already checked for this DEK's key (bits of
   // the privileges asked, and of those held), while `access_epoch` is current; the
   // PostgreSQL layer (key_access) fills and reads them.
-  std::uint32_t access_user = 0;
   std::uint64_t access_epoch = 0;
+  std::uint32_t access_user = 0;
   std::uint8_t access_checked = 0;
   std::uint8_t access_held = 0;
   // The audit counter (PostgreSQL layer, audit::note) this DEK was last counted in,
   // while `audit_epoch` is the counters' current one.
+  std::uint8_t audit_event = 0;
   std::uint64_t audit_epoch = 0;
   std::uint32_t audit_index = 0;
   std::uint32_t audit_protection = 0;
   std::uint32_t audit_user = 0;
-  std::uint8_t audit_event = 0;
-  // The backend cache's use order: its move count when this entry last went to the
-  // front (backend_dek_cache.cpp).
-  std::uint64_t moved_at = 0;
+  // The DEK itself, its OpenSSL contexts borrowed from a per-process pool (crypto.hpp):
+  // an entry is about 200 bytes where two contexts of its own took about 2 kB.
+  PooledAesGcm aead;
+  std::string key_name;
+  // HKDF-SHA256(DEK, "pg_envelope blind index seed v1"): the root of the blind-index
+  // keys of protected columns whose blind key this DEK is (never the DEK itself).
+  SecureBytes blind_seed;
 };
 
 class DekCache {

@@ -95,7 +95,7 @@ void build_aad(ByteView header_bytes, PlainType type, bool has_context, std::str
 // Writes a whole envelope into `out` (envelope_overhead(h) + plaintext.size() bytes):
 // h with a fresh nonce, then `plaintext` sealed under `aead` with the AAD above (built
 // in `aad`, a buffer the caller may reuse). h.format and h.dek are the caller's.
-void seal_envelope(EnvelopeHeader h, AesGcm& aead, PlainType type, bool has_context, std::string_view context,
+void seal_envelope(EnvelopeHeader h, Aead& aead, PlainType type, bool has_context, std::string_view context,
                    ByteView plaintext, std::uint8_t* out, Bytes& aad);
 
 // Canonical text form: "env1:" followed by standard padded base64 of the bytes.

@@ -1,4 +1,4 @@
-// Per-backend DEK cache: a hash map from DEK identity to a ready AesGcm, plus the map
+// Per-backend DEK cache: a hash map from DEK identity to a ready DEK (PooledAesGcm), plus the map
 // from key name to its current DEK. Bounded; when full, the least recently used entry
 // goes (a list in use order; each entry knows the key names it is current for, so an
 // eviction is O(1) however many keys the backend has seen). A use moves its entry to
@@ -16,7 +16,7 @@
 namespace pg_envelope {
 
 CachedDek::CachedDek(DekId id_, std::string key_name_, ByteView key)
-    : id(id_), key_name(std::move(key_name_)), aead(key), blind_seed(32) {
+    : id(id_), aead(key), key_name(std::move(key_name_)), blind_seed(32) {
   static constexpr std::string_view kLabel = "pg_envelope blind index seed v1";
   hkdf_sha256(key, {}, as_bytes(kLabel), blind_seed.span());
 }

@@ -108,7 +108,7 @@ void build_aad(ByteView header_bytes, PlainType type, bool has_context, std::str
   if (has_context) aad.insert(aad.end(), context.begin(), context.end());
 }
 
-void seal_envelope(EnvelopeHeader h, AesGcm& aead, PlainType type, bool has_context, std::string_view context,
+void seal_envelope(EnvelopeHeader h, Aead& aead, PlainType type, bool has_context, std::string_view context,
                    ByteView plaintext, std::uint8_t* out, Bytes& aad) {
   random_nonce(h.nonce);
   std::size_t header = write_header(h, out);

@@ -292,7 +292,7 @@ void register_callbacks() {
 void define_gucs() {
   DefineCustomIntVariable("envelope.backend_cache_entries",
                           "DEKs each backend keeps ready to use (least recently used go first).",
-                          "Each costs about 1 kB of the backend's memory.", &backend_cache_entries, 4096, 1, 1000000,
+                          "Each costs about 0.6 kB of the backend's memory.", &backend_cache_entries, 4096, 1, 1000000,
                           PGC_SUSET, 0, nullptr, nullptr, nullptr);
 }
 
