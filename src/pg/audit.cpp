@@ -151,8 +151,65 @@ struct Agg {
 std::vector<Agg> aggs;
 std::vector<std::uint64_t> agg_counts;  // aggs[i]'s count while counting (small: stays in the CPU cache)
 std::uint64_t agg_epoch = 1;            // moves whenever aggs is emptied (see note(CachedDek&))
-std::unordered_map<AggKey, std::size_t, AggKeyHash> agg_index;
+// aggs' index by key: open addressing (linear probing, at most half full), so that a
+// statement that uses 100,000 key versions makes no allocation per version and its
+// flush empties the index in one pass (a node-based map allocated and freed a node
+// per version, every statement).
+class AggIndex {
+ public:
+  // The index of `k` in aggs, or SIZE_MAX.
+  std::size_t find(const AggKey& k) const noexcept {
+    if (used_ == 0) return SIZE_MAX;
+    for (std::size_t i = home(k);; i = (i + 1) & mask_) {
+      const Slot& s = slots_[i];
+      if (s.at == SIZE_MAX) return SIZE_MAX;
+      if (s.k == k) return s.at;
+    }
+  }
+  void put(const AggKey& k, std::size_t at) {
+    if ((used_ + 1) * 2 > slots_.size()) grow();
+    std::size_t i = home(k);
+    while (slots_[i].at != SIZE_MAX && !(slots_[i].k == k)) i = (i + 1) & mask_;
+    if (slots_[i].at == SIZE_MAX) ++used_;
+    slots_[i] = Slot{k, at};
+  }
+  void clear() noexcept {
+    if (used_ == 0) return;
+    std::fill(slots_.begin(), slots_.end(), Slot{});
+    used_ = 0;
+  }
+
+ private:
+  struct Slot {
+    AggKey k{};
+    std::size_t at = SIZE_MAX;  // SIZE_MAX: free
+  };
+  // AggKeyHash keeps the key id in the high bits (a prime-sized node map takes it
+  // modulo); mixed here, so that the low bits a power-of-two table uses depend on it.
+  std::size_t home(const AggKey& k) const noexcept {
+    std::uint64_t h = AggKeyHash()(k);
+    h ^= h >> 33;
+    h *= 0xFF51AFD7ED558CCDull;
+    h ^= h >> 33;
+    return static_cast<std::size_t>(h) & mask_;
+  }
+  void grow() {
+    std::vector<Slot> old;
+    old.swap(slots_);
+    slots_.assign(old.empty() ? 64 : old.size() * 2, Slot{});
+    mask_ = slots_.size() - 1;
+    used_ = 0;
+    for (const Slot& s : old)
+      if (s.at != SIZE_MAX) put(s.k, s.at);
+  }
+  std::vector<Slot> slots_;
+  std::size_t mask_ = 0;
+  std::size_t used_ = 0;
+};
+AggIndex agg_index;
 std::size_t last_agg = SIZE_MAX;
+Oid agg_user = InvalidOid;        // the role whose name agg_user_name is, in this statement
+std::string agg_user_name;
 std::int64_t agg_statement = 0;
 std::int64_t agg_query_id = 0;
 std::uint32_t current_protection = 0;
@@ -389,7 +446,21 @@ bool warned_usage_full = false;
 // Flushes the counts of the last statement: usage counters, then the audit trail.
 void flush(bool at_abort) {
   if (aggs.empty()) return;
-  std::vector<Agg> done;
+  // The vectors keep their memory from one statement to the next: a statement that
+  // uses 100,000 key versions would otherwise map, fault in and unmap megabytes each
+  // time. `spare` lends its buffer to aggs and gets aggs' back when this returns (a
+  // nested flush, should there be one, finds it empty and allocates its own).
+  static std::vector<Agg> spare;
+  struct GiveBack {
+    std::vector<Agg> v;
+    ~GiveBack() {
+      v.clear();
+      if (spare.capacity() < v.capacity()) spare.swap(v);
+    }
+  } held;
+  std::vector<Agg>& done = held.v;
+  done.swap(spare);
+  done.clear();
   done.swap(aggs);
   for (std::size_t i = 0; i < done.size(); ++i) done[i].count = agg_counts[i];
   agg_counts.clear();
@@ -710,6 +781,7 @@ void note(DekId id, std::string_view key_name, Event e) {
     std::int64_t stmt = GetCurrentStatementStartTimestamp();
     if (stmt != agg_statement) {
       if (!aggs.empty()) flush(false);
+      agg_user_name.clear();
       agg_statement = stmt;
       agg_query_id = query_id();
     }
@@ -718,27 +790,32 @@ void note(DekId id, std::string_view key_name, Event e) {
       // The DEK was handed out (and counted as a decrypt) before the value failed.
       AggKey d = k;
       d.event = kDecrypt;
-      if (auto it = agg_index.find(d); it != agg_index.end() && agg_counts[it->second] > 0) --agg_counts[it->second];
+      if (std::size_t at = agg_index.find(d); at != SIZE_MAX && agg_counts[at] > 0) --agg_counts[at];
     }
     if (last_agg < aggs.size() && aggs[last_agg].k == k) {
       ++agg_counts[last_agg];
       return;
     }
-    if (auto it = agg_index.find(k); it != agg_index.end()) {
-      last_agg = it->second;
+    if (std::size_t at = agg_index.find(k); at != SIZE_MAX) {
+      last_agg = at;
       ++agg_counts[last_agg];
       return;
     }
     (void)session_user_name();
     (void)client_address();
-    std::string user = role_name_of(k.user);
+    // The role's name, looked up once per statement (not once per key version).
+    if (k.user != agg_user || agg_user_name.empty()) {
+      agg_user_name = role_name_of(k.user);
+      agg_user = k.user;
+    }
+    std::string user = agg_user_name;
     // Looked up now, inside the statement (there is no snapshot to query with once
     // it has ended); once per column and backend.
     std::string object = mode != kOff ? column_name(k.protection, !IsParallelWorker()) : std::string();
     aggs.push_back(Agg{k, std::string(key_name), std::move(user), std::move(object), 0});
     agg_counts.push_back(1);
     last_agg = aggs.size() - 1;
-    agg_index.emplace(k, last_agg);
+    agg_index.put(k, last_agg);
   }
 }
 
