@@ -45,16 +45,32 @@ namespace pg_envelope {
 // value that names nothing existing, e.g. a KEK being tried for the first time).
 // `what` names the thing: `KEK "x"` becomes `the KEK given` when what is "KEK"
 // and replacement "the KEK given"; any other occurrence of x becomes
-// "(the KEK given)".
+// "(the KEK given)" where it is not part of a longer name or word: a needle that
+// begins (ends) with a letter, digit or underscore is replaced only where the text
+// has none of those just before (after) it, so that a short name ("v") does not
+// mangle every word that contains the letter.
 inline Error without(const Error& e, std::string_view what, std::string_view needle, std::string_view replacement) {
   if (needle.empty()) return e;
   std::string quoted = std::string(what) + " \"" + std::string(needle) + "\"";
   std::string bracketed = "(" + std::string(replacement) + ")";
+  auto word_char = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+  };
+  const bool bound_before = word_char(needle.front()), bound_after = word_char(needle.back());
   auto scrub = [&](std::string s) {
     for (std::size_t at = s.find(quoted); at != std::string::npos; at = s.find(quoted, at + replacement.size()))
       s.replace(at, quoted.size(), replacement);
-    for (std::size_t at = s.find(needle); at != std::string::npos; at = s.find(needle, at + bracketed.size()))
+    for (std::size_t at = s.find(needle); at != std::string::npos;) {
+      std::size_t end = at + needle.size();
+      bool inside_word = (bound_before && at > 0 && word_char(s[at - 1])) ||
+                         (bound_after && end < s.size() && word_char(s[end]));
+      if (inside_word) {
+        at = s.find(needle, at + 1);
+        continue;
+      }
       s.replace(at, needle.size(), bracketed);
+      at = s.find(needle, at + bracketed.size());
+    }
     return s;
   };
   return Error(e.sqlstate(), scrub(e.what()), scrub(e.detail()), scrub(e.hint()));
