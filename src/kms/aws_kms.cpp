@@ -281,7 +281,7 @@ class AwsKms final : public KmsProvider {
       while (!u.empty() && u.back() == '/') u.pop_back();
     };
     trim_slashes(endpoint_);
-    check_kms_url(endpoint_, name_);
+    check_kms_url(endpoint_, name_, "endpoint");
     if (c.sts_endpoint.empty()) c.sts_endpoint = remote::aws::default_sts_endpoint(region_);
     trim_slashes(c.sts_endpoint);
     remote::check_base_url(c.sts_endpoint, name_, "sts_endpoint");

@@ -13,7 +13,9 @@
 
 namespace pg_envelope {
 
-void check_kms_url(std::string_view url, std::string_view kms_name) {
+void check_kms_url(std::string_view url, std::string_view kms_name, std::string_view option) {
+  const std::string of_kms = "KMS \"" + std::string(kms_name) + "\"";
+  const std::string subject = option.empty() ? of_kms : "\"" + std::string(option) + "\" of " + of_kms;
   CURLU* u = curl_url();
   if (u == nullptr) throw std::bad_alloc();
   std::string s(url);
@@ -27,7 +29,8 @@ void check_kms_url(std::string_view url, std::string_view kms_name) {
   curl_free(host);
   curl_url_cleanup(u);
   if (!parsed)
-    throw Error(sqlstate::kInvalidParameterValue, "invalid URL for KMS \"" + std::string(kms_name) + "\"",
+    throw Error(sqlstate::kInvalidParameterValue,
+                option.empty() ? "invalid URL for " + of_kms : "invalid \"" + std::string(option) + "\" for " + of_kms,
                 "The address is not a valid absolute URL.");
   // Loopback only by address, never by a name that merely starts with "127."
   // (127.0.0.1.example.com is an ordinary host).
@@ -38,7 +41,7 @@ void check_kms_url(std::string_view url, std::string_view kms_name) {
                   (inet_pton(AF_INET, bare.c_str(), &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127) ||
                   (inet_pton(AF_INET6, bare.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6));
   if (sch == "https" || (sch == "http" && loopback)) return;
-  throw Error(sqlstate::kInvalidParameterValue, "KMS \"" + std::string(kms_name) + "\" must be reached over https",
+  throw Error(sqlstate::kInvalidParameterValue, subject + " must be reached over https",
               "Plain http is allowed only to loopback addresses (127.0.0.0/8, ::1, localhost).",
               "Use an https:// address.");
 }
@@ -89,7 +92,7 @@ void check_base_url(std::string_view url, const std::string& kms, const char* op
   if (metadata && parse_url(url, p) && p.scheme == "http" &&
       (p.host == "169.254.169.254" || p.host == "metadata.google.internal"))
     return;
-  check_kms_url(url, kms);
+  check_kms_url(url, kms, option);
 }
 
 }  // namespace remote

@@ -12,7 +12,9 @@ namespace pg_envelope {
 
 // Throws Error 22023 unless `url` is https, or http to a loopback address
 // (127.0.0.0/8, ::1, localhost: by address, never by a name that only starts so).
-void check_kms_url(std::string_view url, std::string_view kms_name);
+// `option`, when given, is the KMS option the URL came from: the error names it
+// (never the URL, which may carry more than an address).
+void check_kms_url(std::string_view url, std::string_view kms_name, std::string_view option = {});
 
 namespace remote {
 

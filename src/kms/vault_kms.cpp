@@ -161,9 +161,9 @@ class VaultTransitKms final : public KmsProvider {
     o.apply_ca_file(ctx_.http);
     o.finish();
     // check_kms_url() first, so an address that is not an https (or loopback http)
-    // URL keeps the error it always had; then the base-URL rules the other providers
-    // follow too, since paths are appended to the address.
-    check_kms_url(address_, name_);
+    // URL gets that error; then the base-URL rules the other providers follow too,
+    // since paths are appended to the address.
+    check_kms_url(address_, name_, "address");
     remote::check_base_url(address_, name_, "address");
     auto bad_chars = [](const std::string& v) {
       for (char c : v)
