@@ -15,6 +15,7 @@ extern "C" {
 #include "pg_envelope/kms.hpp"
 #include "pg/key_change_commit.hpp"
 #include "pg/kms_settings.hpp"
+#include "pg/role_guard.hpp"
 #include "pg/rotation_scheduler.hpp"
 #include "pg/shared_memory.hpp"
 #include "pg/format_setting.hpp"
@@ -147,5 +148,6 @@ void _PG_init(void) {
     pg_envelope::dek_resolver::register_callbacks();
     pg_envelope::audit::register_callbacks();
     pg_envelope::rotation_scheduler::register_workers();
+    pg_envelope::role_guard::register_hook();
   });
 }

@@ -248,3 +248,66 @@ def test_revoke_reaches_a_standby(cluster_factory, pg):
     with bob.cursor() as cur, pytest.raises(psycopg2.Error) as e:
         cur.execute("SELECT envelope.grant_key('tenant_a', 'bob', 'decrypt')")
     assert pg_error(e)["sqlstate"] in ("25006", "42501")
+
+
+def test_drop_role_and_drop_owned_see_key_grants(pg):
+    """A role's key grants are privileges like its GRANTs: DROP ROLE refuses while it
+    holds some (2BP01), DROP OWNED BY revokes them (at once for its open sessions), and
+    no grant is left naming a role that no longer exists."""
+    pg.sql("CREATE ROLE carol LOGIN")
+    pg.sql("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA envelope TO carol")
+    pg.sql("SELECT envelope.grant_key('tenant_a', 'carol', 'decrypt')")
+    pg.sql("SELECT envelope.grant_key('tenant_*', 'carol', 'admin')")
+    carol = pg.connect(user="carol")
+    assert one(carol, DECRYPT, (1,)) == SECRET_A
+    # A grant carol made: it outlives her.
+    one(carol, "SELECT envelope.grant_key('tenant_b', 'bob', 'decrypt')::text")
+    # PostgreSQL's own privileges are revoked first (as DROP ROLE would demand them to be).
+    pg.sql("REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA envelope FROM carol")
+    with pytest.raises(psycopg2.Error) as e:
+        pg.sql("DROP ROLE carol")
+    err = pg_error(e)
+    assert err["sqlstate"] == "2BP01", err
+    assert 'role "carol" cannot be dropped because it holds pg_envelope key grants' in err["message"]
+    assert err["detail"].startswith("2 grants in envelope.key_grant"), err
+    assert pg.scalar("SELECT count(*) FROM pg_roles WHERE rolname = 'carol'") == 1
+    assert pg.scalar("SELECT count(*) FROM envelope.key_grants WHERE grantee = 'carol'::regrole") == 2
+    # DROP ROLE IF EXISTS of a role that is not there, and of several roles where one
+    # holds grants: PostgreSQL's notice, and the refusal for the whole statement.
+    pg.sql("DROP ROLE IF EXISTS nobody_at_all")
+    pg.sql("CREATE ROLE dave")
+    with pytest.raises(psycopg2.Error) as e:
+        pg.sql("DROP ROLE dave, carol")
+    assert pg_error(e)["sqlstate"] == "2BP01"
+    assert pg.scalar("SELECT count(*) FROM pg_roles WHERE rolname = 'dave'") == 1
+    # DROP OWNED BY revokes them; the open session loses decrypt at its next statement.
+    conn = pg.connect(autocommit=False)
+    with conn.cursor() as cur:
+        cur.execute("DROP OWNED BY carol")
+        cur.execute("DROP ROLE carol")
+    conn.commit()
+    assert pg.scalar("SELECT count(*) FROM pg_roles WHERE rolname = 'carol'") == 0
+    assert pg.scalar("SELECT count(*) FROM envelope.key_grant g WHERE NOT EXISTS "
+                     "(SELECT 1 FROM pg_roles r WHERE r.oid = g.grantee::oid)") == 0
+    # The grant carol made to bob stays, and works.
+    bob = pg.connect(user="bob")
+    assert one(bob, DECRYPT, (2,)) == SECRET_B
+    # DROP OWNED revokes in a transaction that can still roll back.
+    pg.sql("CREATE ROLE erin LOGIN")
+    pg.sql("SELECT envelope.grant_key('tenant_a', 'erin', 'decrypt')")
+    conn = pg.connect(autocommit=False)
+    with conn.cursor() as cur:
+        cur.execute("DROP OWNED BY erin")
+        cur.execute("SELECT count(*) FROM envelope.key_grants WHERE grantee = 'erin'::regrole")
+        assert cur.fetchone()[0] == 0
+    conn.rollback()
+    assert pg.scalar("SELECT count(*) FROM envelope.key_grants WHERE grantee = 'erin'::regrole") == 1
+
+
+def test_drop_role_in_a_database_without_the_extension_is_not_affected(pg):
+    pg.sql("CREATE DATABASE plain_db")
+    pg.sql("CREATE ROLE frank")
+    other = pg.connect(dbname="plain_db")
+    with other.cursor() as cur:
+        cur.execute("DROP ROLE frank")
+    assert pg.scalar("SELECT count(*) FROM pg_roles WHERE rolname = 'frank'") == 0

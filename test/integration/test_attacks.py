@@ -1003,3 +1003,30 @@ def test_json_parser_errors_do_not_quote_a_decrypted_value(env):
     ok = forge(key_id, version, dek, 3, b'{"a": 1}')
     assert pg.scalar("SELECT envelope.decrypt_field(%s::envelope.encrypted_jsonb)", (ok,)) == {"a": 1}
     pg.assert_log_free_of([marker], since=since)
+
+
+def test_hijack_drop_role_and_drop_owned(env, hostile_schema):
+    """DROP ROLE and DROP OWNED read and change envelope.key_grant as its owner (the
+    ProcessUtility hook): a role with CREATEROLE and hijack objects first on its
+    search_path (and in pg_temp) gets the refusal and the revoke, and no hijack runs."""
+    pg = env.cluster
+    pg.sql(f"ALTER ROLE {ATTACKER} CREATEROLE")
+    try:
+        pg.sql("CREATE ROLE victim_reader NOLOGIN")
+        pg.sql("SELECT envelope.grant_key('lk', 'victim_reader', 'decrypt')")
+        pg.sql(f"GRANT victim_reader TO {ATTACKER}")  # DROP OWNED BY needs it
+        conn = hostile_session(pg, ATTACKER)
+        with conn.cursor() as cur, pytest.raises(psycopg2.Error) as e:
+            cur.execute("DROP ROLE victim_reader")
+        assert pg_error(e)["sqlstate"] == "2BP01", pg_error(e)
+        assert_not_pwned(pg)
+        with conn.cursor() as cur:
+            cur.execute("DROP OWNED BY victim_reader")
+            cur.execute("DROP ROLE victim_reader")
+        conn.close()
+        assert_not_pwned(pg)
+        assert pg.scalar("SELECT count(*) FROM envelope.key_grant g WHERE NOT EXISTS "
+                         "(SELECT 1 FROM pg_roles r WHERE r.oid = g.grantee::oid)") == 0
+    finally:
+        pg.sql(f"ALTER ROLE {ATTACKER} NOCREATEROLE")
+        pg.sql("DROP ROLE IF EXISTS victim_reader")
