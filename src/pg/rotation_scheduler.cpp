@@ -15,7 +15,12 @@
 #include "pg/guard.hpp"
 
 extern "C" {
+#include "access/heapam.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/pg_database.h"
+#include "utils/timestamp.h"
 #include "catalog/pg_extension.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
@@ -297,6 +302,102 @@ void worker_main(const char* dbname) {
   }
 }
 
+// Which of `names` are databases that accept connections: pg_database is a shared
+// catalog, readable by the launcher, which is connected to no database.
+void find_databases(const char* const* names, int n, bool* exists) {
+  pg_call([names, n, exists] {
+    for (int i = 0; i < n; ++i) exists[i] = false;
+    StartTransactionCommand();
+    PushActiveSnapshot(GetTransactionSnapshot());
+    Relation rel = table_open(DatabaseRelationId, AccessShareLock);
+    TableScanDesc scan = table_beginscan_catalog(rel, 0, nullptr);
+    HeapTuple tuple;
+    while ((tuple = heap_getnext(scan, ForwardScanDirection)) != nullptr) {
+      auto* db = reinterpret_cast<Form_pg_database>(GETSTRUCT(tuple));
+      for (int i = 0; i < n; ++i)
+        if (db->datallowconn && strcmp(NameStr(db->datname), names[i]) == 0) exists[i] = true;
+    }
+    table_endscan(scan);
+    table_close(rel, AccessShareLock);
+    PopActiveSnapshot();
+    CommitTransactionCommand();
+  });
+}
+
+// The launcher: starts the scheduler of each database of envelope.scheduler_databases
+// that exists, and starts it again should it stop; a database that does not exist (or
+// was dropped) is reported once in the server log and looked for again every
+// envelope.scheduler_naptime, instead of a worker failing to connect every 10 seconds
+// for as long as the server runs.
+void launcher_main() {
+  pg_call([] { BackgroundWorkerInitializeConnection(nullptr, nullptr, 0); });
+  pgstat_report_appname("pg_envelope scheduler launcher");
+  std::vector<std::string> names = database_names();
+  if (names.size() > static_cast<std::size_t>(kMaxDatabases)) names.resize(kMaxDatabases);
+  const char* cnames[kMaxDatabases];
+  bool exists[kMaxDatabases];
+  bool reported[kMaxDatabases] = {};
+  BackgroundWorkerHandle* handles[kMaxDatabases] = {};
+  TimestampTz started_at[kMaxDatabases] = {};
+  int n = static_cast<int>(names.size());
+  for (int i = 0; i < n; ++i) cnames[i] = names[i].c_str();
+  for (;;) {
+    find_databases(cnames, n, exists);
+    for (int i = 0; i < n; ++i) {
+      if (!exists[i]) {
+        if (!reported[i]) {
+          reported[i] = true;
+          const char* name = cnames[i];
+          pg_call([name] {
+            ereport(LOG, (errmsg("pg_envelope: database \"%s\" of envelope.scheduler_databases does not exist or does "
+                                 "not allow connections: no scheduled rotation runs there",
+                                 name),
+                          errhint("It is looked for again every envelope.scheduler_naptime.")));
+          });
+        }
+        continue;
+      }
+      reported[i] = false;
+      if (handles[i] != nullptr) {
+        pid_t pid;
+        BackgroundWorkerHandle* h = handles[i];
+        BgwHandleStatus st = pg_call([h, &pid] { return GetBackgroundWorkerPid(h, &pid); });
+        if (st == BGWH_STARTED || st == BGWH_NOT_YET_STARTED) continue;
+        handles[i] = nullptr;
+      }
+      if (names[i].size() >= NAMEDATALEN) continue;
+      // A worker that stopped soon after it started is started again no sooner than
+      // 10 seconds after (as bgw_restart_time would), never in a tight loop.
+      TimestampTz now = GetCurrentTimestamp();
+      if (started_at[i] != 0 && now - started_at[i] < 10 * USECS_PER_SEC) continue;
+      started_at[i] = now;
+      BackgroundWorker w{};
+      snprintf(w.bgw_name, BGW_MAXLEN, "pg_envelope scheduler for database %s", cnames[i]);
+      snprintf(w.bgw_type, BGW_MAXLEN, "pg_envelope scheduler");
+      w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+      w.bgw_start_time = BgWorkerStart_RecoveryFinished;
+      w.bgw_restart_time = BGW_NEVER_RESTART;  // the launcher starts it again
+      w.bgw_notify_pid = MyProcPid;
+      snprintf(w.bgw_library_name, BGW_MAXLEN, "pg_envelope");
+      snprintf(w.bgw_function_name, BGW_MAXLEN, "envelope_scheduler_main");
+      std::memcpy(w.bgw_extra, cnames[i], names[i].size() + 1);
+      BackgroundWorkerHandle** slot = &handles[i];
+      bool ok = pg_call([&w, slot] { return RegisterDynamicBackgroundWorker(&w, slot); });
+      if (!ok) handles[i] = nullptr;  // no free worker slot: tried again at the next round
+    }
+    pg_call([] {
+      (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, naptime_seconds * 1000L,
+                      PG_WAIT_EXTENSION);
+      ResetLatch(MyLatch);
+      CHECK_FOR_INTERRUPTS();
+      if (ConfigReloadPending) {
+        ConfigReloadPending = false;
+        ProcessConfigFile(PGC_SIGHUP);
+      }
+    });
+  }
+}
+
 }  // namespace
 
 void define_gucs() {
@@ -313,21 +414,16 @@ void define_gucs() {
 }
 
 void register_workers() {
-  std::vector<std::string> names = database_names();
-  if (names.size() > static_cast<std::size_t>(kMaxDatabases)) names.resize(kMaxDatabases);
-  for (const std::string& name : names) {
-    if (name.size() >= NAMEDATALEN) continue;
-    BackgroundWorker w{};
-    snprintf(w.bgw_name, BGW_MAXLEN, "pg_envelope scheduler for database %s", name.c_str());
-    snprintf(w.bgw_type, BGW_MAXLEN, "pg_envelope scheduler");
-    w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-    w.bgw_start_time = BgWorkerStart_RecoveryFinished;
-    w.bgw_restart_time = 10;
-    snprintf(w.bgw_library_name, BGW_MAXLEN, "pg_envelope");
-    snprintf(w.bgw_function_name, BGW_MAXLEN, "envelope_scheduler_main");
-    std::memcpy(w.bgw_extra, name.c_str(), name.size() + 1);
-    pg_call([&w] { RegisterBackgroundWorker(&w); });
-  }
+  if (database_names().empty()) return;
+  BackgroundWorker w{};
+  snprintf(w.bgw_name, BGW_MAXLEN, "pg_envelope scheduler launcher");
+  snprintf(w.bgw_type, BGW_MAXLEN, "pg_envelope scheduler launcher");
+  w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+  w.bgw_start_time = BgWorkerStart_RecoveryFinished;
+  w.bgw_restart_time = 10;
+  snprintf(w.bgw_library_name, BGW_MAXLEN, "pg_envelope");
+  snprintf(w.bgw_function_name, BGW_MAXLEN, "envelope_scheduler_launcher_main");
+  pg_call([&w] { RegisterBackgroundWorker(&w); });
 }
 
 bool runs_in_current_database() {
@@ -342,6 +438,14 @@ bool runs_in_current_database() {
 
 extern "C" {
 PGDLLEXPORT void envelope_scheduler_main(Datum arg);
+PGDLLEXPORT void envelope_scheduler_launcher_main(Datum arg);
+}
+
+void envelope_scheduler_launcher_main(Datum) {
+  pqsignal(SIGTERM, die);
+  pqsignal(SIGHUP, SignalHandlerForConfigReload);
+  BackgroundWorkerUnblockSignals();
+  pg_envelope::guarded_hook(ERROR, "rotation scheduler launcher", [] { pg_envelope::rotation_scheduler::launcher_main(); });
 }
 
 void envelope_scheduler_main(Datum) {

@@ -317,3 +317,38 @@ def test_rewrap_when_the_kms_reports_a_new_kek_version(pg):
         assert emu.calls("read_key") == reads
     finally:
         emu.stop()
+
+
+def test_missing_database_is_reported_once_and_picked_up_when_created(cluster_factory):
+    """A database of envelope.scheduler_databases that does not exist: one LOG line,
+    no worker failing to connect over and over; once it is created, its scheduler
+    starts (the launcher looks again every naptime), and a scheduler that is
+    terminated is started again."""
+    pg = cluster_factory.create(settings={"envelope.scheduler_databases": "not_yet, gone",
+                                          "envelope.scheduler_naptime": 1})
+    time.sleep(5)  # five launcher rounds
+    log = pg.read_log()
+    assert 'database "not_yet" of envelope.scheduler_databases does not exist' in log
+    assert log.count('database "not_yet" of envelope.scheduler_databases does not exist') == 1, log[-3000:]
+    assert 'FATAL:  database "not_yet" does not exist' not in log
+    launchers = pg.sql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_envelope scheduler launcher'")
+    assert launchers[0][0] == 1
+    pg.create_database("not_yet")
+    wait_for("the scheduler of the new database", lambda: pg.sql(
+        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_envelope scheduler' AND datname = 'not_yet'"))
+    pid = pg.sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_envelope scheduler'")[0][0]
+    pg.sql("SELECT pg_terminate_backend(%s)", [pid])
+    wait_for("the scheduler started again", lambda: pg.sql(
+        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_envelope scheduler' AND pid <> %s", [pid]),
+        timeout=30)
+    # A database dropped while its scheduler runs (WITH (FORCE) ends the scheduler's
+    # connection): reported once, not reconnected to in a loop.
+    pg.create_database("gone")
+    wait_for("the scheduler of 'gone'", lambda: pg.sql(
+        "SELECT 1 FROM pg_stat_activity WHERE backend_type = 'pg_envelope scheduler' AND datname = 'gone'"))
+    mark = pg.log_position()
+    pg.sql("DROP DATABASE gone WITH (FORCE)")
+    time.sleep(13)  # past the 10-second restart delay
+    log = pg.read_log(mark)
+    assert log.count('database "gone" of envelope.scheduler_databases does not exist') == 1, log[-3000:]
+    assert 'FATAL:  database "gone" does not exist' not in log, log[-3000:]
