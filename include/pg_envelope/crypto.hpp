@@ -63,6 +63,21 @@ class HmacSha256 {
   EVP_MAC_CTX* ctx_ = nullptr;
 };
 
+// HKDF-SHA256 (RFC 5869) under one input key and salt, for many infos: the extract
+// step and the keyed HMAC state are computed once, so each expand() is the HMAC of
+// its info alone (hkdf_sha256() fetches the algorithms and extracts at every call).
+// Same output as hkdf_sha256(ikm, salt, info, out). Not thread-safe; the pseudorandom
+// key is held by OpenSSL's context and cleansed when it is freed.
+class HkdfSha256 {
+ public:
+  HkdfSha256(ByteView ikm, ByteView salt);
+  // out.size() at most 255 * 32 bytes (Error otherwise).
+  void expand(ByteView info, std::span<std::uint8_t> out);
+
+ private:
+  HmacSha256 prk_;
+};
+
 // AES-GCM with a fixed key (16, 24 or 32 bytes). The key schedule is computed once,
 // so sealing and opening many short values with one key is cheap. Not thread-safe;
 // one instance per backend cache entry.

@@ -7,8 +7,10 @@
 #include <openssl/rand.h>
 #include <pthread.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <vector>
 
 #include "pg_envelope/crypto.hpp"
 #include "pg_envelope/error.hpp"
@@ -135,6 +137,43 @@ void HmacSha256::mac(ByteView data, std::uint8_t out[32]) {
       (!data.empty() && EVP_MAC_update(ctx_, data.data(), data.size()) != 1) ||
       EVP_MAC_final(ctx_, out, &n, 32) != 1 || n != 32)
     throw Error(sqlstate::kInternalError, "HMAC-SHA256 failed");
+}
+
+namespace {
+
+// HKDF-Extract: PRK = HMAC(salt, IKM), an empty salt being 32 zero bytes.
+HmacSha256 extract(ByteView ikm, ByteView salt) {
+  static const std::uint8_t kZeros[32] = {};
+  HmacSha256 keyed(salt.empty() ? ByteView(kZeros, sizeof kZeros) : salt);
+  std::uint8_t prk[32];
+  keyed.mac(ikm, prk);
+  HmacSha256 expander(ByteView(prk, sizeof prk));
+  secure_zero(prk, sizeof prk);
+  return expander;
+}
+
+}  // namespace
+
+HkdfSha256::HkdfSha256(ByteView ikm, ByteView salt) : prk_(extract(ikm, salt)) {}
+
+void HkdfSha256::expand(ByteView info, std::span<std::uint8_t> out) {
+  if (out.size() > 255 * 32) throw Error(sqlstate::kInternalError, "HKDF-SHA256 derivation failed");
+  // T(i) = HMAC(PRK, T(i-1) | info | i), T(0) empty.
+  std::vector<std::uint8_t, ZeroingAllocator<std::uint8_t>> msg;
+  msg.reserve(32 + info.size() + 1);
+  std::uint8_t t[32];
+  std::size_t off = 0;
+  for (unsigned i = 1; off < out.size(); ++i) {
+    msg.clear();
+    if (i > 1) msg.insert(msg.end(), t, t + sizeof t);
+    msg.insert(msg.end(), info.begin(), info.end());
+    msg.push_back(static_cast<std::uint8_t>(i));
+    prk_.mac({msg.data(), msg.size()}, t);
+    std::size_t n = std::min(sizeof t, out.size() - off);
+    std::memcpy(out.data() + off, t, n);
+    off += n;
+  }
+  secure_zero(t, sizeof t);
 }
 
 void hkdf_sha256(ByteView ikm, ByteView salt, ByteView info, std::span<std::uint8_t> out) {
