@@ -47,12 +47,11 @@ int backend_cache_entries = 4096;
 // values only.
 volatile bool key_table_changed = false;
 
-// A DEK was taken through the shared key information (shared_key_info.hpp) before this
-// backend learnt the key tables' OIDs: any relation's invalidation may be theirs.
-volatile bool used_shared_key_info = false;
-
+// A backend that took DEKs or grants through the shared key information
+// (shared_key_info.hpp) before it learnt the key tables' OIDs treats any relation's
+// invalidation as possibly theirs.
 void relcache_changed(Datum, Oid relid) {
-  if (relid == InvalidOid || ext::is_key_table(relid) || (used_shared_key_info && !ext::key_tables_known())) {
+  if (relid == InvalidOid || ext::is_key_table(relid) || (shared_key_info::served() && !ext::key_tables_known())) {
     key_table_changed = true;
     ext::forget();
   }
@@ -212,7 +211,6 @@ CachedDek* from_shared_key_info(DekCache& c, DekId id, std::uint64_t generation)
   SecureBytes dek;
   std::int64_t valid_until = 0;
   if (!shared_dek_cache::find_fresh(ident, dek, valid_until)) return nullptr;
-  used_shared_key_info = true;
   return &c.insert(id, std::move(key_name), dek, valid_until);
 }
 

@@ -32,6 +32,25 @@ struct Slot {
 
 Slot* slots = nullptr;
 
+struct SharedGrant {
+  Oid grantee;
+  std::uint8_t privilege;
+  std::uint8_t pattern_len;
+  char pattern[kPatternCap];
+};
+
+struct GrantSnapshot {
+  slock_t mutex;
+  Oid dbid;  // InvalidOid: empty
+  std::uint64_t generation;
+  bool legacy;
+  int n;
+  SharedGrant grants[kMaxSharedGrants];
+};
+
+GrantSnapshot* snapshots = nullptr;
+bool served_here = false;
+
 Slot& slot_of(Oid dbid, DekId id) {
   std::uint64_t h = (static_cast<std::uint64_t>(dbid) * 0x9E3779B97F4A7C15ull) ^
                     (static_cast<std::uint64_t>(id.key_id) << 20) ^
@@ -49,15 +68,19 @@ bool usable() { return slots != nullptr && key_rows_settled() && !RecoveryInProg
 
 static_assert((kSlots & (kSlots - 1)) == 0, "kSlots is a power of two");
 
-std::size_t shmem_size() { return MAXALIGN(sizeof(Slot) * kSlots); }
+std::size_t slots_size() { return MAXALIGN(sizeof(Slot) * kSlots); }
+
+std::size_t shmem_size() { return slots_size() + MAXALIGN(sizeof(GrantSnapshot) * kGrantDatabases); }
 
 void attach() {
   bool found = false;
   slots = static_cast<Slot*>(
       pg_call([&found] { return ShmemInitStruct("pg_envelope key information", shmem_size(), &found); }));
+  snapshots = reinterpret_cast<GrantSnapshot*>(reinterpret_cast<char*>(slots) + slots_size());
   if (!found) {
     std::memset(static_cast<void*>(slots), 0, shmem_size());
     for (int i = 0; i < kSlots; ++i) SpinLockInit(&slots[i].mutex);
+    for (int i = 0; i < kGrantDatabases; ++i) SpinLockInit(&snapshots[i].mutex);
   }
 }
 
@@ -78,6 +101,7 @@ bool find(DekId id, std::uint64_t generation, std::string& key_name, std::uint8_
   // The generation again: a key change that began meanwhile moved it.
   if (!hit || !usable() || key_generation() != generation) return false;
   key_name.assign(name, len);
+  served_here = true;
   return true;
 }
 
@@ -96,5 +120,51 @@ void publish(DekId id, std::uint64_t generation, std::string_view key_name, cons
   std::memcpy(s.name, key_name.data(), key_name.size());
   SpinLockRelease(&s.mutex);
 }
+
+bool find_grants(std::uint64_t generation, bool& legacy, std::vector<GrantRow>& out) {
+  if (generation == 0 || !usable()) return false;
+  GrantSnapshot& s = snapshots[MyDatabaseId % kGrantDatabases];
+  // Copied out under the spinlock (plain bytes only), turned into strings after.
+  static SharedGrant copy[kMaxSharedGrants];
+  int n = 0;
+  SpinLockAcquire(&s.mutex);
+  bool hit = s.dbid == MyDatabaseId && s.generation == generation;
+  if (hit) {
+    legacy = s.legacy;
+    n = s.n;
+    std::memcpy(copy, s.grants, sizeof(SharedGrant) * static_cast<std::size_t>(n));
+  }
+  SpinLockRelease(&s.mutex);
+  if (!hit || !usable() || key_generation() != generation) return false;
+  out.clear();
+  out.reserve(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i)
+    out.push_back(GrantRow{std::string(copy[i].pattern, copy[i].pattern_len), copy[i].grantee, copy[i].privilege});
+  served_here = true;
+  return true;
+}
+
+void publish_grants(std::uint64_t generation, bool legacy, const std::vector<GrantRow>& rows) {
+  if (generation == 0 || rows.size() > static_cast<std::size_t>(kMaxSharedGrants) || !usable() ||
+      key_generation() != generation)
+    return;
+  for (const GrantRow& r : rows)
+    if (r.pattern.size() >= kPatternCap) return;
+  GrantSnapshot& s = snapshots[MyDatabaseId % kGrantDatabases];
+  SpinLockAcquire(&s.mutex);
+  s.dbid = MyDatabaseId;
+  s.generation = generation;
+  s.legacy = legacy;
+  s.n = static_cast<int>(rows.size());
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    s.grants[i].grantee = rows[i].grantee;
+    s.grants[i].privilege = rows[i].privilege;
+    s.grants[i].pattern_len = static_cast<std::uint8_t>(rows[i].pattern.size());
+    std::memcpy(s.grants[i].pattern, rows[i].pattern.data(), rows[i].pattern.size());
+  }
+  SpinLockRelease(&s.mutex);
+}
+
+bool served() noexcept { return served_here; }
 
 }  // namespace pg_envelope::shared_key_info

@@ -14,6 +14,9 @@
 // never served from here. Not used on a standby: key changes arrive there as replayed
 // relation-cache invalidations, which do not move the generation.
 //
+// The same for the grants (envelope.key_grant) of a database, so that a new backend of
+// a role without superuser checks its privileges without reading them.
+//
 // A fixed table of kSlots records (direct-mapped: a collision replaces the older
 // record, and a missing record only means the rows are read as before), each under its
 // own spinlock; plain data only.
@@ -23,6 +26,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "pg_envelope/envelope_format.hpp"
 
@@ -42,5 +46,23 @@ bool find(DekId id, std::uint64_t generation, std::string& key_name, std::uint8_
 // when the generation has moved since, a key change is in progress, on a standby, or
 // for a name longer than a key name may be.
 void publish(DekId id, std::uint64_t generation, std::string_view key_name, const std::uint8_t digest[kDigestSize]);
+
+// The grants of a database, as key_access reads them: at most kMaxSharedGrants, each
+// pattern shorter than kPatternCap bytes (more or longer: not shared), in
+// kGrantDatabases direct-mapped snapshots.
+constexpr int kGrantDatabases = 8;
+constexpr int kMaxSharedGrants = 128;
+constexpr std::size_t kPatternCap = 72;
+struct GrantRow {
+  std::string pattern;
+  std::uint32_t grantee;   // a role's OID
+  std::uint8_t privilege;  // key_access::Privilege bit
+};
+bool find_grants(std::uint64_t generation, bool& legacy, std::vector<GrantRow>& out);
+void publish_grants(std::uint64_t generation, bool legacy, const std::vector<GrantRow>& rows);
+
+// Whether this backend took anything from here (it then may not know the key tables'
+// OIDs; see dek_resolver.cpp). A plain read: safe in an invalidation callback.
+bool served() noexcept;
 
 }  // namespace pg_envelope::shared_key_info
