@@ -63,6 +63,27 @@ class HmacSha256 {
   EVP_MAC_CTX* ctx_ = nullptr;
 };
 
+// HKDF-SHA256 (RFC 5869) under one input key and salt, for many infos: the extract
+// step and the keyed HMAC state are computed once, so each expand() is the HMAC of
+// its info alone (hkdf_sha256() fetches the algorithms and extracts at every call).
+// Same output as hkdf_sha256(ikm, salt, info, out). Not thread-safe; the pseudorandom
+// key is held by OpenSSL's context and cleansed when it is freed.
+//
+// RFC 5869's two steps over OpenSSL's HMAC-SHA256 rather than OpenSSL's HKDF, which
+// cannot do this: OpenSSL 3.0 cannot copy an HKDF context (EVP_KDF_CTX_dup returns
+// NULL), a new one fetches SHA-256 and HMAC again, and reusing one across derivations
+// with different infos crashed in OpenSSL 3.0.19. Checked against the Wycheproof HKDF
+// vectors and RFC 5869's appendix A (test/unit/hkdf_test.cpp).
+class HkdfSha256 {
+ public:
+  HkdfSha256(ByteView ikm, ByteView salt);
+  // out.size() at most 255 * 32 bytes (Error otherwise).
+  void expand(ByteView info, std::span<std::uint8_t> out);
+
+ private:
+  HmacSha256 prk_;
+};
+
 // Sealing and opening with one AES-GCM key: what the envelope format encrypts with.
 class Aead {
  public:

@@ -3,12 +3,13 @@
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include <openssl/kdf.h>
 #include <openssl/rand.h>
 #include <pthread.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <vector>
 
 #include "pg_envelope/crypto.hpp"
 #include "pg_envelope/error.hpp"
@@ -81,12 +82,6 @@ EVP_MD* sha256_algorithm() {
   return md;
 }
 
-EVP_KDF* hkdf_algorithm() {
-  static EVP_KDF* kdf = EVP_KDF_fetch(nullptr, OSSL_KDF_NAME_HKDF, nullptr);
-  if (kdf == nullptr) throw Error(sqlstate::kInternalError, "HKDF is not available in OpenSSL");
-  return kdf;
-}
-
 }  // namespace
 
 void sha256(ByteView data, std::uint8_t out[32]) {
@@ -111,15 +106,31 @@ EVP_MAC* hmac_algorithm() {
   if (mac == nullptr) throw Error(sqlstate::kInternalError, "HMAC is not available in OpenSSL");
   return mac;
 }
+
+// HMAC with SHA-256 set and no key: each HmacSha256 is a copy of it, keyed. Setting
+// the digest by name fetches SHA-256 again in OpenSSL's HMAC; a copy does not.
+EVP_MAC_CTX* hmac_template() {
+  static EVP_MAC_CTX* tmpl = [] {
+    EVP_MAC_CTX* c = EVP_MAC_CTX_new(hmac_algorithm());
+    if (c == nullptr) throw std::bad_alloc();
+    char digest[] = "SHA256";
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                           OSSL_PARAM_construct_end()};
+    if (EVP_MAC_CTX_set_params(c, params) != 1) {
+      EVP_MAC_CTX_free(c);
+      throw Error(sqlstate::kInternalError, "HMAC-SHA256 setup failed");
+    }
+    return c;
+  }();
+  return tmpl;
+}
 }  // namespace
 
 HmacSha256::HmacSha256(ByteView key) {
-  ctx_ = EVP_MAC_CTX_new(hmac_algorithm());
+  ctx_ = EVP_MAC_CTX_dup(hmac_template());
   if (ctx_ == nullptr) throw std::bad_alloc();
-  char digest[] = "SHA256";
-  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_construct_end()};
   static const std::uint8_t kEmpty = 0;
-  if (EVP_MAC_init(ctx_, key.empty() ? &kEmpty : key.data(), key.size(), params) != 1) {
+  if (EVP_MAC_init(ctx_, key.empty() ? &kEmpty : key.data(), key.size(), nullptr) != 1) {
     EVP_MAC_CTX_free(ctx_);
     ctx_ = nullptr;
     throw Error(sqlstate::kInternalError, "HMAC-SHA256 setup failed");
@@ -137,34 +148,53 @@ void HmacSha256::mac(ByteView data, std::uint8_t out[32]) {
     throw Error(sqlstate::kInternalError, "HMAC-SHA256 failed");
 }
 
+namespace {
+
+// HKDF-Extract: PRK = HMAC(salt, IKM), an empty salt being 32 zero bytes.
+HmacSha256 extract(ByteView ikm, ByteView salt) {
+  static const std::uint8_t kZeros[32] = {};
+  HmacSha256 keyed(salt.empty() ? ByteView(kZeros, sizeof kZeros) : salt);
+  std::uint8_t prk[32];
+  keyed.mac(ikm, prk);
+  HmacSha256 expander(ByteView(prk, sizeof prk));
+  secure_zero(prk, sizeof prk);
+  return expander;
+}
+
+}  // namespace
+
+HkdfSha256::HkdfSha256(ByteView ikm, ByteView salt) : prk_(extract(ikm, salt)) {}
+
+void HkdfSha256::expand(ByteView info, std::span<std::uint8_t> out) {
+  if (out.size() > 255 * 32) throw Error(sqlstate::kInternalError, "HKDF-SHA256 derivation failed");
+  // T(i) = HMAC(PRK, T(i-1) | info | i), T(0) empty.
+  std::vector<std::uint8_t, ZeroingAllocator<std::uint8_t>> msg;
+  msg.reserve(32 + info.size() + 1);
+  std::uint8_t t[32];
+  std::size_t off = 0;
+  for (unsigned i = 1; off < out.size(); ++i) {
+    msg.clear();
+    if (i > 1) msg.insert(msg.end(), t, t + sizeof t);
+    msg.insert(msg.end(), info.begin(), info.end());
+    msg.push_back(static_cast<std::uint8_t>(i));
+    prk_.mac({msg.data(), msg.size()}, t);
+    std::size_t n = std::min(sizeof t, out.size() - off);
+    std::memcpy(out.data() + off, t, n);
+    off += n;
+  }
+  secure_zero(t, sizeof t);
+}
+
 void hkdf_sha256(ByteView ikm, ByteView salt, ByteView info, std::span<std::uint8_t> out) {
-  EVP_KDF_CTX* ctx = EVP_KDF_CTX_new(hkdf_algorithm());
-  if (ctx == nullptr) throw std::bad_alloc();
-
-  char digest[] = "SHA256";
-  // OpenSSL rejects an empty key with a NULL pointer; any valid pointer is fine for n = 0.
-  static const std::uint8_t empty = 0;
-  OSSL_PARAM params[5];
-  int n = 0;
-  params[n++] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, digest, 0);
-  params[n++] = OSSL_PARAM_construct_octet_string(
-      OSSL_KDF_PARAM_KEY, const_cast<std::uint8_t*>(ikm.empty() ? &empty : ikm.data()), ikm.size());
-  if (!salt.empty())
-    params[n++] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT,
-                                                    const_cast<std::uint8_t*>(salt.data()), salt.size());
-  params[n++] = OSSL_PARAM_construct_octet_string(
-      OSSL_KDF_PARAM_INFO, const_cast<std::uint8_t*>(info.empty() ? &empty : info.data()), info.size());
-  params[n] = OSSL_PARAM_construct_end();
-
-  int rc = EVP_KDF_derive(ctx, out.data(), out.size(), params);
-  EVP_KDF_CTX_free(ctx);
-  if (rc != 1) throw Error(sqlstate::kInternalError, "HKDF-SHA256 derivation failed");
+  // Extract and expand over HMAC-SHA256 (RFC 5869 section 2), without OpenSSL's
+  // HKDF, which fetches its digest and HMAC again at every derivation.
+  if (out.empty() || out.size() > 255 * 32) throw Error(sqlstate::kInternalError, "HKDF-SHA256 derivation failed");
+  HkdfSha256(ikm, salt).expand(info, out);
 }
 
 void preload_algorithms() {
   (void)sha256_algorithm();
-  (void)hkdf_algorithm();
-  (void)hmac_algorithm();
+  (void)hmac_template();
   preload_aes_gcm();
   // One derivation and one digest: OpenSSL builds its per-algorithm method caches and
   // name maps on first use.

@@ -28,6 +28,7 @@ extern "C" {
 #include "kms_registry.hpp"
 #include "pg_envelope/kms.hpp"
 #include "shared_dek_cache.hpp"
+#include "shared_key_info.hpp"
 #include "key_change_commit.hpp"
 #include "key_generation.hpp"
 #include "kms_calls.hpp"
@@ -46,8 +47,11 @@ int backend_cache_entries = 4096;
 // values only.
 volatile bool key_table_changed = false;
 
+// A backend that took DEKs or grants through the shared key information
+// (shared_key_info.hpp) before it learnt the key tables' OIDs treats any relation's
+// invalidation as possibly theirs.
 void relcache_changed(Datum, Oid relid) {
-  if (relid == InvalidOid || ext::is_key_table(relid)) {
+  if (relid == InvalidOid || ext::is_key_table(relid) || (shared_key_info::served() && !ext::key_tables_known())) {
     key_table_changed = true;
     ext::forget();
   }
@@ -121,6 +125,13 @@ void warn_stale(const DekRecord& rec) {
   });
 }
 
+// What this backend read from the rows of a usable key, for the next new backend
+// (shared_key_info.hpp); not while the extension's SQL version differs from the
+// library's (ext::objects() refuses keys then, unless envelope.version_check is off).
+void share_key_info(DekId id, std::uint64_t generation, const DekRecord& rec, const shared_dek_cache::Ident& ident) {
+  if (ext::resolved_at_library_version()) shared_key_info::publish(id, generation, rec.key.name, ident.wrapped_digest);
+}
+
 // `generation`: the key generation read before `rec` was, so a DEK loaded from rows
 // that changed meanwhile is never put into the shared cache.
 CachedDek& load(DekCache& c, const DekRecord& rec, std::uint64_t generation) {
@@ -134,7 +145,10 @@ CachedDek& load(DekCache& c, const DekRecord& rec, std::uint64_t generation) {
   std::int64_t valid_until = 0;
   switch (shared_dek_cache::claim(ident, generation, kms_wait_budget_ms(), dek, failure, stale, valid_until)) {
     case shared_dek_cache::Claim::kHit:
-      if (stale) warn_stale(rec);
+      if (stale)
+        warn_stale(rec);
+      else
+        share_key_info(id, generation, rec, ident);
       break;
     case shared_dek_cache::Claim::kFailed:
       // Another backend's KMS call for this DEK failed moments ago: its error, again,
@@ -173,6 +187,7 @@ CachedDek& load(DekCache& c, const DekRecord& rec, std::uint64_t generation) {
       }
       warned_stale = false;
       valid_until = shared_dek_cache::complete(ident, dek, generation);
+      share_key_info(id, generation, rec, ident);
       break;
     }
   }
@@ -185,12 +200,28 @@ namespace {
 
 enum class Check { kRequire, kIfHeld, kNone };
 
+// A DEK of a usable key that the shared cache holds fresh, found without reading the
+// key tables: through what another backend read from the same rows at the current key
+// generation (shared_key_info.hpp). nullptr: read the rows.
+CachedDek* from_shared_key_info(DekCache& c, DekId id, std::uint64_t generation) {
+  std::string key_name;
+  shared_dek_cache::Ident ident{};
+  ident.id = id;
+  if (!shared_key_info::find(id, generation, key_name, ident.wrapped_digest)) return nullptr;
+  SecureBytes dek;
+  std::int64_t valid_until = 0;
+  if (!shared_dek_cache::find_fresh(ident, dek, valid_until)) return nullptr;
+  return &c.insert(id, std::move(key_name), dek, valid_until);
+}
+
 // The DEK of `id`, the current user holding `privilege` on its key (kRequire: or
 // Error 42501; kIfHeld: or nullptr, and nullptr for a destroyed key; kNone: no check,
 // for the extension's own use, e.g. re-binding a protected value).
 CachedDek* resolve(DekId id, key_access::Privilege privilege, Check check) {
   DekCache& c = cache();
-  if (CachedDek* d = c.find(id); d != nullptr && d->valid_until > statement_now()) {
+  CachedDek* d = c.find(id);
+  if (d == nullptr || d->valid_until <= statement_now()) d = from_shared_key_info(c, id, key_generation());
+  if (d != nullptr) {
     if (check == Check::kRequire) {
       if (!key_access::holds(*d, privilege)) {
         audit::note(id, d->key_name, audit::kDenied);
@@ -227,12 +258,12 @@ CachedDek* resolve(DekId id, key_access::Privilege privilege, Check check) {
     }
     if (rec->key.destroyed || rec->destroyed) return nullptr;
   }
-  CachedDek& d = load(c, *rec, generation);
+  CachedDek& loaded = load(c, *rec, generation);
   if (check != Check::kNone) {
-    key_access::remember(d, privilege);
-    audit::note(d, audit::kDecrypt);
+    key_access::remember(loaded, privilege);
+    audit::note(loaded, audit::kDecrypt);
   }
-  return &d;
+  return &loaded;
 }
 
 }  // namespace

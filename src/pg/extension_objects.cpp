@@ -196,6 +196,10 @@ bool is_key_table(Oid relid) noexcept {
                                  relid == resolved.kms_table || relid == resolved.key_grant_table);
 }
 
+bool key_tables_known() noexcept { return resolved.key_table != InvalidOid; }
+
+bool resolved_at_library_version() noexcept { return valid && std::strcmp(resolved.sql_version, kVersion) == 0; }
+
 void forget() noexcept { valid = false; }
 
 }  // namespace pg_envelope::ext

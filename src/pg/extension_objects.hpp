@@ -59,6 +59,11 @@ void define_version_check_guc();
 // True when relid is one of the key tables (envelope.key, data_key, kms, key_grant)
 // as last resolved. Plain reads only: safe in an invalidation callback.
 bool is_key_table(Oid relid) noexcept;
+// Whether this backend has resolved the key tables' OIDs once (is_key_table() can
+// answer).
+bool key_tables_known() noexcept;
+// Whether the objects are resolved now and their SQL version is the library's.
+bool resolved_at_library_version() noexcept;
 
 // Forgets the resolved objects (from the relcache callback; plain writes only).
 void forget() noexcept;

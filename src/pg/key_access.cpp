@@ -14,6 +14,7 @@ extern "C" {
 #include "key_access.hpp"
 #include "key_catalog.hpp"
 #include "key_generation.hpp"
+#include "shared_key_info.hpp"
 #include "pg_envelope/key_patterns.hpp"
 
 namespace pg_envelope::key_access {
@@ -41,13 +42,26 @@ bool grants_valid = false;
 void refresh_grants() {
   std::uint64_t g = key_generation();
   if (grants_valid && loaded_at == g) return;
-  legacy = ext::objects().key_grant_table == InvalidOid;
   std::vector<Grant> fresh;
-  for (key_catalog::Grant& row : key_catalog::grants()) {
-    std::uint8_t bit = row.privilege == "encrypt" ? kEncrypt : row.privilege == "decrypt" ? kDecrypt
-                     : row.privilege == "admin"   ? kAdmin
-                                                  : 0;
-    if (bit != 0) fresh.push_back(Grant{std::move(row.pattern), row.grantee, bit});
+  // As another backend read them at this generation, with no key change in progress
+  // since (shared_key_info.hpp); else from envelope.key_grant, then shared.
+  std::vector<shared_key_info::GrantRow> rows;
+  bool shared_legacy = false;
+  if (shared_key_info::find_grants(g, shared_legacy, rows)) {
+    legacy = shared_legacy;
+    for (shared_key_info::GrantRow& r : rows) fresh.push_back(Grant{std::move(r.pattern), r.grantee, r.privilege});
+  } else {
+    legacy = ext::objects().key_grant_table == InvalidOid;
+    for (key_catalog::Grant& row : key_catalog::grants()) {
+      std::uint8_t bit = row.privilege == "encrypt" ? kEncrypt : row.privilege == "decrypt" ? kDecrypt
+                       : row.privilege == "admin"   ? kAdmin
+                                                    : 0;
+      if (bit != 0) fresh.push_back(Grant{std::move(row.pattern), row.grantee, bit});
+    }
+    if (ext::resolved_at_library_version()) {
+      for (const Grant& gr : fresh) rows.push_back(shared_key_info::GrantRow{gr.pattern, gr.grantee, gr.privilege});
+      shared_key_info::publish_grants(g, legacy, rows);
+    }
   }
   grants = std::move(fresh);
   loaded_at = g;

@@ -3,6 +3,9 @@
 
 extern "C" {
 #include "access/xact.h"
+#include "catalog/objectaccess.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
 }
 
 #include "key_change_commit.hpp"
@@ -15,6 +18,7 @@ namespace {
 
 bool callback_registered = false;  // this process preloaded the library
 bool change_registered = false;    // the current transaction changed a key
+bool counted_as_changing = false;  // and is counted in begin_key_change() (key_generation.hpp)
 
 // Keys whose shared-cache entries are zeroed again at commit. Plain arrays: the
 // transaction callback runs in PostgreSQL's frames and holds no C++ object.
@@ -59,9 +63,27 @@ void xact_callback(XactEvent event, void*) {
   if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_COMMIT ||
       event == XACT_EVENT_PARALLEL_ABORT || event == XACT_EVENT_PREPARE) {
     change_registered = false;
+    // After the commit's generation move (a prepared transaction: after its slot was
+    // taken, which keeps it counted until it is settled).
+    if (counted_as_changing) end_key_change();
+    counted_as_changing = false;
     n_pending_evictions = 0;
     pending_flush = false;
   }
+}
+
+object_access_hook_type prev_object_access_hook = nullptr;
+
+// DROP EXTENSION pg_envelope drops the key tables without firing their row triggers:
+// it counts as a change of every key of the database, so nothing read from the old
+// rows (a backend's cache, shared_key_info.hpp, the shared cache) outlives them.
+void object_access(ObjectAccessType access, Oid class_id, Oid object_id, int sub_id, void* arg) {
+  if (prev_object_access_hook) prev_object_access_hook(access, class_id, object_id, sub_id, arg);
+  if (access != OAT_DROP || class_id != ExtensionRelationId) return;
+  guarded_hook(ERROR, "drop of the extension", [object_id] {
+    Oid ours = pg_call([] { return get_extension_oid("pg_envelope", true); });
+    if (ours != InvalidOid && object_id == ours) evict_database_at_commit();
+  });
 }
 
 }  // namespace
@@ -69,11 +91,18 @@ void xact_callback(XactEvent event, void*) {
 void register_commit_callback() {
   pg_call([] { RegisterXactCallback(xact_callback, nullptr); });
   callback_registered = true;
+  prev_object_access_hook = object_access_hook;
+  object_access_hook = object_access;
 }
 
 void invalidate_keys_at_commit() {
+  if (callback_registered) {
+    // Counted before the generation first moves, uncounted after it last moves.
+    if (!counted_as_changing) begin_key_change();
+    counted_as_changing = true;
+    change_registered = true;
+  }
   bump_key_generation();
-  if (callback_registered) change_registered = true;
 }
 
 void evict_key_at_commit(std::uint32_t key_id) {

@@ -30,6 +30,7 @@ struct PreparedChange {
 struct Counter {
   pg_atomic_uint64 generation;
   pg_atomic_uint32 prepared;  // slots in use (read without the lock on every statement)
+  pg_atomic_uint32 changing;  // transactions with key changes not yet committed or aborted
   slock_t mutex;              // guards the slots
   PreparedChange changes[kMaxPreparedChanges];
 };
@@ -42,6 +43,20 @@ std::uint64_t key_generation() noexcept { return counter == nullptr ? 0 : pg_ato
 
 void bump_key_generation() noexcept {
   if (counter != nullptr) pg_atomic_fetch_add_u64(&counter->generation, 1);
+}
+
+void begin_key_change() noexcept {
+  if (counter != nullptr) pg_atomic_fetch_add_u32(&counter->changing, 1);  // a full barrier
+}
+
+void end_key_change() noexcept {
+  if (counter != nullptr) pg_atomic_fetch_sub_u32(&counter->changing, 1);  // a full barrier
+}
+
+bool key_rows_settled() noexcept {
+  if (counter == nullptr) return false;
+  pg_memory_barrier();
+  return pg_atomic_read_u32(&counter->changing) == 0 && pg_atomic_read_u32(&counter->prepared) == 0;
 }
 
 bool remember_prepared_change(TransactionId xid, bool all_keys, const std::uint32_t* keys, int n_keys) noexcept {
@@ -115,6 +130,7 @@ void attach() {
   if (!found) {
     pg_atomic_init_u64(&counter->generation, 1);
     pg_atomic_init_u32(&counter->prepared, 0);
+    pg_atomic_init_u32(&counter->changing, 0);
     SpinLockInit(&counter->mutex);
     for (PreparedChange& c : counter->changes) c = PreparedChange{};
   }

@@ -15,6 +15,16 @@ namespace pg_envelope {
 std::uint64_t key_generation() noexcept;
 void bump_key_generation() noexcept;
 
+// Key changes in progress: a transaction that changes a key counts itself in before
+// its first move of the generation and out after its last (at commit or abort; a
+// prepared one is then counted by its slot below until it is settled). While
+// key_rows_settled() is false, the key rows a backend reads may be about to change
+// (or, between a commit and its generation move, have just changed): what is read
+// from them is not shared with other backends (shared_key_info.hpp).
+void begin_key_change() noexcept;
+void end_key_change() noexcept;
+bool key_rows_settled() noexcept;
+
 // Prepared transactions (PREPARE TRANSACTION; Citus commits every worker's part of a
 // distributed transaction that way). COMMIT PREPARED runs no callback of ours, so a
 // prepared transaction that changed keys leaves here what its commit must do:

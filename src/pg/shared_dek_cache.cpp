@@ -498,6 +498,25 @@ Claim claim(const Ident& ident, std::uint64_t generation, long wait_ms, SecureBy
   }
 }
 
+bool find_fresh(const Ident& ident, SecureBytes& out, std::int64_t& valid_until) {
+  if (cache == nullptr) return false;
+  TimestampTz now = GetCurrentTimestamp();
+  std::uint8_t masked[kAes256KeySize];
+  lock_shared();
+  int found = find(ident);
+  bool hit = found >= 0 && fresh(entries[found], now);
+  if (hit) {
+    bool stale = false;
+    hit = serve_hit(entries[found], now, masked, valid_until, stale);
+  }
+  LWLockRelease(cache->lock);
+  if (!hit) return false;
+  unmask(ident, masked, out);
+  secure_zero(masked, sizeof masked);
+  pg_atomic_fetch_add_u64(&cache->hits, 1);
+  return true;
+}
+
 std::int64_t complete(const Ident& ident, const SecureBytes& dek, std::uint64_t generation) {
   TimestampTz now = GetCurrentTimestamp();
   put(ident, dek, generation);

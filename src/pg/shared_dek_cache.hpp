@@ -53,6 +53,10 @@ struct Failure {  // the error the claimant raised, re-raised as it was (no secr
 // KMS failed.
 Claim claim(const Ident& ident, std::uint64_t generation, long wait_ms, SecureBytes& out, Failure& failure,
             bool& stale, std::int64_t& valid_until);
+// A fresh hit only (no claim, no wait, no DEK past its TTL), under the lock in shared
+// mode: `out` is the DEK and `valid_until` as for claim(). False otherwise (not counted
+// as a miss: the caller then goes through claim()).
+bool find_fresh(const Ident& ident, SecureBytes& out, std::int64_t& valid_until);
 // The claimant's KMS is unreachable: if the entry still holds a DEK inside
 // envelope.cache_max_stale, put it back in service and return it (valid for a short
 // retry interval).

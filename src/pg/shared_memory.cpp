@@ -12,6 +12,7 @@ extern "C" {
 #include "kms_stats.hpp"
 #include "shared_credentials.hpp"
 #include "shared_dek_cache.hpp"
+#include "shared_key_info.hpp"
 #include "shared_memory.hpp"
 
 namespace pg_envelope {
@@ -33,7 +34,7 @@ void shmem_request() {
   guarded_hook(ERROR, "shared memory request", [] {
     pg_call([] {
       RequestAddinShmemSpace(key_generation_memory::size() + kms_stats::shmem_size() + shared_dek_cache::shmem_size() +
-                             audit::shmem_size() + shared_credentials::shmem_size());
+                             shared_key_info::shmem_size() + audit::shmem_size() + shared_credentials::shmem_size());
     });
     shared_dek_cache::request_lwlock();
     shared_credentials::request_lwlock();
@@ -49,6 +50,7 @@ void shmem_startup() {
     key_generation_memory::attach();
     kms_stats::attach();
     shared_dek_cache::attach();
+    shared_key_info::attach();
     audit::attach();
     shared_credentials::attach();
     attached = true;

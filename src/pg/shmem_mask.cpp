@@ -16,6 +16,10 @@ namespace {
 
 std::uint8_t secret[32];
 bool ready = false;
+// HKDF of the secret with the extract step done and the HMAC keyed once, in the
+// postmaster: a backend's derivation is one HMAC, without OpenSSL algorithm fetches.
+// Never freed (it lives as long as the secret, for the life of the process).
+HkdfSha256* keyed = nullptr;
 
 constexpr std::size_t kBlock = 255 * 32;  // HKDF-SHA256's longest output
 
@@ -24,12 +28,16 @@ constexpr std::size_t kBlock = 255 * 32;  // HKDF-SHA256's longest output
 void init() {
   if (ready) return;
   random_bytes({secret, sizeof secret});
+  keyed = new HkdfSha256({secret, sizeof secret}, {});
   ready = true;
 }
 
 void derive(ByteView info, std::span<std::uint8_t> out) {
   if (out.size() <= kBlock) {  // the common case (and the DEK cache's exact derivation)
-    hkdf_sha256({secret, sizeof secret}, {}, info, out);
+    if (keyed != nullptr)
+      keyed->expand(info, out);
+    else
+      hkdf_sha256({secret, sizeof secret}, {}, info, out);
     return;
   }
   std::vector<std::uint8_t, ZeroingAllocator<std::uint8_t>> block_info(info.begin(), info.end());

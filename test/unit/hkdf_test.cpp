@@ -66,6 +66,38 @@ TEST(HkdfSha256Wycheproof, AllVectors) {
   EXPECT_TRUE(sizes.count(8160)) << "the maximal output size was not exercised";
 }
 
+// The keyed form (extract once, expand many) against the same vectors, one instance
+// reused across several infos and sizes of a group's key.
+TEST(HkdfSha256Keyed, AllVectorsAndReuse) {
+  nlohmann::json doc;
+  ASSERT_TRUE(test::load_json("wycheproof/hkdf_sha256_test.json", doc));
+  int checked = 0;
+  for (const auto& group : doc.at("testGroups")) {
+    for (const auto& t : group.at("tests")) {
+      SCOPED_TRACE("tcId " + std::to_string(t.at("tcId").get<int>()));
+      const Bytes ikm = from_hex(t.at("ikm").get<std::string>());
+      const Bytes salt = from_hex(t.at("salt").get<std::string>());
+      const Bytes info = from_hex(t.at("info").get<std::string>());
+      Bytes okm(t.at("size").get<std::size_t>(), 0);
+      HkdfSha256 keyed(ikm, salt);
+      if (t.at("result").get<std::string>() != "valid") {
+        EXPECT_TRUE(test::catch_error([&] { keyed.expand(info, okm); }).has_value());
+        continue;
+      }
+      keyed.expand(info, okm);
+      EXPECT_EQ(okm, from_hex(t.at("okm").get<std::string>()));
+      // The same instance again, for another info and a short output.
+      const Bytes other = from_hex("00ff10");
+      Bytes a(42, 0), b(42, 0);
+      keyed.expand(other, a);
+      hkdf_sha256(ikm, salt, other, b);
+      EXPECT_EQ(a, b);
+      ++checked;
+    }
+  }
+  EXPECT_GE(checked, 80);
+}
+
 // RFC 5869 appendix A.1 and A.3 (A.3: no salt, no info).
 TEST(HkdfSha256, Rfc5869AppendixA) {
   const Bytes ikm(22, 0x0b);
