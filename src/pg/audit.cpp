@@ -170,12 +170,17 @@ class AggIndex {
     if ((used_ + 1) * 2 > slots_.size()) grow();
     std::size_t i = home(k);
     while (slots_[i].at != SIZE_MAX && !(slots_[i].k == k)) i = (i + 1) & mask_;
-    if (slots_[i].at == SIZE_MAX) ++used_;
+    if (slots_[i].at == SIZE_MAX) {
+      ++used_;
+      filled_.push_back(i);
+    }
     slots_[i] = Slot{k, at};
   }
+  // Frees the slots in use only: a table that grew for one statement of 100,000 key
+  // versions is not swept whole at the end of every later statement.
   void clear() noexcept {
-    if (used_ == 0) return;
-    std::fill(slots_.begin(), slots_.end(), Slot{});
+    for (std::size_t i : filled_) slots_[i] = Slot{};
+    filled_.clear();
     used_ = 0;
   }
 
@@ -199,10 +204,12 @@ class AggIndex {
     slots_.assign(old.empty() ? 64 : old.size() * 2, Slot{});
     mask_ = slots_.size() - 1;
     used_ = 0;
+    filled_.clear();
     for (const Slot& s : old)
       if (s.at != SIZE_MAX) put(s.k, s.at);
   }
   std::vector<Slot> slots_;
+  std::vector<std::size_t> filled_;  // the slots in use
   std::size_t mask_ = 0;
   std::size_t used_ = 0;
 };
